@@ -1,0 +1,1 @@
+"""One module per `ctxsync` subcommand, each with `register(subparsers)`."""

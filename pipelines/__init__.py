@@ -1,0 +1,1 @@
+"""Engine adapters: thin wiring that keeps transforms/ state in an engine and connects sources and sinks."""

@@ -1,0 +1,36 @@
+"""Pick an engine for a job: one job definition, several runners, identical outputs."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ctxsync.config import ConfigError, JobConfig
+from ctxsync.progress import Progress
+from pipelines.file_outputs import Summary
+
+# runner name -> module with `run_embedded(request) -> Summary`; imported lazily (engines start slowly)
+RUNNERS = {"flink": "pipelines.flink_runner", "reference": "pipelines.reference"}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a runner needs for one run of a job in the embedded profile (files in, files out)."""
+
+    job_name: str
+    job: JobConfig
+    input_path: Path
+    out_dir: Path
+    parallelism: int
+    progress: Progress
+
+
+class Runner(Protocol):
+    def run_embedded(self, request: RunRequest) -> Summary: ...
+
+
+def get_runner(name: str) -> Runner:
+    if name not in RUNNERS:
+        raise ConfigError(f"unknown runner {name!r}; runners: {', '.join(RUNNERS)}")
+    return importlib.import_module(RUNNERS[name])  # type: ignore[return-value]

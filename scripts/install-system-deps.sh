@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# System packages the test suite needs: a real redis-server (and Java for Flink). Idempotent.
+set -euo pipefail
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
+  echo "please install: ${need[*]}" >&2; exit 1
+fi
+SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo sudo)
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,0 +1,32 @@
+"""The stateless step before the shuffle: raw payload -> (partition key, Event) or a dead-letter line.
+
+Kept separate from the keyed step so engines can chain it with the source (one Python crossing).
+"""
+from __future__ import annotations
+
+from transforms.model import DeadLetter, Event
+from transforms.records import DEAD_LETTER, dead_letter_record, tagged
+from transforms.settings import SyncSettings
+from transforms.validate import parse_event
+
+# Dead letters have no user; they travel under a key no userId can take (userIds are non-empty).
+DEAD_LETTER_KEY = ""
+
+
+def dead_letter_line(dl: DeadLetter) -> str:
+    return tagged(DEAD_LETTER, dl.seq, dead_letter_record(dl))
+
+
+def ingest(
+    raw: bytes, seq: int, origin: str, now_ms: int, settings: SyncSettings
+) -> tuple[str, Event | str]:
+    """(userId, Event) for a valid event, (DEAD_LETTER_KEY, tagged dead-letter line) otherwise."""
+    parsed = parse_event(raw, seq, origin, now_ms, settings)
+    if isinstance(parsed, DeadLetter):
+        return DEAD_LETTER_KEY, dead_letter_line(parsed)
+    return parsed.user_id, parsed
+
+
+def is_blank(raw: bytes) -> bool:
+    """Blank lines of a JSON Lines file are skipped, not read (contract v1 section 1)."""
+    return not raw.strip()

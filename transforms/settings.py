@@ -1,0 +1,22 @@
+"""The knobs the operators read, as one plain, picklable value (built from jobs.yaml by ctxsync.config)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ConflictPolicy = Literal["last-writer-wins", "reject"]
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Semantics settings of the context-sync job; defaults are contract v1's."""
+
+    categories: dict[str, str] = field(default_factory=dict)
+    default_category: str = "general"
+    conflict_policy: ConflictPolicy = "last-writer-wins"
+    dedup_retention_ms: int = 24 * 3600 * 1000
+    future_skew_ms: int = 5 * 60 * 1000
+    max_event_bytes: int = 1_000_000
+
+    def category_of(self, attribute: str) -> str:
+        return self.categories.get(attribute, self.default_category)

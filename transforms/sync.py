@@ -1,0 +1,64 @@
+"""The keyed step of context-sync: everything that happens to one valid event of one user.
+
+`sync_step(state, event, settings) -> (state, outputs)` composes dedup, category split, the
+per-aggregate step and the record builders. Engines key by userId, keep `state` (one serializable
+value per user: one state read and one write per event) and route the tagged output lines.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from transforms.aggregate import new_aggregate, aggregate_step
+from transforms.dedup import dedup_step, new_dedup_state
+from transforms.json_values import dumps_compact
+from transforms.model import Event
+from transforms.records import (
+    CONFLICT, DUPLICATE, HISTORY, ORDERING, VIEW, aggregate_key, conflict_violation, duplicate_record,
+    history_record, ordering_violation, tagged, view_record,
+)
+from transforms.settings import SyncSettings
+
+UserState = dict[str, Any]
+
+
+def new_user_state() -> UserState:
+    return {"dedup": new_dedup_state(), "aggs": {}}
+
+
+def sync_step(state: UserState | None, event: Event, settings: SyncSettings) -> tuple[UserState, list[str]]:
+    """Process one valid event of this state's user, in arrival order; return tagged output lines."""
+    if state is None:
+        state = new_user_state()
+    _, duplicate = dedup_step(state["dedup"], event.event_id, event.ts, settings.dedup_retention_ms)
+    if duplicate:
+        return state, [tagged(DUPLICATE, event.seq, duplicate_record(event))]
+    outputs: list[str] = []
+    views: list[str] = []
+    keys: list[str] = []
+    applied: list[str] = []
+    stale: list[str] = []
+    violation = conflict = False
+    policy = settings.conflict_policy
+    aggs = state["aggs"]
+    for sub in event.sub_events:
+        key = aggregate_key(sub.category, event.user_id)
+        keys.append(key)
+        agg = aggs.get(sub.category)
+        if agg is None:
+            agg = aggs[sub.category] = new_aggregate()
+        _, outcome = aggregate_step(agg, sub, event, policy)
+        if outcome.lag_ms is not None:
+            violation = True
+            outputs.append(tagged(ORDERING, event.seq, ordering_violation(key, event, outcome.lag_ms, outcome.max_ts)))
+        if outcome.conflict is not None:
+            conflict = True
+            outputs.append(tagged(CONFLICT, event.seq, conflict_violation(key, event, outcome.conflict, policy)))
+        if outcome.applied:
+            applied.extend(outcome.applied)
+            view = view_record(sub.category, event.user_id, agg)
+            views.append(tagged(VIEW, event.seq, view, dumps_compact(key)))
+        stale.extend(outcome.stale)
+    outputs.extend(views)
+    history = history_record(event, keys, applied, stale, violation, conflict)
+    outputs.append(tagged(HISTORY, event.seq, history, str(len(stale))))
+    return state, outputs

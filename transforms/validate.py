@@ -1,0 +1,217 @@
+"""Decode, parse and validate one raw context event (contract v1 sections 1 and 2).
+
+`parse_event` never raises on bad input: every rule it enforces ends in a DeadLetter with a short
+`reason` code, a sentence in `detail` naming the field, and the original bytes.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from transforms.json_values import is_scalar, loads_strict
+from transforms.model import DeadLetter, Event, SubEvent, Update
+from transforms.settings import SyncSettings
+from transforms.timestamps import format_iso_ms, parse_iso_ms
+
+EVENT_TYPES = ("context.updated", "context.deleted")
+PRIORITIES = ("low", "normal", "high", "critical")
+MAX_EVENT_ID_CHARS = 128
+
+
+class Invalid(Exception):
+    """A rule of the contract is broken; carries the dead-letter reason code and detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _missing(path: str) -> Invalid:
+    return Invalid("missing_field", f"required field '{path}' is missing")
+
+
+def _wrong(path: str, expected: str, value: Any) -> Invalid:
+    return Invalid("invalid_field", f"field '{path}' must be {expected}, got {_describe(value)}")
+
+
+def _object(parent: dict[str, Any], name: str, path: str) -> dict[str, Any]:
+    if name not in parent:
+        raise _missing(path)
+    value = parent[name]
+    if not isinstance(value, dict):
+        raise _wrong(path, "an object", value)
+    return value
+
+
+def _text(parent: dict[str, Any], name: str, path: str) -> str:
+    if name not in parent:
+        raise _missing(path)
+    value = parent[name]
+    if not isinstance(value, str) or not value:
+        raise _wrong(path, "a non-empty string", value)
+    return value
+
+
+def _whole_number(value: Any) -> int | None:
+    """An integer, also when written as 3.0 (JSON does not distinguish); booleans are not numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _updates(delta: dict[str, Any], deleted: bool) -> list[Update]:
+    raw_updates = _object(delta, "updates", "contextDelta.updates")
+    if not raw_updates:
+        raise Invalid("invalid_field", "field 'contextDelta.updates' must hold at least one attribute")
+    updates = []
+    for attribute, body in raw_updates.items():
+        path = f"contextDelta.updates.{attribute}"
+        if not attribute:
+            raise Invalid("invalid_field", "an attribute name in 'contextDelta.updates' is empty")
+        if not isinstance(body, dict):
+            raise _wrong(path, "an object", body)
+        if "current" not in body:
+            raise _missing(path + ".current")
+        current = body["current"]
+        if not is_scalar(current):
+            raise _wrong(path + ".current", "a JSON scalar or null", current)
+        if deleted and current is not None:
+            raise Invalid("delete_with_value", f"context.deleted must set '{path}.current' to null")
+        if "confidence" not in body:
+            raise _missing(path + ".confidence")
+        confidence = body["confidence"]
+        if not _is_number(confidence) or not 0 <= confidence <= 1:
+            raise _wrong(path + ".confidence", "a number between 0 and 1", confidence)
+        has_previous = "previous" in body
+        previous = body.get("previous")
+        if has_previous and not is_scalar(previous):
+            raise _wrong(path + ".previous", "a JSON scalar or null", previous)
+        updates.append(Update(attribute, current, float(confidence), has_previous, previous))
+    return updates
+
+
+def _propagation(doc: dict[str, Any]) -> tuple[tuple[str, ...], int | None]:
+    rules = doc.get("propagationRules")
+    if rules is None:
+        return (), None
+    if not isinstance(rules, dict):
+        raise _wrong("propagationRules", "an object", rules)
+    targets = rules.get("targetModels")
+    if targets is not None and (
+        not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets)
+    ):
+        raise _wrong("propagationRules.targetModels", "a list of non-empty strings", targets)
+    priority = rules.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise _wrong("propagationRules.priority", "one of " + ", ".join(PRIORITIES), priority)
+    ttl = rules.get("ttl")
+    if ttl is not None:
+        ttl = _whole_number(rules["ttl"])
+        if ttl is None or ttl <= 0:
+            raise _wrong("propagationRules.ttl", "an integer number of seconds > 0", rules["ttl"])
+    return tuple(targets or ()), ttl
+
+
+def validate_document(
+    doc: Any, seq: int, origin: str, now_ms: int, settings: SyncSettings
+) -> Event:
+    """Check a parsed JSON value against every rule of contract v1 section 1; raise Invalid if broken."""
+    if not isinstance(doc, dict):
+        raise Invalid("not_object", f"a context event must be a JSON object, got {type(doc).__name__}")
+    event_id = _text(doc, "eventId", "eventId")
+    if len(event_id) > MAX_EVENT_ID_CHARS:
+        raise _wrong("eventId", f"at most {MAX_EVENT_ID_CHARS} characters", event_id)
+    if "timestamp" not in doc:
+        raise _missing("timestamp")
+    stamp = doc["timestamp"]
+    ts = parse_iso_ms(stamp) if isinstance(stamp, str) else None
+    if ts is None:
+        raise _wrong("timestamp", "ISO-8601 with a zone, e.g. 2026-11-24T10:00:00.123Z", stamp)
+    if "eventType" not in doc:
+        raise _missing("eventType")
+    event_type = doc["eventType"]
+    if event_type not in EVENT_TYPES:
+        raise _wrong("eventType", "context.updated or context.deleted", event_type)
+    source = _object(doc, "source", "source")
+    model_id = _text(source, "modelId", "source.modelId")
+    _text(source, "instanceId", "source.instanceId")
+    delta = _object(doc, "contextDelta", "contextDelta")
+    user_id = _text(delta, "userId", "contextDelta.userId")
+    session = delta.get("sessionId")
+    if session is not None and not isinstance(session, str):
+        raise _wrong("contextDelta.sessionId", "a string", session)
+    expected_version = delta.get("expectedVersion")
+    if expected_version is not None:
+        expected_version = _whole_number(delta["expectedVersion"])
+        if expected_version is None or expected_version < 0:
+            raise _wrong("contextDelta.expectedVersion", "an integer >= 0", delta["expectedVersion"])
+    updates = _updates(delta, event_type == "context.deleted")
+    targets, ttl = _propagation(doc)
+    if ts > now_ms + settings.future_skew_ms:
+        raise Invalid(
+            "future_timestamp",
+            f"timestamp {stamp} is more than {settings.future_skew_ms // 1000} s after the "
+            f"processing clock ({format_iso_ms(now_ms)})",
+        )
+    by_category: dict[str, list[Update]] = {}
+    for update in updates:
+        by_category.setdefault(settings.category_of(update.attribute), []).append(update)
+    if expected_version is not None and len(by_category) > 1:
+        raise Invalid(
+            "multi_category_expected_version",
+            "an event with contextDelta.expectedVersion must touch one category, this one touches "
+            + ", ".join(sorted(by_category)),
+        )
+    sub_events = tuple(SubEvent(c, tuple(by_category[c])) for c in sorted(by_category))
+    doc["timestamp"] = format_iso_ms(ts)
+    return Event(
+        seq, origin, event_id, ts, user_id, model_id, expected_version, sub_events, targets, ttl, doc
+    )
+
+
+def dead_letter(raw: bytes, seq: int, origin: str, reason: str, detail: str, stage: str) -> DeadLetter:
+    """Keep the original payload: as text when it is UTF-8, else as base64."""
+    try:
+        return DeadLetter(seq, origin, reason, detail, stage, raw.decode("utf-8"), "utf-8")
+    except UnicodeDecodeError:
+        return DeadLetter(
+            seq, origin, reason, detail, stage, base64.b64encode(raw).decode("ascii"), "base64"
+        )
+
+
+def parse_event(
+    raw: bytes, seq: int, origin: str, now_ms: int, settings: SyncSettings
+) -> Event | DeadLetter:
+    """Turn one raw payload into a valid Event or a DeadLetter; never raises for bad input."""
+    if len(raw) > settings.max_event_bytes:
+        return dead_letter(
+            raw, seq, origin, "too_large",
+            f"event is {len(raw)} bytes, the limit (max_event_bytes) is {settings.max_event_bytes}",
+            "decode",
+        )
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return dead_letter(raw, seq, origin, "not_utf8", f"payload is not UTF-8: {exc}", "decode")
+    try:
+        doc = loads_strict(raw)
+    except ValueError as exc:
+        return dead_letter(raw, seq, origin, "invalid_json", f"payload is not JSON: {exc}", "parse")
+    try:
+        return validate_document(doc, seq, origin, now_ms, settings)
+    except Invalid as exc:
+        return dead_letter(raw, seq, origin, exc.reason, exc.detail, "validate")
