@@ -1,0 +1,130 @@
+"""Kafka helpers shared by `ctxsync replay`, the connectors and the tests (confluent-kafka).
+
+Keys are partitioned with murmur2 exactly like Java producers (and Flink's KafkaSink), so a userId lands
+in the same partition whichever client wrote it, and one user's events stay in order.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+EVENTS, VIEWS, HISTORY, VIOLATIONS, DLQ = (
+    "context.events", "context.views", "context.history", "context.violations", "context.dlq",
+)
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), as a signed 32-bit int."""
+    m, r, mask = 0x5BD1E995, 24, 0xFFFFFFFF
+    length = len(data)
+    h = (0x9747B28C ^ length) & mask
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> r
+        k = (k * m) & mask
+        h = (h * m) & mask
+        h ^= k
+    tail = length % 4
+    base = length - tail
+    if tail == 3:
+        h ^= data[base + 2] << 16
+    if tail >= 2:
+        h ^= data[base + 1] << 8
+    if tail >= 1:
+        h ^= data[base]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition a Java producer's default partitioner picks for a non-null key."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int = 1
+    config: tuple[tuple[str, str], ...] = ()
+
+
+def output_topics(partitions: int, prefix: str = "context") -> list[TopicSpec]:
+    """The job's topics; the view changelog is compacted (latest view per aggregate key survives)."""
+    return [
+        TopicSpec(f"{prefix}.events", partitions),
+        TopicSpec(f"{prefix}.views", partitions, (("cleanup.policy", "compact"),)),
+        TopicSpec(f"{prefix}.history", partitions),
+        TopicSpec(f"{prefix}.violations", partitions),
+        TopicSpec(f"{prefix}.dlq", 1),
+    ]
+
+
+def ensure_topics(client_config: dict[str, Any], specs: list[TopicSpec], timeout_s: float = 15.0) -> None:
+    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(client_config)
+    existing = admin.list_topics(timeout=timeout_s).topics
+    new = [NewTopic(s.name, s.partitions, 1, config=dict(s.config)) for s in specs if s.name not in existing]
+    if not new:
+        return
+    for name, future in admin.create_topics(new, request_timeout=timeout_s).items():
+        try:
+            future.result()
+        except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
+            if "already exists" not in str(exc).lower() and "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+
+
+def producer(client_config: dict[str, Any], **extra: Any) -> Any:
+    """A confluent-kafka Producer partitioning keys like Java clients (murmur2), idempotent, lz4."""
+    from confluent_kafka import Producer
+
+    config = {"partitioner": "murmur2_random", "enable.idempotence": True, "linger.ms": 20,
+              "compression.type": "lz4", "batch.num.messages": 10_000, **client_config, **extra}
+    return Producer(config)
+
+
+def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.0,
+               read_committed: bool = True) -> Iterator[Any]:
+    """Every record of a topic from the beginning to its current end (assign(), no group join)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**client_config, "group.id": "ctxsync-reader", "enable.auto.commit": False,
+                         "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+                         "enable.partition.eof": True})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        parts = []
+        for p in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if high > low:
+                parts.append(TopicPartition(topic, p, low))
+        if not parts:
+            return
+        consumer.assign(parts)
+        pending = {tp.partition for tp in parts}
+        last = time.monotonic()
+        while pending:
+            batch = consumer.consume(10_000, timeout=0.2)  # returns early only when 10,000 arrived
+            if not batch:
+                if time.monotonic() - last > timeout_s:
+                    raise TimeoutError(f"no progress reading {topic} for {timeout_s}s (partitions {sorted(pending)})")
+                continue
+            last = time.monotonic()
+            for message in batch:
+                error = message.error()
+                if error is not None:
+                    if error.code() == error._PARTITION_EOF:
+                        pending.discard(message.partition())
+                        continue
+                    raise RuntimeError(f"reading {topic}: {error}")
+                yield message
+    finally:
+        consumer.close()

@@ -1,0 +1,66 @@
+"""Real loopback servers for the I/O tests, started with the same code as `ctxsync dev up`.
+
+Session-scoped (starting is cheap, ~0.5 s, but one set is enough); each test isolates itself with
+unique topic names, Redis key prefixes and ES index contents. Import the fixtures you use by name.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ctxsync.servers import LocalServers
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServers]:
+    """redis-server + noida-db (Kafka and Elasticsearch) on free loopback ports."""
+    local = LocalServers(tmp_path_factory.mktemp("servers"))
+    try:
+        local.up(["redis", "noida"])
+        yield local
+    finally:
+        local.down()
+
+
+@pytest.fixture(scope="session")
+def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A tansu broker (memory storage); yields its bootstrap address."""
+    local = LocalServers(tmp_path_factory.mktemp("tansu"))
+    try:
+        yield local.start("tansu").endpoints["kafka"]
+    finally:
+        local.down()
+
+
+@pytest.fixture
+def kafka_config(servers: LocalServers) -> dict[str, str]:
+    return {"bootstrap.servers": servers.endpoints()["kafka"]}
+
+
+@pytest.fixture
+def redis_client(servers: LocalServers):
+    import redis
+
+    client = redis.Redis.from_url(servers.endpoints()["redis"])
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def es_client(servers: LocalServers):
+    from elasticsearch import Elasticsearch
+
+    client = Elasticsearch(servers.endpoints()["elasticsearch"], request_timeout=10, retry_on_timeout=False,
+                           max_retries=0)
+    client.options(ignore_status=404).indices.delete(index="context-*")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique name part, to keep topics and keys of different tests apart."""
+    return uuid.uuid4().hex[:8]
