@@ -1,0 +1,246 @@
+"""Idempotent sink connectors: Kafka topics written by the Flink job -> Redis views / Elasticsearch.
+
+A connector consumes with read_committed (it sees only what the job committed at a checkpoint), writes a
+batch, and commits its consumer offsets only after the batch is durably written (Redis pipeline executed,
+ES bulk acknowledged, dead letters flushed). A failure before the commit means the batch is consumed again:
+Redis' version compare-and-set and ES' `create` with `_id` = eventId make the rewrite a no-op, so the end
+state is exact (effectively once) even across crashes and server restarts.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ctxsync.io.es_history import EsBulkWriter, history_doc, violation_doc
+from ctxsync.io.kafka_io import DLQ, HISTORY, VIEWS, VIOLATIONS
+from ctxsync.io.redis_views import RedisViewSink, ViewWrite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConnectorStats:
+    consumed: int = 0
+    written: int = 0      # applied views / created documents (incl. ones already present)
+    skipped: int = 0      # views not newer than what Redis holds
+    dead_lettered: int = 0
+    retries: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+
+    def rate(self) -> float:
+        return self.consumed / self.seconds if self.seconds > 0 else 0.0
+
+
+def origin_of(message: Any) -> str:
+    return f"{message.topic()}/{message.partition()}/{message.offset()}"
+
+
+def dead_letter(reason: str, detail: str, stage: str, raw: bytes, origin: str) -> dict[str, Any]:
+    """A dead-letter record in the contract's shape (raw as text, or base64 when not UTF-8)."""
+    import base64
+
+    try:
+        text, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    return {"reason": reason, "detail": detail, "stage": stage, "raw": text, "rawEncoding": encoding,
+            "origin": origin}
+
+
+def dlq_headers(record: dict[str, Any]) -> list[tuple[str, bytes]]:
+    return [(name, str(record[name]).encode()) for name in ("reason", "stage", "origin")]
+
+
+class Handler:
+    """Writes one batch of messages to a sink; returns dead-letter records for what the sink refused."""
+
+    stage = "sink"
+    transient: tuple[type[BaseException], ...] = ()
+
+    def write(self, messages: list[Any], stats: ConnectorStats) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class RedisViewsHandler(Handler):
+    """context.views -> Redis hashes (CAS on version) + change streams."""
+
+    stage = "redis"
+
+    def __init__(self, sink: RedisViewSink) -> None:
+        import redis
+
+        self.sink = sink
+        self.transient = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+    def write(self, messages: list[Any], stats: ConnectorStats) -> list[dict[str, Any]]:
+        writes, dead = [], []
+        for message in messages:
+            value = message.value()
+            try:
+                view = orjson.loads(value)
+                ttl = view.pop("ttl", None)
+                writes.append(ViewWrite(view, ttl))
+            except (orjson.JSONDecodeError, TypeError, AttributeError) as exc:
+                dead.append(dead_letter("bad_view_record", f"view changelog record is not a JSON object: {exc}",
+                                        self.stage, value or b"", origin_of(message)))
+        applied, skipped = self.sink.write(writes)
+        stats.written += applied
+        stats.skipped += skipped
+        return dead
+
+
+class ElasticsearchHandler(Handler):
+    """context.history and context.violations -> Elasticsearch (create by deterministic _id)."""
+
+    stage = "elasticsearch"
+
+    def __init__(self, writer: EsBulkWriter) -> None:
+        self.writer = writer
+
+    def write(self, messages: list[Any], stats: ConnectorStats) -> list[dict[str, Any]]:
+        docs, dead = [], []
+        for message in messages:
+            value = message.value() or b""
+            origin = origin_of(message)
+            try:
+                record = orjson.loads(value)
+                doc = violation_doc(record, origin) if message.topic().endswith("violations") \
+                    else history_doc(record, origin)
+                docs.append(doc)
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                dead.append(dead_letter("bad_record", f"not a history/violation record: {exc!r}",
+                                        self.stage, value, origin))
+        before = self.writer.retries
+        written, rejected = self.writer.write(docs)
+        stats.retries += self.writer.retries - before
+        stats.written += written
+        for item in rejected:
+            dead.append(dead_letter("es_rejected", f"Elasticsearch rejected the document (HTTP {item.status}, "
+                                    f"{item.error_type}): {item.reason}", self.stage,
+                                    orjson.dumps(item.doc.source), item.doc.origin))
+        return dead
+
+
+@dataclass
+class SinkConnector:
+    """Consume -> write batch (retrying transient sink errors) -> flush dead letters -> commit offsets."""
+
+    kafka_config: dict[str, Any]
+    topics: list[str]
+    group_id: str
+    handler: Handler
+    dlq_topic: str = DLQ
+    batch_size: int = 5000
+    poll_timeout_s: float = 0.2
+    backoff_s: tuple[float, float] = (0.1, 5.0)
+    stats: ConnectorStats = field(default_factory=ConnectorStats)
+    on_batch: Callable[[ConnectorStats], None] | None = None
+
+    def run(self, until_caught_up: bool = False, stop: threading.Event | None = None,
+            idle_timeout_s: float = 60.0) -> ConnectorStats:
+        """Run until `stop` is set, or (bounded) until every partition is read to its end."""
+        from confluent_kafka import Consumer, KafkaError
+
+        from ctxsync.io.kafka_io import producer
+
+        consumer = Consumer({**self.kafka_config, "group.id": self.group_id, "enable.auto.commit": False,
+                             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                             "enable.partition.eof": True})
+        dlq = producer(self.kafka_config)
+        at_end: set[tuple[str, int]] = set()
+        assigned: set[tuple[str, int]] = set()
+
+        def on_assign(_consumer: Any, partitions: list[Any]) -> None:
+            assigned.update((p.topic, p.partition) for p in partitions)
+
+        consumer.subscribe(self.topics, on_assign=on_assign)
+        start = time.monotonic()
+        last_progress = start
+        try:
+            while not (stop is not None and stop.is_set()):
+                messages = consumer.consume(self.batch_size, timeout=self.poll_timeout_s)
+                batch = []
+                for message in messages:
+                    error = message.error()
+                    if error is None:
+                        batch.append(message)
+                        at_end.discard((message.topic(), message.partition()))
+                    elif error.code() == KafkaError._PARTITION_EOF:
+                        at_end.add((message.topic(), message.partition()))
+                    elif not error.retriable() and error.fatal():
+                        raise RuntimeError(f"kafka consumer: {error}")
+                if batch:
+                    self._write(batch, dlq)
+                    consumer.commit(asynchronous=False)
+                    last_progress = time.monotonic()
+                    self.stats.seconds = last_progress - start
+                    if self.on_batch is not None:
+                        self.on_batch(self.stats)
+                if until_caught_up and assigned and not batch and self._caught_up(consumer, assigned, at_end):
+                    break
+                if until_caught_up and time.monotonic() - last_progress > idle_timeout_s:
+                    raise TimeoutError(f"connector {self.group_id}: no progress for {idle_timeout_s:.0f}s")
+        finally:
+            self.stats.seconds = time.monotonic() - start
+            consumer.close()
+        return self.stats
+
+    def _caught_up(self, consumer: Any, assigned: set[tuple[str, int]], at_end: set[tuple[str, int]]) -> bool:
+        """Every partition of the topics is assigned to us and read to its end."""
+        from confluent_kafka import TopicPartition
+
+        if not assigned <= at_end:
+            # a partition with nothing to read never sends EOF if we start at its end; check positions
+            for topic, partition in assigned - at_end:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+                committed = consumer.committed([TopicPartition(topic, partition)], timeout=5)[0].offset
+                if high > low and committed < high:
+                    return False
+        metadata = consumer.list_topics(timeout=5).topics
+        total = {(t, p) for t in self.topics if t in metadata for p in metadata[t].partitions}
+        return total <= assigned
+
+    def _write(self, batch: list[Any], dlq: Any) -> None:
+        delay = self.backoff_s[0]
+        while True:
+            try:
+                dead = self.handler.write(batch, self.stats)
+                break
+            except self.handler.transient as exc:  # sink down or restarting: keep the batch, retry
+                self.stats.retries += 1
+                log.warning("%s: %s; retrying batch of %d in %.1fs", self.handler.stage, exc, len(batch), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.backoff_s[1])
+        self.stats.consumed += len(batch)
+        self.stats.batches += 1
+        if dead:
+            for record in dead:
+                dlq.produce(self.dlq_topic, key=record["origin"].encode(), value=orjson.dumps(record),
+                            headers=dlq_headers(record))
+            if dlq.flush(30) != 0:
+                raise RuntimeError("dead letters could not be delivered to Kafka; offsets not committed")
+            self.stats.dead_lettered += len(dead)
+
+
+def redis_connector(kafka_config: dict[str, Any], redis_client: Any, prefix: str = "ctx",
+                    stream_maxlen: int = 10_000, topic: str = VIEWS, dlq_topic: str = DLQ,
+                    group_id: str = "ctxsync-redis-views") -> SinkConnector:
+    sink = RedisViewSink(redis_client, prefix, stream_maxlen)
+    return SinkConnector(kafka_config, [topic], group_id, RedisViewsHandler(sink), dlq_topic)
+
+
+def elasticsearch_connector(kafka_config: dict[str, Any], es_client: Any, topics: tuple[str, str] = (HISTORY, VIOLATIONS),
+                            dlq_topic: str = DLQ, group_id: str = "ctxsync-elasticsearch",
+                            give_up_after_s: float = 600.0) -> SinkConnector:
+    from ctxsync.io.es_history import install_templates
+
+    install_templates(es_client)
+    return SinkConnector(kafka_config, list(topics), group_id,
+                         ElasticsearchHandler(EsBulkWriter(es_client, give_up_after_s)), dlq_topic)

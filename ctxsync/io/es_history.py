@@ -1,0 +1,214 @@
+"""Elasticsearch history sink: monthly indices `context-history-YYYY.MM`, violations in
+`context-violations`, bulk `create` with `_id` = eventId so a replay never duplicates a document.
+
+Transient failures (connection refused, 429, 5xx) are retried with exponential backoff; documents ES
+rejects for good (mapping errors) are returned to the caller, who sends them to the dead-letter topic
+with ES's reason: nothing is dropped.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+HISTORY_PREFIX = "context-history-"
+VIOLATIONS_INDEX = "context-violations"
+TEMPLATE_NAME = "context-history"
+VIOLATIONS_TEMPLATE_NAME = "context-violations"
+_KEYWORD = {"type": "keyword"}
+_DATE = {"type": "date"}
+
+# dynamic: false keeps unknown fields in _source without indexing them, so an event's extra fields can
+# never cause a mapping conflict; `updates` is flattened (attribute names are open-ended, values mixed).
+HISTORY_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "eventId": _KEYWORD, "timestamp": _DATE, "eventType": _KEYWORD,
+        "source": {"properties": {"modelId": _KEYWORD, "instanceId": _KEYWORD}},
+        "contextDelta": {"properties": {
+            "userId": _KEYWORD, "sessionId": _KEYWORD, "expectedVersion": {"type": "long"},
+            "updates": {"type": "flattened"},
+        }},
+        "propagationRules": {"properties": {
+            "targetModels": _KEYWORD, "priority": _KEYWORD, "ttl": {"type": "long"},
+        }},
+        "aggregates": _KEYWORD, "applied": _KEYWORD, "stale": _KEYWORD,
+        "violation": {"type": "boolean"}, "conflict": {"type": "boolean"},
+    },
+}
+VIOLATIONS_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "kind": _KEYWORD, "key": _KEYWORD, "eventId": _KEYWORD, "timestamp": _DATE, "maxTimestamp": _DATE,
+        "lagMs": {"type": "long"}, "policy": _KEYWORD, "modelId": _KEYWORD,
+    },
+}
+
+
+def history_template(shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+    """The composable index template body for the monthly history indices."""
+    return {"index_patterns": [HISTORY_PREFIX + "*"], "priority": 100,
+            "template": {"settings": {"number_of_shards": shards, "number_of_replicas": replicas},
+                         "mappings": HISTORY_MAPPINGS},
+            "_meta": {"owner": "ctxsync", "contract": "v1"}}
+
+
+def violations_template(shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+    return {"index_patterns": [VIOLATIONS_INDEX], "priority": 100,
+            "template": {"settings": {"number_of_shards": shards, "number_of_replicas": replicas},
+                         "mappings": VIOLATIONS_MAPPINGS},
+            "_meta": {"owner": "ctxsync", "contract": "v1"}}
+
+
+def install_templates(client: Any, shards: int = 1, replicas: int = 0) -> None:
+    """Create or update both index templates (idempotent)."""
+    client.indices.put_index_template(name=TEMPLATE_NAME, **history_template(shards, replicas))
+    client.indices.put_index_template(name=VIOLATIONS_TEMPLATE_NAME, **violations_template(shards, replicas))
+
+
+def history_index(timestamp: str) -> str:
+    """`context-history-YYYY.MM` of a normalized UTC timestamp (2026-11-24T10:00:00.123Z)."""
+    return f"{HISTORY_PREFIX}{timestamp[0:4]}.{timestamp[5:7]}"
+
+
+def violation_id(record: dict[str, Any]) -> str:
+    """Deterministic id: one document per (kind, aggregate, event), within ES's 512-byte _id limit."""
+    text = f"{record['kind']}|{record['key']}|{record['eventId']}"
+    return text if len(text.encode()) <= 512 else hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class EsDoc:
+    index: str
+    id: str
+    source: dict[str, Any]
+    origin: str  # where the record came from (topic/partition/offset), for the dead letter
+
+
+@dataclass
+class Rejected:
+    doc: EsDoc
+    error_type: str
+    reason: str
+    status: int
+
+
+def history_doc(record: dict[str, Any], origin: str) -> EsDoc:
+    return EsDoc(history_index(record["timestamp"]), record["eventId"], record, origin)
+
+
+def violation_doc(record: dict[str, Any], origin: str) -> EsDoc:
+    return EsDoc(VIOLATIONS_INDEX, violation_id(record), record, origin)
+
+
+class TransientError(Exception):
+    """Elasticsearch is unreachable or overloaded; retried with backoff."""
+
+
+class EsBulkWriter:
+    """Bulk `create` with retries: returns the permanently rejected documents, never drops any."""
+
+    def __init__(self, client: Any, give_up_after_s: float = 600.0, backoff_s: tuple[float, float] = (0.2, 5.0),
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.client = client
+        self.give_up_after_s = give_up_after_s
+        self.backoff_s = backoff_s
+        self.sleep = sleep
+        self.retries = 0
+
+    def write(self, docs: Iterable[EsDoc]) -> tuple[int, list[Rejected]]:
+        """(documents created or already present, rejected documents)."""
+        pending = list(docs)
+        done = 0
+        rejected: list[Rejected] = []
+        delay, deadline = self.backoff_s[0], time.monotonic() + self.give_up_after_s
+        while pending:
+            try:
+                items = self._bulk(pending)
+            except TransientError as exc:
+                items = None
+                problem = str(exc)
+            if items is not None:
+                retry = []
+                for doc, item in zip(pending, items):
+                    result = item.get("create", item)
+                    status = int(result.get("status", 500))
+                    if status in (200, 201, 409):  # 409: already there, written by an earlier attempt
+                        done += 1
+                    elif status == 429 or status >= 500:
+                        retry.append(doc)
+                    else:
+                        error = result.get("error") or {}
+                        rejected.append(Rejected(doc, str(error.get("type", "error")),
+                                                 _reason(error), status))
+                pending = retry
+                problem = f"{len(retry)} documents got 429/5xx"
+                if not pending:
+                    break
+            if time.monotonic() + delay > deadline:
+                raise TimeoutError(f"Elasticsearch still failing after {self.give_up_after_s:.0f}s: {problem}")
+            self.retries += 1
+            log.warning("elasticsearch: %s; retrying %d documents in %.1fs", problem, len(pending), delay)
+            self.sleep(delay)
+            delay = min(delay * 2, self.backoff_s[1])
+        return done, rejected
+
+    def _bulk(self, docs: list[EsDoc]) -> list[dict[str, Any]]:
+        from elasticsearch import ApiError, ConnectionError as EsConnectionError, ConnectionTimeout
+
+        operations: list[dict[str, Any]] = []
+        for doc in docs:
+            operations.append({"create": {"_index": doc.index, "_id": doc.id}})
+            operations.append(doc.source)
+        try:
+            response = self.client.bulk(operations=operations)
+        except (EsConnectionError, ConnectionTimeout) as exc:
+            raise TransientError(f"connection failed: {exc}") from exc
+        except ApiError as exc:
+            if exc.status_code == 429 or exc.status_code >= 500:
+                raise TransientError(f"HTTP {exc.status_code}: {exc}") from exc
+            raise
+        return list(response["items"])
+
+
+def _reason(error: dict[str, Any]) -> str:
+    reason = str(error.get("reason", ""))
+    cause = error.get("caused_by")
+    if isinstance(cause, dict) and cause.get("reason"):
+        reason += f" (caused by {cause.get('type')}: {cause['reason']})"
+    return reason
+
+
+def search_history(client: Any, user: str, since: str | None = None, attribute: str | None = None,
+                   model: str | None = None, size: int = 1000) -> list[dict[str, Any]]:
+    """An analyst's timeline: the user's accepted events, oldest first, optionally filtered."""
+    filters: list[dict[str, Any]] = [{"term": {"contextDelta.userId": user}}]
+    if since:
+        filters.append({"range": {"timestamp": {"gte": since}}})
+    if model:
+        filters.append({"term": {"source.modelId": model}})
+    if attribute:
+        filters.append({"bool": {"should": [
+            {"term": {"applied": attribute}}, {"term": {"stale": attribute}},
+            {"exists": {"field": f"contextDelta.updates.{attribute}"}},
+        ], "minimum_should_match": 1}})
+    hits: list[dict[str, Any]] = []
+    search_after = None
+    while len(hits) < size:
+        body: dict[str, Any] = {"query": {"bool": {"filter": filters}},
+                                "sort": [{"timestamp": "asc"}, {"eventId": "asc"}],
+                                "size": min(500, size - len(hits))}
+        if search_after is not None:
+            body["search_after"] = search_after
+        page = client.search(index=HISTORY_PREFIX + "*", ignore_unavailable=True, allow_no_indices=True, **body)
+        batch = page["hits"]["hits"]
+        if not batch:
+            break
+        hits.extend(hit["_source"] for hit in batch)
+        search_after = batch[-1]["sort"]
+    return hits

@@ -1,0 +1,88 @@
+"""Redis view sink against a real redis-server: Lua compare-and-set by version, TTL, change streams."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ctxsync.io.redis_views import RedisViewSink, ViewWrite, hash_fields, stream_key, view_from_hash, view_key
+from tests.fixtures_servers import redis_client, servers  # noqa: F401
+
+pytestmark = pytest.mark.servers
+
+VIEW = {
+    "key": "behavioral:u1", "category": "behavioral", "userId": "u1", "version": 2,
+    "updatedAt": "2026-11-24T10:00:00.000Z",
+    "attributes": {"segment": {"value": "power", "confidence": 0.9, "updatedAt": "2026-11-24T10:00:00.000Z",
+                               "eventId": "e2", "modelId": "m1"},
+                   "engagementScore": {"value": 0.5, "confidence": 1, "updatedAt": "2026-11-24T09:00:00.000Z",
+                                       "eventId": "e1", "modelId": "m2"}},
+    "targetModels": ["churn-predictor", "risk-model"],
+}
+
+
+def versioned(version: int, **attrs) -> dict:
+    view = copy.deepcopy(VIEW)
+    view["version"] = version
+    view["attributes"].update(attrs)
+    return view
+
+
+def test_hash_layout_round_trips_the_view_record():
+    back = view_from_hash(hash_fields(VIEW))
+    assert back == VIEW
+    assert list(back["attributes"]) == sorted(VIEW["attributes"])
+
+
+def test_only_newer_versions_are_written(redis_client):
+    sink = RedisViewSink(redis_client)
+    assert sink.write([ViewWrite(versioned(2))]) == (1, 0)
+    assert sink.write([ViewWrite(versioned(2))]) == (0, 1)           # a replay: no change
+    older = versioned(1)
+    older["attributes"]["segment"]["value"] = "casual"
+    assert sink.write([ViewWrite(older)]) == (0, 1)                  # an old retry: no change
+    assert sink.read("behavioral", "u1") == versioned(2)
+    newer = versioned(3)
+    del newer["attributes"]["engagementScore"]                       # tombstoned attribute disappears
+    assert sink.write([ViewWrite(newer)]) == (1, 0)
+    assert sink.read("behavioral", "u1") == newer
+    assert redis_client.hget(view_key("ctx", "behavioral", "u1"), "a:engagementScore") is None
+
+
+def test_batch_with_several_versions_of_one_key_ends_at_the_highest(redis_client):
+    sink = RedisViewSink(redis_client)
+    writes = [ViewWrite(versioned(v)) for v in (1, 3, 2)]
+    assert sink.write(writes) == (2, 1)
+    assert sink.read("behavioral", "u1")["version"] == 3
+
+
+def test_ttl_comes_from_the_event_and_no_ttl_persists(redis_client):
+    sink = RedisViewSink(redis_client)
+    key = view_key("ctx", "behavioral", "u1")
+    sink.write([ViewWrite(versioned(1), ttl=3600)])
+    assert 3590 <= redis_client.ttl(key) <= 3600
+    sink.write([ViewWrite(versioned(2), ttl=None)])
+    assert redis_client.ttl(key) == -1
+
+
+def test_change_feed_per_target_model_is_bounded(redis_client):
+    sink = RedisViewSink(redis_client, stream_maxlen=100)
+    sink.write([ViewWrite(versioned(v)) for v in range(1, 1001)])
+    sink.write([ViewWrite(versioned(5))])  # not newer: no feed entry
+    for model in ("churn-predictor", "risk-model"):
+        stream = stream_key("ctx", model)
+        length = redis_client.xlen(stream)
+        assert 100 <= length < 1000                    # MAXLEN ~ trims in whole macro nodes
+        last = redis_client.xrevrange(stream, count=1)[0][1]
+        assert last[b"version"] == b"1000" and last[b"key"] == view_key("ctx", "behavioral", "u1").encode()
+
+
+def test_read_user_finds_every_category_and_nothing_else(redis_client):
+    sink = RedisViewSink(redis_client)
+    financial = versioned(1)
+    financial.update(key="financial:u1", category="financial")
+    other = versioned(1)
+    other.update(key="behavioral:u10", userId="u10")
+    sink.write([ViewWrite(versioned(1)), ViewWrite(financial), ViewWrite(other)])
+    assert [v["key"] for v in sink.read_user("u1")] == ["behavioral:u1", "financial:u1"]
+    assert [v["key"] for v in sink.read_all()] == ["behavioral:u1", "behavioral:u10", "financial:u1"]
