@@ -27,6 +27,13 @@ VALUES = {
     "language": ["en", "de", "ja", "es", "fr"],
     "sentiment": ["negative", "neutral", "positive"],
 }
+# The shipped jobs.yaml categories, so generated expectedVersions track real aggregate versions.
+CATEGORY_OF = {
+    "riskTolerance": "financial", "portfolioValue": "financial", "creditScore": "financial",
+    "segment": "behavioral", "lastAction": "behavioral", "preferredChannel": "behavioral",
+    "engagementScore": "behavioral", "lastLogin": "temporal", "timezone": "temporal",
+    "sessionLength": "temporal",
+}
 INVALID_KINDS = (
     "malformed_json", "not_utf8", "nan", "not_object", "missing_user", "bad_confidence",
     "bad_event_type", "bad_timestamp", "future_timestamp", "delete_with_value",
@@ -105,11 +112,11 @@ class _Stream:
                 "ttl": rng.choice((300, 3600, 86400)),
             },
         }
-        if len(attrs) == 1 and rng.random() < 0.15:
-            key = (user, attrs[0])
-            event["contextDelta"]["expectedVersion"] = self.versions.get(key, 0)
-        for attr in attrs:
-            self.versions[(user, attr)] = self.versions.get((user, attr), 0) + 1
+        categories = {CATEGORY_OF.get(a, "general") for a in attrs}
+        if len(categories) == 1 and rng.random() < 0.15:
+            event["contextDelta"]["expectedVersion"] = self.versions.get((user, *categories), 0)
+        for category in categories:
+            self.versions[(user, category)] = self.versions.get((user, category), 0) + 1
         return event
 
     def _conflicting(self, event: dict) -> dict:

@@ -23,8 +23,13 @@ class Progress:
         sys.stderr.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
         sys.stderr.flush()
 
-    def note(self, text: str) -> None:
-        """A status line for work that has no count (e.g. a job starting)."""
+    def note(self, text: str, force: bool = True) -> None:
+        """A status line for work that has no count; `force=False` throttles it like update()."""
+        now = time.monotonic()
+        if not force and now - self._last < (0.2 if self.tty else self.every_s):
+            return
+        self._last = now
+        text = f"{text}  {now - self.start:.1f}s"
         sys.stderr.write(("\r" if self.tty else "") + f"{self.label}: {text}" + ("\x1b[K" if self.tty else "\n"))
         sys.stderr.flush()
 

@@ -127,11 +127,9 @@ def _propagation(doc: dict[str, Any]) -> tuple[tuple[str, ...], int | None]:
 
 
 def validate_document(
-    doc: Any, seq: int, origin: str, now_ms: int, settings: SyncSettings
+    doc: dict[str, Any], seq: int, origin: str, now_ms: int, settings: SyncSettings
 ) -> Event:
-    """Check a parsed JSON value against every rule of contract v1 section 1; raise Invalid if broken."""
-    if not isinstance(doc, dict):
-        raise Invalid("not_object", f"a context event must be a JSON object, got {type(doc).__name__}")
+    """Check a parsed JSON object against every rule of contract v1 section 1; raise Invalid if broken."""
     event_id = _text(doc, "eventId", "eventId")
     if len(event_id) > MAX_EVENT_ID_CHARS:
         raise _wrong("eventId", f"at most {MAX_EVENT_ID_CHARS} characters", event_id)
@@ -164,8 +162,8 @@ def validate_document(
     if ts > now_ms + settings.future_skew_ms:
         raise Invalid(
             "future_timestamp",
-            f"timestamp {stamp} is more than {settings.future_skew_ms // 1000} s after the "
-            f"processing clock ({format_iso_ms(now_ms)})",
+            f"timestamp {stamp} is more than {settings.future_skew_ms // 1000} s ahead of the "
+            "processing clock",
         )
     by_category: dict[str, list[Update]] = {}
     for update in updates:
@@ -211,6 +209,9 @@ def parse_event(
         doc = loads_strict(raw)
     except ValueError as exc:
         return dead_letter(raw, seq, origin, "invalid_json", f"payload is not JSON: {exc}", "parse")
+    if not isinstance(doc, dict):
+        return dead_letter(raw, seq, origin, "not_object",
+                           f"a context event must be a JSON object, got {type(doc).__name__}", "parse")
     try:
         return validate_document(doc, seq, origin, now_ms, settings)
     except Invalid as exc:

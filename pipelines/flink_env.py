@@ -1,0 +1,55 @@
+"""A configured PyFlink environment: the settings every ctxsync job needs on this engine.
+
+Ground facts: the Python worker must run the interpreter that runs us (`python.executable`), thread mode
+needs site-packages on `python.pythonpath` (pemja), and logs belong outside the venv (FLINK_LOG_DIR).
+"""
+from __future__ import annotations
+
+import os
+import site
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import transforms
+
+PROJECT_ROOT = Path(transforms.__file__).resolve().parent.parent
+DEFAULT_LOG_DIR = Path(os.environ.get("CTXSYNC_HOME", Path.home() / ".cache" / "ctxsync")) / "flink-logs"
+
+
+def python_path() -> str:
+    """Where the worker finds pyflink, pemja and our packages (an editable install is not a site dir)."""
+    paths = [str(PROJECT_ROOT), *site.getsitepackages()]
+    return os.pathsep.join(dict.fromkeys(paths))
+
+
+def flink_configuration(job_flink: dict[str, str], jars: Iterable[str] = ()) -> dict[str, str]:
+    """The job's `flink:` keys over ctxsync's required defaults."""
+    conf = {
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+        "python.execution-mode": "thread",
+        "python.pythonpath": python_path(),
+        "pipeline.object-reuse": "true",
+        "python.state.cache-size": "10000",
+    }
+    conf.update(job_flink)
+    jar_urls = [f"file://{Path(j).resolve()}" for j in jars]
+    if jar_urls:
+        conf["pipeline.jars"] = ";".join(jar_urls)
+    return conf
+
+
+def flink_environment(job_flink: dict[str, str], parallelism: int, jars: Iterable[str] = ()):
+    """A StreamExecutionEnvironment (local mini-cluster unless submitted to a cluster)."""
+    os.environ.setdefault("FLINK_LOG_DIR", str(DEFAULT_LOG_DIR))
+    Path(os.environ["FLINK_LOG_DIR"]).mkdir(parents=True, exist_ok=True)
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    conf = Configuration()
+    for key, value in flink_configuration(job_flink, jars).items():
+        conf.set_string(key, value)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(parallelism)
+    return env
