@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from transforms.drift import DriftSettings
+from transforms.expectations import load_compiled
 from transforms.settings import SyncSettings
 
 _DURATION = re.compile(r"([0-9]+)\s*(ms|s|m|h|d)")
@@ -40,6 +42,14 @@ class SyncSettingsModel(_Strict):
     max_event_bytes: int = Field(default=1_000_000, gt=0)
     default_category: str = Field(default="general", min_length=1)
     categories: dict[str, list[str]] = Field(default_factory=dict)
+    expectations: str | None = Field(default=None, description="GE suite name or path; null = off")
+
+    @field_validator("expectations")
+    @classmethod
+    def _suite_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            load_compiled(value)  # a missing or non-row-level suite fails here, with the key's line
+        return value
 
     @field_validator("dedup_retention", "future_skew", mode="before")
     @classmethod
@@ -67,6 +77,44 @@ class SyncSettingsModel(_Strict):
             dedup_retention_ms=self.dedup_retention,
             future_skew_ms=self.future_skew,
             max_event_bytes=self.max_event_bytes,
+            expectations=load_compiled(self.expectations) if self.expectations else None,
+        )
+
+
+class DriftSettingsModel(_Strict):
+    """The `drift:` section of a context-drift job (windows, watermark, reference, alert thresholds)."""
+
+    window: int = Field(default=900_000, description="tumbling event-time window, milliseconds")
+    out_of_orderness: int = Field(default=120_000, description="watermark delay, milliseconds")
+    reference: Literal["previous", "baseline"] = "previous"
+    baseline: str | None = Field(default=None, description="drift.jsonl whose windows form the baseline")
+    top_k: int = Field(default=8, ge=1, le=100)
+    quantile_bins: int = Field(default=5, ge=2, le=50)
+    sketch_size: int = Field(default=512, ge=16)
+    min_count: int = Field(default=200, ge=1, description="windows with fewer rows get no score")
+    spc_windows: int = Field(default=8, ge=2)
+    thresholds: dict[Literal["psi", "js", "spc_sigma"], float] = Field(
+        default_factory=lambda: {"psi": 0.25, "js": 0.1, "spc_sigma": 3.0})
+
+    @field_validator("window", "out_of_orderness", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int:
+        return duration_ms(value)
+
+    @model_validator(mode="after")
+    def _baseline_named(self) -> "DriftSettingsModel":
+        if self.reference == "baseline" and not self.baseline:
+            raise ValueError("reference: baseline needs `baseline: <drift.jsonl of a known-good run>`")
+        if self.window <= 0:
+            raise ValueError("window must be > 0")
+        return self
+
+    def to_settings(self) -> DriftSettings:
+        defaults = DriftSettingsModel.model_fields["thresholds"].default_factory()
+        return DriftSettings(
+            window_ms=self.window, out_of_orderness_ms=self.out_of_orderness, top_k=self.top_k,
+            quantile_bins=self.quantile_bins, sketch_size=self.sketch_size, min_count=self.min_count,
+            spc_windows=self.spc_windows, thresholds={**defaults, **self.thresholds},
         )
 
 
@@ -80,10 +128,11 @@ class Profile(_Strict):
 
 
 class JobConfig(_Strict):
-    type: Literal["context-sync"]
+    type: Literal["context-sync", "context-drift"]
     description: str = ""
     parallelism: int = Field(default=1, ge=1, le=64)
     settings: SyncSettingsModel = Field(default_factory=SyncSettingsModel)
+    drift: DriftSettingsModel | None = None  # context-drift jobs only
     flink: dict[str, str] = Field(default_factory=dict)
     profiles: dict[str, Profile]
 

@@ -53,6 +53,7 @@ class GeneratorOptions:
     invalid_rate: float = 0.03
     delete_rate: float = 0.02
     mean_gap_ms: int = 400
+    drift: tuple[tuple[str, int], ...] = ()  # (attribute, epoch ms): shift its distribution from then on
 
 
 def _value(rng: random.Random, attribute: str) -> object:
@@ -69,6 +70,41 @@ def _value(rng: random.Random, attribute: str) -> object:
     if attribute == "lastLogin":
         return format_iso_ms(parse_iso_ms(START) - rng.randint(0, 30 * 86_400_000))
     return rng.random()
+
+
+def _drifted_value(rng: random.Random, attribute: str) -> object:
+    """The shifted distribution of `--drift`: one dominant category, or a moved numeric range."""
+    if attribute in VALUES:
+        values = VALUES[attribute]
+        return values[-1] if rng.random() < 0.6 else rng.choice(values)
+    if attribute == "engagementScore":
+        return round(rng.betavariate(5, 2), 3)
+    if attribute == "creditScore":
+        return rng.randint(300, 580)
+    if attribute == "portfolioValue":
+        return round(rng.lognormvariate(11, 1.2), 2)
+    if attribute == "sessionLength":
+        return rng.randint(3600, 14_400)
+    return _value(rng, attribute)
+
+
+DRIFTABLE = tuple(VALUES) + ("engagementScore", "creditScore", "portfolioValue", "sessionLength")
+
+
+def parse_drift(spec: str) -> tuple[str, int]:
+    """`ATTR@T`, T an ISO-8601 time or an offset from the stream start like +45m, +2h, +90s."""
+    attribute, sep, when = spec.partition("@")
+    if not sep or attribute not in DRIFTABLE:
+        raise ValueError(f"--drift expects ATTR@TIME with ATTR one of {', '.join(DRIFTABLE)}, got {spec!r}")
+    if when.startswith("+"):
+        units = {"s": 1000, "m": 60_000, "h": 3_600_000}
+        if when[-1:] not in units or not when[1:-1].isdigit():
+            raise ValueError(f"--drift offset must look like +90s, +45m or +2h, got {when!r}")
+        return attribute, parse_iso_ms(START) + int(when[1:-1]) * units[when[-1]]
+    ts = parse_iso_ms(when)
+    if ts is None:
+        raise ValueError(f"--drift time must be ISO-8601 with a zone (e.g. {START}) or +45m, got {when!r}")
+    return attribute, ts
 
 
 class _Stream:
@@ -91,7 +127,8 @@ class _Stream:
         deleted = rng.random() < self.o.delete_rate
         updates = {}
         for attr in attrs:
-            update: dict = {"current": None if deleted else _value(rng, attr),
+            drifted = any(attr == a and ts >= since for a, since in self.o.drift)
+            update: dict = {"current": None if deleted else (_drifted_value if drifted else _value)(rng, attr),
                             "confidence": round(rng.uniform(0.55, 0.99), 3)}
             if rng.random() < 0.3 and (user, attr) in self.values:
                 update["previous"] = self.values[(user, attr)]

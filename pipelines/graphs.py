@@ -13,4 +13,13 @@ STEPS: dict[str, list[tuple[str, str]]] = {
         ("apply + view", "per-attribute (timestamp, eventId) wins; version += 1; emit view"),
         ("write", "views, history, violations, dead letters; summary"),
     ],
+    "context-drift": [
+        ("read", "file lines or Kafka records, in source order"),
+        ("parse+validate", "as context-sync (optional GE suite); invalid -> dead letter"),
+        ("stamp windows", "one global step: tumbling event-time window, watermark = max ts - delay, late rows"),
+        ("key by attribute", "hash partition on (category, attribute)"),
+        ("profile", "counts, tombstones, top-k, Welford, quantile sketch, confidence per model"),
+        ("score + alert", "on window close: PSI, Jensen-Shannon, SPC 3-sigma vs the reference; thresholds"),
+        ("write", "drift.jsonl sorted by (window, category, attribute), dead letters, summary"),
+    ],
 }

@@ -12,6 +12,11 @@ from pipelines.file_outputs import Summary
 
 # runner name -> module with `run_embedded(request) -> Summary`; imported lazily (engines start slowly)
 RUNNERS = {"flink": "pipelines.flink_runner", "reference": "pipelines.reference"}
+# job types other than context-sync: job type -> runner name -> module
+JOB_RUNNERS = {
+    "context-drift": {"beam": "pipelines.drift_beam", "flink": "pipelines.drift_flink",
+                      "reference": "pipelines.drift_reference"},
+}
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,8 @@ class Runner(Protocol):
     def run_embedded(self, request: RunRequest) -> Summary: ...
 
 
-def get_runner(name: str) -> Runner:
-    if name not in RUNNERS:
-        raise ConfigError(f"unknown runner {name!r}; runners: {', '.join(RUNNERS)}")
-    return importlib.import_module(RUNNERS[name])  # type: ignore[return-value]
+def get_runner(name: str, job_type: str = "context-sync") -> Runner:
+    runners = JOB_RUNNERS.get(job_type, RUNNERS)
+    if name not in runners:
+        raise ConfigError(f"unknown runner {name!r} for {job_type}; runners: {', '.join(runners)}")
+    return importlib.import_module(runners[name])  # type: ignore[return-value]

@@ -4,6 +4,7 @@ Kept separate from the keyed step so engines can chain it with the source (one P
 """
 from __future__ import annotations
 
+from transforms.expectations import check_expectations
 from transforms.model import DeadLetter, Event
 from transforms.records import DEAD_LETTER, dead_letter_record, tagged
 from transforms.settings import SyncSettings
@@ -24,6 +25,10 @@ def ingest(
     parsed = parse_event(raw, seq, origin, now_ms, settings)
     if isinstance(parsed, DeadLetter):
         return DEAD_LETTER_KEY, dead_letter_line(parsed)
+    if settings.expectations is not None:  # opt-in: off by default, so contract v1 outputs are unchanged
+        failed = check_expectations(parsed, raw, now_ms, settings.expectations)
+        if failed is not None:
+            return DEAD_LETTER_KEY, dead_letter_line(failed)
     return parsed.user_id, parsed
 
 

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from transforms.expectations import CompiledSuite
 
 ConflictPolicy = Literal["last-writer-wins", "reject"]
 
@@ -17,6 +20,7 @@ class SyncSettings:
     dedup_retention_ms: int = 24 * 3600 * 1000
     future_skew_ms: int = 5 * 60 * 1000
     max_event_bytes: int = 1_000_000
+    expectations: "CompiledSuite | None" = None  # opt-in GE suite, compiled (transforms/expectations.py)
 
     def category_of(self, attribute: str) -> str:
         return self.categories.get(attribute, self.default_category)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ctxsync.generate import GeneratorOptions, generate_lines
+from ctxsync.generate import GeneratorOptions, generate_lines, parse_drift
 from ctxsync.progress import Progress
 
 
@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--conflict-rate", type=_rate, default=d.conflict_rate, help="wrong previous/expectedVersion")
     p.add_argument("--invalid-rate", type=_rate, default=d.invalid_rate, help="records that break a contract rule")
     p.add_argument("--delete-rate", type=_rate, default=d.delete_rate, help="context.deleted events")
+    p.add_argument("--drift", action="append", default=[], metavar="ATTR@T",
+                   help="shift ATTR's distribution from event time T (ISO-8601 or an offset like +2h from "
+                        "the stream start); repeatable. E.g. --drift segment@+2h --drift creditScore@+3h")
     p.set_defaults(func=run)
 
 
@@ -39,10 +42,15 @@ def run(args: argparse.Namespace) -> int:
     if args.events < 0 or args.users < 1:
         print("ctxsync generate: --events must be >= 0 and --users >= 1", file=sys.stderr)
         return 2
+    try:
+        drift = tuple(parse_drift(spec) for spec in args.drift)
+    except ValueError as exc:
+        print(f"ctxsync generate: {exc}", file=sys.stderr)
+        return 2
     options = GeneratorOptions(
         events=args.events, users=args.users, seed=args.seed, duplicate_rate=args.duplicate_rate,
         late_rate=args.late_rate, conflict_rate=args.conflict_rate, invalid_rate=args.invalid_rate,
-        delete_rate=args.delete_rate,
+        delete_rate=args.delete_rate, drift=drift,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress("generate", total=args.events)

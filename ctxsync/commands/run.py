@@ -43,7 +43,7 @@ def print_summary(summary: Summary, out_dir: Path) -> None:
         print(f"{key.ljust(width)}  {value:>9,}")
     ok = summary.read == summary.accepted + summary.duplicates + summary.dead_lettered
     print(f"\nread = accepted + duplicates + dead_lettered: {'holds' if ok else 'BROKEN'}")
-    print(f"outputs in {out_dir}/: {', '.join(OUTPUT_FILES)}")
+    print(f"outputs in {out_dir}/: {', '.join(getattr(summary, 'files', OUTPUT_FILES))}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(f"{args.job} [{args.runner}]")
     request = RunRequest(args.job, job, args.input, args.out, job.parallelism, progress)
     try:
-        summary = get_runner(args.runner).run_embedded(request)
+        summary = get_runner(args.runner, job.type).run_embedded(request)
     except ConfigError:
         raise
     except Exception as exc:  # an engine failure: say what failed, keep the traceback for the log
