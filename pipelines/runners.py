@@ -11,7 +11,7 @@ from ctxsync.progress import Progress
 from pipelines.file_outputs import Summary
 
 # runner name -> module with `run_embedded(request) -> Summary`; imported lazily (engines start slowly)
-RUNNERS = {"flink": "pipelines.flink_runner", "reference": "pipelines.reference"}
+RUNNERS = {"beam": "pipelines.beam_runner", "flink": "pipelines.flink_runner", "reference": "pipelines.reference"}
 # job types other than context-sync: job type -> runner name -> module
 JOB_RUNNERS = {
     "context-drift": {"beam": "pipelines.drift_beam", "flink": "pipelines.drift_flink",
