@@ -60,15 +60,19 @@ def build_embedded_job(request: "RunRequest", parts: Path):
     return env
 
 
-def run_embedded(request: "RunRequest") -> Summary:
+def run_embedded(request: "RunRequest", timings: dict[str, float] | None = None) -> Summary:
+    """Run the job, then merge its part files; `timings["engine_s"]` gets the Flink job's own time."""
     parts = request.out_dir / PARTS_DIR
     if parts.exists():
         shutil.rmtree(parts)
     parts.mkdir(parents=True)
     request.progress.note("starting Flink (local mini-cluster)")
     env = build_embedded_job(request, parts)
+    started = time.perf_counter()
     client = env.execute_async(f"ctxsync {request.job_name}")
     _wait(client, parts, request)
+    if timings is not None:
+        timings["engine_s"] = time.perf_counter() - started
     unfinished = _unfinished(parts)
     if unfinished:
         raise RuntimeError(f"Flink left {len(unfinished)} uncommitted part files in {parts}: {unfinished[:3]}")
