@@ -1,0 +1,170 @@
+"""Job control on a Flink cluster: `ctxsync submit`, `savepoint`, `cancel` and `status`.
+
+One module for the four because they share the --jobmanager option and ctxsync/flink_client.py.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ctxsync.cluster import ClusterError
+from ctxsync.config import ConfigError, resolve_job
+from ctxsync.progress import Progress
+
+SUBMIT_DESCRIPTION = """\
+Submit a job of jobs.yaml to a Flink session cluster with Flink's own CLI (`flink run --python`).
+The job ships with its Python packages (ctxsync, transforms, pipelines) and, for Kafka profiles, the
+Kafka connector jars. Checkpointing, state backend and restart strategy come from the cluster's config.
+
+examples:
+  ctxsync cluster up
+  ctxsync submit context-sync --profile embedded --input sample_data/context_events.jsonl --out out/ --wait
+  ctxsync submit context-sync --profile local --dev-dir .ctxsync/dev --set profiles.local.source.bounded=false
+  ctxsync savepoint <JOB_ID>
+  ctxsync cancel <JOB_ID> --savepoint          # stop with a savepoint, prints its path
+  ctxsync submit context-sync --profile local --from-savepoint <PATH> --parallelism 2
+"""
+
+
+def _jobmanager_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobmanager", metavar="HOST:PORT",
+                   help="REST address of the JobManager (default: the cluster of `ctxsync cluster up`)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("submit", help="submit a job to a Flink cluster", description=SUBMIT_DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job", metavar="JOB", help="job name in jobs.yaml, e.g. context-sync")
+    _jobmanager_arg(p)
+    p.add_argument("--profile", default="local", help="profile of the job (default: local)")
+    p.add_argument("--from-savepoint", metavar="PATH", help="restore state from this savepoint/checkpoint")
+    p.add_argument("--parallelism", type=int, help="job parallelism (default: the job's)")
+    p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"), help="jobs file (default: jobs.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a job key, e.g. --set profiles.local.source.bounded=false")
+    p.add_argument("--input", type=Path, help="file profile: JSON Lines input (must be readable by the TaskManagers)")
+    p.add_argument("--out", type=Path, help="file profile: output dir (must be writable by the TaskManagers)")
+    p.add_argument("--dev-dir", type=Path, help="state dir of `ctxsync dev up` for ${dev:...} endpoints")
+    p.add_argument("--wait", action="store_true",
+                   help="wait until a bounded job ends (file profile: then merge outputs into --out)")
+    p.set_defaults(func=run_submit)
+
+    p = sub.add_parser("savepoint", help="take a savepoint of a running job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    _jobmanager_arg(p)
+    p.add_argument("--dir", help="target directory (default: the cluster's savepoint dir)")
+    p.set_defaults(func=run_savepoint)
+
+    p = sub.add_parser("cancel", help="cancel a job, optionally stopping it with a savepoint")
+    p.add_argument("job_id", metavar="JOB_ID")
+    _jobmanager_arg(p)
+    p.add_argument("--savepoint", action="store_true", help="stop with a savepoint and print its path")
+    p.add_argument("--dir", help="savepoint directory (default: the cluster's savepoint dir)")
+    p.set_defaults(func=run_cancel)
+
+    p = sub.add_parser("status", help="jobs on a Flink cluster, with their last checkpoint")
+    _jobmanager_arg(p)
+    p.set_defaults(func=run_status)
+
+
+def _jobmanager(args: argparse.Namespace) -> str:
+    from ctxsync.flink_client import default_jobmanager
+
+    if args.jobmanager:
+        host, sep, port = args.jobmanager.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"--jobmanager expects HOST:PORT, got {args.jobmanager!r}")
+        return args.jobmanager
+    try:
+        return default_jobmanager()
+    except ClusterError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    from ctxsync import flink_client as fc
+
+    job = resolve_job(args.jobs, args.job, args.overrides)  # fail here, not inside the Flink client
+    if args.profile not in job.profiles:
+        raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}; profiles: {', '.join(job.profiles)}")
+    file_profile = job.profiles[args.profile].source.type == "file"
+    if file_profile and (args.input is None or args.out is None):
+        raise ConfigError(f"profile {args.profile!r} reads a file: give --input FILE and --out DIR")
+    if file_profile and not args.input.is_file():
+        raise ConfigError(f"input file {args.input} does not exist")
+    jobmanager = _jobmanager(args)
+    submission = fc.Submission(args.job, args.profile, jobmanager, args.parallelism, args.from_savepoint,
+                               tuple(args.overrides), args.jobs, args.input, args.out, args.dev_dir)
+    progress = Progress(f"submit {args.job}")
+    progress.note(f"building the job graph and submitting to {jobmanager}")
+    try:
+        job_id = fc.submit(submission)
+    except ClusterError as exc:
+        print(f"ctxsync submit: {exc}")
+        return 1
+    print(f"submitted {args.job} [{args.profile}] as job {job_id}")
+    print(f"  web UI: http://{jobmanager}/#/job/running/{job_id}/overview")
+    if not args.wait:
+        return 0
+    state = fc.wait_for_state(jobmanager, job_id, fc.TERMINAL, timeout_s=24 * 3600, progress=progress)
+    if state != "FINISHED":
+        print(f"job {job_id} ended {state}: {fc.failure_cause(jobmanager, job_id)}")
+        return 1
+    progress.done(f"job {job_id} finished")
+    if file_profile:
+        from ctxsync.commands.run import print_summary
+
+        print_summary(fc.merge_file_outputs(args.out), args.out)
+    return 0
+
+
+def run_savepoint(args: argparse.Namespace) -> int:
+    from ctxsync import flink_client as fc
+
+    jobmanager = _jobmanager(args)
+    try:
+        print(fc.savepoint(jobmanager, args.job_id, args.dir))
+    except ClusterError as exc:
+        print(f"ctxsync savepoint: {exc}")
+        return 1
+    return 0
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    from ctxsync import flink_client as fc
+
+    jobmanager = _jobmanager(args)
+    try:
+        if args.savepoint:
+            print(fc.stop_with_savepoint(jobmanager, args.job_id, args.dir))
+        else:
+            fc.cancel(jobmanager, args.job_id)
+            print(f"job {args.job_id} cancelled")
+    except ClusterError as exc:
+        print(f"ctxsync cancel: {exc}")
+        return 1
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from ctxsync import flink_client as fc
+
+    jobmanager = _jobmanager(args)
+    try:
+        jobs = fc.jobs_overview(jobmanager)
+    except ClusterError as exc:
+        print(f"ctxsync status: {exc}")
+        return 1
+    if not jobs:
+        print(f"no jobs on {jobmanager}")
+    for job in sorted(jobs, key=lambda j: j["start-time"], reverse=True):
+        started = datetime.fromtimestamp(job["start-time"] / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        line = f"{job['jid']}  {job['state']:<10} {job['name']}  started {started}, {job['duration'] / 1000:,.0f}s"
+        checkpoint = job.get("last_checkpoint")
+        if checkpoint:
+            age = time.time() - checkpoint["latest_ack_timestamp"] / 1000
+            line += f"; last checkpoint #{checkpoint['id']} {age:,.0f}s ago"
+        print(line)
+    return 0

@@ -1,0 +1,151 @@
+"""Entry script of a ctxsync job on a Flink cluster: `flink run --python pipelines/flink_main.py -- ARGS`.
+
+Flink's CLI runs this file on the client to build the job graph, then ships the graph, the Python files
+given with `-pyfs` and the jars in `pipeline.jars` to the cluster. Checkpoint storage, state backend and
+restart strategy come from the cluster's config.yaml; the job only adds what it needs itself (the Kafka
+profiles' checkpoint interval, because exactly-once Kafka outputs are committed at checkpoints).
+
+Profiles (jobs.yaml):
+  embedded  FileSource(--input) -> context-sync -> FileSink(--out/_parts); `ctxsync submit --wait`
+            merges the committed part files into the contract layout.
+  kafka     (e.g. local, prod) Kafka -> context-sync -> Kafka output topics (pipelines/flink_kafka.py).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file by Flink's Python driver: make our packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ctxsync.config import JobConfig, apply_overrides, resolve_job  # noqa: E402
+
+PARTS_DIR = "_parts"
+# Set on the cluster (config.yaml / -pyexec / -pyfs), never by the job: the client's paths are not the workers'.
+CLUSTER_KEYS = ("python.executable", "python.client.executable", "python.pythonpath")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="flink_main.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job", help="job name in jobs.yaml")
+    p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"))
+    p.add_argument("--profile", default="embedded")
+    p.add_argument("--parallelism", type=int)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--input", type=Path, help="embedded profile: JSON Lines input file")
+    p.add_argument("--out", type=Path, help="embedded profile: output dir (part files land in OUT/_parts)")
+    p.add_argument("--dev-dir", type=Path, help="state dir of `ctxsync dev up`, for ${dev:...} endpoints")
+    p.add_argument("--name", help="job name shown in the Flink web UI")
+    return p.parse_args(argv)
+
+
+def job_flink_conf(job: JobConfig, jars: list[str]) -> dict[str, str]:
+    from pipelines.flink_env import flink_configuration
+
+    conf = {k: v for k, v in flink_configuration(job.flink, jars).items() if k not in CLUSTER_KEYS}
+    conf.update({k: v for k, v in job.flink.items() if k in CLUSTER_KEYS})  # a job may still insist
+    return conf
+
+
+def environment(conf: dict[str, str], parallelism: int):
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    configuration = Configuration()
+    for key, value in conf.items():
+        configuration.set_string(key, value)
+    env = StreamExecutionEnvironment.get_execution_environment(configuration)
+    env.set_parallelism(parallelism)
+    return env
+
+
+def build_file_job(job: JobConfig, input_path: Path, out_dir: Path, parallelism: int):
+    """FileSource -> context-sync -> FileSink; part files are committed by checkpoints."""
+    from pyflink.common import Encoder, WatermarkStrategy
+    from pyflink.datastream.connectors.file_system import (
+        BucketAssigner, FileSink, FileSource, OutputFileConfig, StreamFormat,
+    )
+
+    from pipelines.flink_sync import sync_stream
+
+    env = environment(job_flink_conf(job, []), 1)
+    source = FileSource.for_record_stream_format(StreamFormat.text_line_format("ISO-8859-1"),
+                                                 str(input_path.resolve())).build()
+    lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "read lines").uid("read-lines")
+    cache_size = int(job.flink.get("python.state.cache-size", "10000"))
+    outputs = sync_stream(lines, job.settings.to_settings(), str(input_path), parallelism, cache_size)
+    sink = (FileSink.for_row_format(str(out_dir.resolve() / PARTS_DIR), Encoder.simple_string_encoder("UTF-8"))
+            .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
+            .with_output_file_config(OutputFileConfig.builder().with_part_prefix("part").build())
+            .build())
+    outputs.sink_to(sink).set_parallelism(parallelism).name("tagged outputs").uid("file-sink")
+    return env
+
+
+def build_kafka_job(job: JobConfig, profile_name: str, parallelism: int, dev_dir: Path | None):
+    """Kafka -> context-sync -> Kafka (pipelines/flink_kafka.py), with the connector jars shipped."""
+    from ctxsync.config import resolve_profile
+    from ctxsync.jars import kafka_jars
+    from pipelines.flink_kafka import build_kafka_job as add_kafka_job
+
+    endpoints = None
+    if dev_dir is not None:
+        from ctxsync.servers import LocalServers
+
+        endpoints = LocalServers.load(dev_dir).endpoints()
+    profile = resolve_profile(job.profiles[profile_name], profile_name, endpoints)
+    spec = kafka_spec(profile)
+    jars = [str(p) for p in kafka_jars()]
+    env = environment(job_flink_conf(job, jars), parallelism)
+    env.enable_checkpointing(spec.checkpoint_interval_ms)
+    cache_size = int(job.flink.get("python.state.cache-size", "10000"))
+    add_kafka_job(env, spec, job.settings.to_settings(), parallelism, cache_size)
+    return env
+
+
+def kafka_spec(profile):
+    """KafkaJobSpec of a resolved kafka profile (source and sink endpoints of jobs.yaml)."""
+    from pipelines.flink_kafka import KafkaJobSpec
+
+    source, sink = profile.source, profile.sink
+    start_ms = None
+    if source.start_timestamp:
+        from transforms.timestamps import parse_iso_ms
+
+        start_ms = parse_iso_ms(source.start_timestamp)
+    props = source.security.java_properties()
+    if props == {"security.protocol": "PLAINTEXT"}:
+        props = {}
+    return KafkaJobSpec(
+        bootstrap=source.bootstrap, input_topic=source.topic, group_id=source.group_id, start=source.start,
+        start_timestamp_ms=start_ms, bounded=source.bounded, format=source.format, schema_id=source.schema_id,
+        views_topic=sink.topics.views, history_topic=sink.topics.history,
+        violations_topic=sink.topics.violations, dlq_topic=sink.topics.dlq, delivery=sink.delivery,
+        transactional_id_prefix=sink.transactional_id_prefix, checkpoint_interval_ms=sink.checkpoint_interval,
+        client_properties=props,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    job = resolve_job(args.jobs, args.job, args.overrides)
+    if args.parallelism is not None:
+        job = apply_overrides(job, [f"parallelism={args.parallelism}"])
+    if args.profile not in job.profiles:
+        raise SystemExit(f"job {args.job!r} has no profile {args.profile!r}; profiles: {', '.join(job.profiles)}")
+    if job.type != "context-sync":
+        raise SystemExit(f"job type {job.type!r} cannot run on a cluster yet (context-sync only)")
+    if job.profiles[args.profile].source.type == "file":
+        if args.input is None or args.out is None:
+            raise SystemExit("the file profile needs --input FILE and --out DIR")
+        env = build_file_job(job, args.input, args.out, job.parallelism)
+    else:
+        env = build_kafka_job(job, args.profile, job.parallelism, args.dev_dir)
+    env.execute(args.name or f"ctxsync {args.job} [{args.profile}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
