@@ -1,0 +1,152 @@
+"""The context-drift graph on PyFlink: a thin adapter around transforms/drift.py.
+
+    FileSource -> IngestLines (parse+validate, parallelism 1, from flink_sync)
+               -> key_by(constant) -> StampWindows (windows + watermark from the data, parallelism 1)
+               -> key_by(category/attribute) -> DriftByKey (statistics, scores, alerts; any parallelism)
+               -> FileSink of tagged lines -> drift.jsonl, dead_letter.jsonl, summary.json
+
+The watermark is computed by `stamp_step` from the event stream, not by Flink, so the records equal the
+reference runner's byte for byte. Flink's own end-of-input watermark only fires the final flush timer.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.drift_outputs import DriftCollector, DriftSummary
+from pipelines.drift_reference import drift_settings
+from pipelines.flink_env import flink_environment
+from pipelines.flink_runner import PARTS_DIR, _line_files, _unfinished, _wait
+from transforms.drift import (
+    DriftSettings, drift_line, drift_step, flush, new_key_state, new_stamp_state, stamp_event, stats_line,
+)
+
+if TYPE_CHECKING:
+    from pipelines.runners import RunRequest
+
+END_OF_INPUT = 2**63 - 1  # Flink's final watermark (Long.MAX_VALUE) fires a timer registered here
+PASS_THROUGH = ""  # key of lines that need no drift state (dead letters, the final stats)
+
+
+def _functions():
+    """The operator classes; defined lazily so importing this module does not start PyFlink."""
+    from pyflink.common import Types
+    from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+    from pyflink.datastream.state import ValueStateDescriptor
+
+    class StampWindows(KeyedProcessFunction):
+        """One global instance (constant key): window assignment, watermark, lateness, window closes."""
+
+        def __init__(self, settings: DriftSettings) -> None:
+            self.settings = settings
+            self.state: Any = None
+
+        def open(self, runtime_context: RuntimeContext) -> None:
+            self.state = runtime_context.get_state(ValueStateDescriptor("stamp", Types.PICKLED_BYTE_ARRAY()))
+
+        def process_element(self, value, ctx):
+            _, payload = value
+            if isinstance(payload, str):  # a dead-letter line
+                yield PASS_THROUGH, payload
+                return
+            stamp = self.state.value()
+            if stamp is None:
+                stamp = new_stamp_state()
+                ctx.timer_service().register_event_time_timer(END_OF_INPUT)
+            for message in stamp_event(stamp, payload, self.settings):
+                yield message[1], message
+            self.state.update(stamp)
+
+        def on_timer(self, timestamp: int, ctx):
+            stamp = self.state.value()
+            for message in flush(stamp, self.settings):
+                yield message[1], message
+            yield PASS_THROUGH, stats_line(stamp)
+            self.state.clear()
+
+    class DriftByKey(KeyedProcessFunction):
+        """Per (category, attribute): open windows, history and reference in one ValueState."""
+
+        def __init__(self, settings: DriftSettings) -> None:
+            self.settings = settings
+            self.state: Any = None
+
+        def open(self, runtime_context: RuntimeContext) -> None:
+            self.state = runtime_context.get_state(ValueStateDescriptor("key", Types.PICKLED_BYTE_ARRAY()))
+
+        def process_element(self, value, ctx):
+            _, payload = value
+            if isinstance(payload, str):
+                yield payload
+                return
+            state = self.state.value() or new_key_state()
+            for record in drift_step(state, payload, self.settings):
+                yield drift_line(record)
+            self.state.update(state)
+
+    return StampWindows, DriftByKey
+
+
+def build_embedded_job(request: "RunRequest", parts: Path):
+    from pyflink.common import Encoder, Types, WatermarkStrategy
+    from pyflink.datastream.connectors.file_system import (
+        BucketAssigner, FileSink, FileSource, OutputFileConfig, StreamFormat,
+    )
+
+    from pipelines.flink_sync import IngestLines
+
+    StampWindows, DriftByKey = _functions()
+    job = request.job
+    drift = drift_settings(job)
+    env = flink_environment(job.flink, parallelism=1)
+    env.enable_checkpointing(1000)
+    source = FileSource.for_record_stream_format(
+        StreamFormat.text_line_format("ISO-8859-1"), str(request.input_path.resolve())
+    ).build()
+    lines = env.from_source(source, WatermarkStrategy.for_monotonous_timestamps(), "read lines")
+    stamped = (
+        lines.flat_map(IngestLines(job.settings.to_settings(), str(request.input_path)),
+                       output_type=Types.PICKLED_BYTE_ARRAY()).set_parallelism(1).name("parse+validate")
+        .key_by(lambda _: PASS_THROUGH, key_type=Types.STRING())
+        .process(StampWindows(drift), output_type=Types.PICKLED_BYTE_ARRAY()).set_parallelism(1)
+        .name("stamp windows")
+    )
+    outputs = (
+        stamped.key_by(lambda message: message[0], key_type=Types.STRING())
+        .process(DriftByKey(drift), output_type=Types.STRING()).set_parallelism(request.parallelism)
+        .name("profile + score")
+    )
+    sink = (
+        FileSink.for_row_format(str(parts), Encoder.simple_string_encoder("UTF-8"))
+        .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
+        .with_output_file_config(OutputFileConfig.builder().with_part_prefix("part").build())
+        .build()
+    )
+    outputs.sink_to(sink).set_parallelism(request.parallelism).name("tagged outputs")
+    return env
+
+
+def run_embedded(request: "RunRequest") -> DriftSummary:
+    parts = request.out_dir / PARTS_DIR
+    if parts.exists():
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True)
+    request.progress.note("starting Flink (local mini-cluster)")
+    env = build_embedded_job(request, parts)
+    client = env.execute_async(f"ctxsync {request.job_name}")
+    started = time.perf_counter()
+    _wait(client, parts, request)
+    unfinished = _unfinished(parts)
+    if unfinished:
+        raise RuntimeError(f"Flink left {len(unfinished)} uncommitted part files in {parts}: {unfinished[:3]}")
+    collector = DriftCollector()
+    for path in _line_files(parts):
+        with path.open("r", encoding="utf-8") as handle:
+            for line in handle:
+                collector.add(line.rstrip("\n"))
+    request.progress.note(f"Flink job done in {time.perf_counter() - started:.1f} s")
+    summary = collector.write(request.out_dir)
+    shutil.rmtree(parts)
+    return summary
