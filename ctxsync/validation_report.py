@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+from collections import Counter
 from typing import Any
 
 from ctxsync.quality import ExpectationResult
@@ -9,7 +10,7 @@ from ctxsync.quality import ExpectationResult
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f3f4f6;color:#111827}
 header{background:#111827;color:#f9fafb;padding:18px 28px} header h1{margin:0 0 4px;font-size:22px}
-header p{margin:0;color:#d1d5db} main{padding:16px 28px}
+header p{margin:0;color:#d1d5db} header code{background:#374151;color:#f9fafb} main{padding:16px 28px}
 .stats{display:flex;gap:14px;flex-wrap:wrap;margin-bottom:16px}
 .stat{background:white;border-radius:10px;padding:10px 16px;box-shadow:0 1px 2px #0000001a;min-width:130px}
 .stat b{display:block;font-size:22px} .bad b{color:#dc2626} .good b{color:#059669}
@@ -37,7 +38,7 @@ def render_validation(
         ("lines read", lines, ""), ("rows (event × attribute)", rows, ""),
         ("expectations failed", f"{len(failed)} / {len(results)}", "bad" if failed else "good"),
         ("events failing", len(bad_lines), "bad" if bad_lines else "good"),
-        ("lines not JSON", len(unparseable), "bad" if unparseable else "good"),
+        ("lines not a JSON object", len(unparseable), "bad" if unparseable else "good"),
     ]
     out = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Validation – {_e(source)}</title>'
            f"<style>{CSS}</style></head><body>",
@@ -47,11 +48,13 @@ def render_validation(
            '<div class="stats">' + "".join(f'<div class="stat {c}"><b>{_e(v)}</b>{_e(k)}</div>' for k, v, c in stats) + "</div>",
            "<table><tr><th>expectation (dead-letter reason)</th><th>arguments</th><th>unexpected</th>"
            "<th>sample values</th><th>where</th></tr>"]
-    for r in sorted(results, key=lambda r: (r.success, r.name)):
+    for r in sorted(results, key=lambda r: (r.success, -len(r.unexpected_rows), r.name)):
         share = len(r.unexpected_rows) / r.element_count if r.element_count else 0.0
         args = ", ".join(f"{k}={v!r}" for k, v in r.kwargs.items() if k != "column")
-        values = ", ".join(repr(v) for v in r.unexpected_values[:8])
-        where = ", ".join(origins[i] for i in r.unexpected_rows[:6]) + (" …" if len(r.unexpected_rows) > 6 else "")
+        counts = Counter(repr(v) for v in r.unexpected_values)
+        values = ", ".join(f"{v} ×{n}" if n > 1 else v for v, n in counts.most_common(8))
+        lines_hit = list(dict.fromkeys(origins[i] for i in r.unexpected_rows))
+        where = ", ".join(lines_hit[:6]) + (f" … ({len(lines_hit)} lines)" if len(lines_hit) > 6 else "")
         status = "" if r.success else f'<span class="bar"><i style="width:{max(share, 0.02):.0%}"></i></span> '
         out.append(
             f'<tr class="{"pass" if r.success else "fail"}"><td><code>{_e(r.name)}</code></td><td>{_e(args)}</td>'

@@ -83,3 +83,26 @@ def test_output_is_sorted_and_deterministic(drift_streams, drifted_run, tmp_path
     assert keys == sorted(keys)
     dead = [json.loads(line) for line in (drifted_run / "dead_letter.jsonl").read_text().splitlines()]
     assert dead and all(d["reason"] and d["origin"] for d in dead)
+
+
+def test_generate_drift_option_changes_only_the_attribute_after_t(tmp_path):
+    from ctxsync.cli import main
+    from ctxsync.generate import parse_drift
+    from transforms.timestamps import parse_iso_ms
+
+    assert parse_drift("segment@+90m") == ("segment", parse_iso_ms("2026-11-24T09:30:00Z"))
+    assert parse_drift("creditScore@2026-11-24T10:00:00+01:00") == ("creditScore", parse_iso_ms("2026-11-24T09:00:00Z"))
+    assert main(["generate", "--events", "5", "--drift", "nope@+1h", str(tmp_path / "x.jsonl")]) == 2
+    assert main(["generate", "--events", "5", "--drift", "segment@later", str(tmp_path / "x.jsonl")]) == 2
+    plain, drifted = tmp_path / "plain.jsonl", tmp_path / "drifted.jsonl"
+    assert main(["generate", "--events", "3000", "--invalid-rate", "0", str(plain)]) == 0
+    assert main(["generate", "--events", "3000", "--invalid-rate", "0", "--drift", "segment@+10m", str(drifted)]) == 0
+    t = parse_iso_ms("2026-11-24T08:10:00Z")
+    plain_lines, drifted_lines = plain.read_text().splitlines(), drifted.read_text().splitlines()
+    docs = [json.loads(line) for line in drifted_lines]
+    start = next(i for i, doc in enumerate(docs) if parse_iso_ms(doc["timestamp"]) >= t)
+    assert start > 1000 and plain_lines[:start] == drifted_lines[:start]  # identical until T
+    segments = [doc["contextDelta"]["updates"]["segment"]["current"] for doc in docs[start:]
+                if "segment" in doc["contextDelta"]["updates"] and doc["eventType"] == "context.updated"
+                and parse_iso_ms(doc["timestamp"]) >= t]
+    assert segments.count("dormant") / len(segments) > 0.5  # the shifted distribution: 60% + 40%/6
