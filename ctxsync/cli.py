@@ -8,7 +8,7 @@ import sys
 from ctxsync import __version__
 from ctxsync.config import ConfigError
 
-COMMANDS = ("run", "jobs", "generate", "validate", "drift-report", "cluster", "submit")
+COMMANDS = ("run", "jobs", "generate", "validate", "drift-report", "dev", "replay", "view", "history", "connect", "cluster", "submit")
 
 EPILOG = """\
 examples:

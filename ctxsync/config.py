@@ -2,12 +2,13 @@
 submit time on a typo costs a data engineer far more than a clear message up front."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from transforms.drift import DriftSettings
 from transforms.expectations import load_compiled
@@ -122,9 +123,111 @@ class Endpoint(_Strict):
     type: Literal["file", "files"]
 
 
+class KafkaSecurity(_Strict):
+    """Client security settings (librdkafka/Java property names are derived from these)."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_location: str | None = Field(default=None, description="PEM file of the CA that signed the brokers")
+
+    def client_config(self) -> dict[str, str]:
+        """confluent-kafka (librdkafka) properties; the password only leaves here, never into logs."""
+        config = {"security.protocol": self.protocol}
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.username is not None:
+            config["sasl.username"] = self.username
+        if self.password is not None:
+            config["sasl.password"] = self.password.get_secret_value()
+        if self.ca_location:
+            config["ssl.ca.location"] = self.ca_location
+        return config
+
+    def java_properties(self) -> dict[str, str]:
+        """The same settings as Java client properties (Flink's Kafka connector)."""
+        props = {"security.protocol": self.protocol}
+        if self.sasl_mechanism:
+            props["sasl.mechanism"] = self.sasl_mechanism
+            module = ("org.apache.kafka.common.security.plain.PlainLoginModule" if self.sasl_mechanism == "PLAIN"
+                      else "org.apache.kafka.common.security.scram.ScramLoginModule")
+            user = (self.username or "").replace('"', '\\"')
+            password = (self.password.get_secret_value() if self.password else "").replace('"', '\\"')
+            props["sasl.jaas.config"] = f'{module} required username="{user}" password="{password}";'
+        if self.ca_location:
+            props["ssl.truststore.type"] = "PEM"
+            props["ssl.truststore.location"] = self.ca_location
+        return props
+
+
+class KafkaSourceEndpoint(_Strict):
+    """Flink reads context events from Kafka; `committed` resumes from the group's offsets (else earliest)."""
+
+    type: Literal["kafka"]
+    bootstrap: str
+    topic: str = "context.events"
+    group_id: str = "ctxsync-context-sync"
+    start: Literal["committed", "earliest", "latest", "timestamp"] = "committed"
+    start_timestamp: str | None = Field(default=None, description="ISO-8601, for start: timestamp")
+    bounded: bool = Field(default=False, description="stop at the latest offsets seen at start (replays, tests)")
+    format: Literal["json", "avro"] = "json"
+    schema_id: int | None = Field(default=None, description="Avro: accept only this Confluent schema id")
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+
+
+class OutputTopics(_Strict):
+    views: str = "context.views"
+    history: str = "context.history"
+    violations: str = "context.violations"
+    dlq: str = "context.dlq"
+
+
+class KafkaSinkEndpoint(_Strict):
+    """Flink writes every output kind to Kafka; connectors move them on to Redis and Elasticsearch."""
+
+    type: Literal["kafka"]
+    bootstrap: str | None = Field(default=None, description="default: the source's bootstrap")
+    topics: OutputTopics = Field(default_factory=OutputTopics)
+    delivery: Literal["exactly-once", "at-least-once", "none"] = "exactly-once"
+    transactional_id_prefix: str = "ctxsync-context-sync"
+    checkpoint_interval: int = Field(default=2000, description="milliseconds; exactly-once commits at checkpoints")
+    partitions: int = Field(default=4, ge=1, description="partitions of topics ctxsync creates")
+    create_topics: bool = Field(default=False, description="create missing topics (local servers)")
+    security: KafkaSecurity | None = Field(default=None, description="default: the source's")
+
+    @field_validator("checkpoint_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int:
+        return duration_ms(value)
+
+
+class RedisEndpoint(_Strict):
+    """Redis for views: `rediss://` URLs use TLS."""
+
+    url: str
+    password: SecretStr | None = None
+    ca_location: str | None = None
+    prefix: str = "ctx"
+    stream_maxlen: int = Field(default=10_000, ge=1, description="entries kept per change stream (approx.)")
+
+
+class ElasticsearchEndpoint(_Strict):
+    """Elasticsearch for history and violations (API key, or username and password)."""
+
+    hosts: str = Field(description="comma-separated URLs")
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_location: str | None = None
+    verify_certs: bool = True
+
+
 class Profile(_Strict):
-    source: Endpoint
-    sink: Endpoint
+    source: Endpoint | KafkaSourceEndpoint = Field(discriminator="type")
+    sink: Endpoint | KafkaSinkEndpoint = Field(discriminator="type")
+    redis: RedisEndpoint | None = None
+    elasticsearch: ElasticsearchEndpoint | None = None
 
 
 class JobConfig(_Strict):
@@ -227,3 +330,46 @@ def resolve_job(jobs_path: Path, name: str, overrides: list[str]) -> JobConfig:
     if name not in jobs.jobs:
         raise ConfigError(f"no job {name!r} in {jobs_path}; jobs: {', '.join(jobs.jobs)}")
     return apply_overrides(jobs.jobs[name], overrides)
+
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*|dev:[a-z]+)(?::-([^}]*))?\}")
+
+
+def _expand(value: str, where: str, dev_endpoints: dict[str, str] | None) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name.startswith("dev:"):
+            service = name[4:]
+            if dev_endpoints is None or service not in dev_endpoints:
+                raise ConfigError(f"{where}: needs the local servers ({service}): run `ctxsync dev up` first")
+            return dev_endpoints[service]
+        found = os.environ.get(name, default)
+        if found is None:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return found
+
+    return _PLACEHOLDER.sub(replace, value)
+
+
+def resolve_profile(profile: Profile, name: str, dev_endpoints: dict[str, str] | None = None) -> Profile:
+    """The profile with `${VAR}`, `${VAR:-default}` and `${dev:service}` placeholders filled in.
+
+    Done at run time for the chosen profile only, so `ctxsync jobs` works without any variables set. A
+    placeholder that expands to "" leaves an optional field unset. Secrets stay SecretStr ('**********').
+    """
+
+    def walk(node: Any, path: str) -> Any:
+        if isinstance(node, SecretStr):
+            node = node.get_secret_value()
+        if isinstance(node, str):
+            expanded = _expand(node, path, dev_endpoints)
+            return None if expanded == "" and _PLACEHOLDER.search(node) else expanded  # "${X:-}": unset
+        if isinstance(node, dict):
+            return {k: walk(v, f"{path}.{k}") for k, v in node.items()}
+        return node
+
+    data = walk(profile.model_dump(), f"profiles.{name}")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, f"profile {name}", {})) from exc

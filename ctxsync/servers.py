@@ -292,3 +292,10 @@ def default_run_dir() -> Path:
     """Where `ctxsync dev` keeps state: $CTXSYNC_DEV_DIR or ./.ctxsync/dev."""
     return Path(os.environ.get("CTXSYNC_DEV_DIR", ".ctxsync/dev"))
 
+
+
+def running_endpoints(run_dir: Path | None = None) -> dict[str, str]:
+    """Endpoints of the `ctxsync dev` servers that are running now (for `${dev:...}` in jobs.yaml)."""
+    local = LocalServers.load(run_dir or default_run_dir())
+    running = LocalServers(local.run_dir, {n: s for n, s in local.servers.items() if _alive(s.pid)})
+    return running.endpoints()

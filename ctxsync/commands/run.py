@@ -15,6 +15,10 @@ DESCRIPTION = """\
 Run a job of jobs.yaml. In the embedded profile (the default) the input is a JSON Lines file and the
 outputs are files in --out: views.jsonl (latest view per aggregate, sorted by key), history.jsonl,
 violations.jsonl, dead_letter.jsonl and summary.json. No servers are needed; Flink runs in-process.
+
+With --profile local (servers of `ctxsync dev up`) or prod (endpoints from CTXSYNC_* variables) the job
+reads Kafka `context.events`, writes views/history/violations/dead letters to Kafka topics, and the
+connectors write Redis views and Elasticsearch history (README: Local profile).
 """
 
 
@@ -22,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a job (default: embedded profile on local Flink)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job", metavar="JOB", help="job name in jobs.yaml, e.g. context-sync")
-    p.add_argument("--input", type=Path, required=True, help="JSON Lines input file")
-    p.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+    p.add_argument("--input", type=Path, help="JSON Lines input file (embedded profile)")
+    p.add_argument("--out", type=Path, help="output directory, created if missing (embedded profile)")
     p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"), help="jobs file (default: jobs.yaml)")
     p.add_argument("--runner", default="flink", choices=sorted(RUNNERS),
                    help="engine: flink (default), beam, or reference (plain Python, the parity oracle)")
@@ -52,8 +56,12 @@ def run(args: argparse.Namespace) -> int:
         job = apply_overrides(job, [f"parallelism={args.parallelism}"])
     if args.profile not in job.profiles:
         raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}; profiles: {', '.join(job.profiles)}")
-    if args.profile != "embedded":
-        raise ConfigError(f"profile {args.profile!r} is not runnable with `run --input/--out` (embedded only)")
+    if args.profile != "embedded":  # Kafka in and out, plus the Redis/Elasticsearch connectors
+        from pipelines.flink_kafka import run_profile_cli
+
+        return run_profile_cli(args, job)
+    if args.input is None or args.out is None:
+        raise ConfigError("the embedded profile needs --input FILE.jsonl and --out DIR")
     if not args.input.is_file():
         raise ConfigError(f"input file {args.input} does not exist")
     progress = Progress(f"{args.job} [{args.runner}]")

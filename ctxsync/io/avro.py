@@ -35,7 +35,7 @@ def encode(event: dict[str, Any], schema_id: int = 1) -> bytes:
     buffer.write(struct.pack(">bI", MAGIC, schema_id))
     try:
         fastavro.schemaless_writer(buffer, _schema(), to_avro(event))
-    except (KeyError, TypeError, AttributeError) as exc:
+    except Exception as exc:  # KeyError, TypeError, fastavro's ValueError...: the event breaks the schema
         raise ValueError(f"event has no Avro form: {exc!r}") from exc
     return buffer.getvalue()
 

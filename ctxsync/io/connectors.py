@@ -178,7 +178,7 @@ class SinkConnector:
                         raise RuntimeError(f"kafka consumer: {error}")
                 if batch:
                     self._write(batch, dlq)
-                    consumer.commit(asynchronous=False)
+                    self._commit(consumer)
                     last_progress = time.monotonic()
                     self.stats.seconds = last_progress - start
                     if self.on_batch is not None:
@@ -191,6 +191,22 @@ class SinkConnector:
             self.stats.seconds = time.monotonic() - start
             consumer.close()
         return self.stats
+
+    def _commit(self, consumer: Any) -> None:
+        """Commit the consumed offsets, retrying while the broker is unreachable (the batch is written)."""
+        from confluent_kafka import KafkaException
+
+        delay = self.backoff_s[0]
+        for _ in range(30):
+            try:
+                consumer.commit(asynchronous=False)
+                return
+            except KafkaException as exc:
+                self.stats.retries += 1
+                log.warning("commit failed: %s; retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.backoff_s[1])
+        raise RuntimeError(f"connector {self.group_id}: could not commit offsets; the batch will be re-read")
 
     def _caught_up(self, consumer: Any, assigned: set[tuple[str, int]], at_end: set[tuple[str, int]]) -> bool:
         """Every partition of the topics is assigned to us and read to its end."""
@@ -244,3 +260,44 @@ def elasticsearch_connector(kafka_config: dict[str, Any], es_client: Any, topics
     install_templates(es_client)
     return SinkConnector(kafka_config, list(topics), group_id,
                          ElasticsearchHandler(EsBulkWriter(es_client, give_up_after_s)), dlq_topic)
+
+
+def profile_connectors(profile: Any, which: tuple[str, ...] = ("redis", "elasticsearch")) -> dict[str, SinkConnector]:
+    """The connectors of a resolved profile (ctxsync.config.resolve_profile), by name."""
+    from ctxsync.io.clients import es_client, kafka_config, kafka_sink, redis_client
+
+    config, topics = kafka_config(profile), kafka_sink(profile).topics
+    connectors: dict[str, SinkConnector] = {}
+    if "redis" in which:
+        endpoint = profile.redis
+        connectors["redis"] = redis_connector(config, redis_client(endpoint), endpoint.prefix,
+                                              endpoint.stream_maxlen, topics.views, topics.dlq)
+    if "elasticsearch" in which:
+        connectors["elasticsearch"] = elasticsearch_connector(config, es_client(profile.elasticsearch),
+                                                              (topics.history, topics.violations), topics.dlq)
+    return connectors
+
+
+def run_all(connectors: dict[str, SinkConnector], until_caught_up: bool, stop: threading.Event | None = None,
+            idle_timeout_s: float = 120.0) -> dict[str, ConnectorStats]:
+    """Run connectors side by side (one thread each); re-raises the first failure."""
+    errors: list[BaseException] = []
+
+    def target(connector: SinkConnector) -> None:
+        try:
+            connector.run(until_caught_up, stop, idle_timeout_s)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            errors.append(exc)
+            if stop is not None:
+                stop.set()
+
+    threads = [threading.Thread(target=target, args=(c,), name=f"connector-{n}", daemon=True)
+               for n, c in connectors.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)
+    if errors:
+        raise errors[0]
+    return {name: c.stats for name, c in connectors.items()}

@@ -128,3 +128,20 @@ def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.
                 yield message
     finally:
         consumer.close()
+
+
+def topic_ends(client_config: dict[str, Any], topics: list[str], timeout_s: float = 10.0) -> dict[str, int]:
+    """Sum of the high watermarks of each topic's partitions (0 for a missing topic)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**client_config, "group.id": "ctxsync-watermarks", "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s).topics
+        ends = {}
+        for topic in topics:
+            partitions = metadata[topic].partitions if topic in metadata else {}
+            ends[topic] = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+                              for p in partitions)
+        return ends
+    finally:
+        consumer.close()

@@ -1,0 +1,48 @@
+"""`ctxsync connect redis|elasticsearch|all`: run the sink connectors on their own (production).
+
+They consume the job's topics with read_committed and commit offsets only after a batch is written, so
+they can be stopped, restarted or scaled (same group id) at any time without losing or duplicating state.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from pathlib import Path
+
+from ctxsync.config import ConfigError, resolve_job, resolve_profile
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("connect", help="run the Redis / Elasticsearch sink connectors",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", choices=("redis", "elasticsearch", "all"))
+    p.add_argument("--until-caught-up", action="store_true", help="stop once every partition is read to its end")
+    p.add_argument("--profile", default="prod", help="profile with the endpoints (default: prod)")
+    p.add_argument("--job", default="context-sync")
+    p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctxsync.io.connectors import profile_connectors, run_all
+    from ctxsync.servers import running_endpoints
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    job = resolve_job(args.jobs, args.job, [])
+    if args.profile not in job.profiles:
+        raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}")
+    profile = resolve_profile(job.profiles[args.profile], args.profile, running_endpoints())
+    which = ("redis", "elasticsearch") if args.target == "all" else (args.target,)
+    connectors = profile_connectors(profile, which)
+    stop = threading.Event()
+    try:
+        stats = run_all(connectors, args.until_caught_up, stop)
+    except KeyboardInterrupt:
+        stop.set()
+        stats = {name: c.stats for name, c in connectors.items()}
+    for name, s in stats.items():
+        print(f"{name}: {s.consumed:,} records, {s.written:,} written, {s.skipped:,} not newer, "
+              f"{s.dead_lettered:,} dead-lettered, {s.retries} retries, {s.rate():,.0f} records/s")
+    return 0

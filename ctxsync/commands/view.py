@@ -1,0 +1,55 @@
+"""`ctxsync view USER [--category C]`: the user's context views as models read them from Redis."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ctxsync.config import ConfigError, resolve_job, resolve_profile
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("view", help="show a user's context views from Redis",
+                       description="Read the views of one user (all categories, or one) from Redis: "
+                                   "version, attributes with confidence, source event and model, TTL left.")
+    p.add_argument("user", metavar="USER", help="userId")
+    p.add_argument("--category", help="only this category (e.g. financial)")
+    p.add_argument("--json", action="store_true", help="print the view records as JSON lines")
+    p.add_argument("--profile", default="local", help="profile whose Redis to read (default: local)")
+    p.add_argument("--job", default="context-sync")
+    p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctxsync.io.clients import redis_client
+    from ctxsync.io.redis_views import RedisViewSink, view_key
+    from ctxsync.servers import running_endpoints
+
+    job = resolve_job(args.jobs, args.job, [])
+    if args.profile not in job.profiles:
+        raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}")
+    profile = resolve_profile(job.profiles[args.profile], args.profile, running_endpoints())
+    client = redis_client(profile.redis)
+    sink = RedisViewSink(client, profile.redis.prefix)
+    if args.category:
+        found = sink.read(args.category, args.user)
+        views = [found] if found else []
+    else:
+        views = sink.read_user(args.user)
+    if not views:
+        print(f"no views for user {args.user!r}" + (f" in category {args.category!r}" if args.category else ""))
+        return 1
+    for view in views:
+        if args.json:
+            print(json.dumps(view, separators=(",", ":")))
+            continue
+        ttl = client.ttl(view_key(sink.prefix, view["category"], view["userId"]))
+        expiry = f"expires in {ttl}s" if ttl >= 0 else "no expiry"
+        print(f"{view['key']}  version {view['version']}  updated {view['updatedAt']}  ({expiry})")
+        for name, a in view["attributes"].items():
+            print(f"  {name:<18} {json.dumps(a['value']):<24} confidence {a['confidence']:<6} "
+                  f"{a['updatedAt']}  {a['modelId']}  {a['eventId']}")
+        if view["targetModels"]:
+            print(f"  targets: {', '.join(view['targetModels'])}")
+    return 0

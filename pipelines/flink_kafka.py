@@ -1,0 +1,305 @@
+"""The PyFlink job of the `local` and `prod` profiles: Kafka in -> context-sync -> Kafka out.
+
+    Kafka `context.events` (Table API source: raw bytes + topic/partition/offset metadata)
+      -> IngestRecords (Avro -> JSON if configured; parse+validate; origin = topic/partition/offset)
+      -> key_by(userId) -> SyncByUser (pipelines/flink_sync.py, the same operator as the embedded job)
+      -> RouteOutputs (tagged lines -> Kafka records: topic, key, value, headers)
+      -> Kafka sink (Table API: topic and headers are writable metadata; exactly-once with transactions)
+
+Why the Table API connector around a DataStream core: PyFlink's DataStream KafkaSource only hands over
+the value (no partition/offset for `origin`), and its KafkaSink cannot set record headers (the dead-letter
+topic carries reason/stage/origin headers). The Kafka table connector exposes both as metadata columns;
+`raw` format keeps payload bytes exact, so non-UTF-8 input reaches the dead-letter topic intact.
+
+Redis and Elasticsearch are written by the idempotent connectors (ctxsync/io/connectors.py) from the
+view/history/violation topics: PyFlink has no connector for them here, and Python functions get no
+checkpoint hook to flush a buffered sink.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ctxsync.io.avro import avro_payload_to_json
+from transforms.ingest import ingest
+from transforms.records import CONFLICT, DEAD_LETTER, HISTORY, ORDERING, VIEW, untag
+from transforms.settings import SyncSettings
+
+STARTS = ("committed", "earliest", "latest", "timestamp")
+
+
+@dataclass(frozen=True)
+class KafkaJobSpec:
+    """Everything the Kafka job needs, resolved from a jobs.yaml profile (no secrets in repr)."""
+
+    bootstrap: str
+    input_topic: str = "context.events"
+    group_id: str = "ctxsync-context-sync"
+    start: str = "earliest"
+    start_timestamp_ms: int | None = None
+    bounded: bool = True
+    format: str = "json"                  # json or avro (Confluent wire format)
+    schema_id: int | None = None
+    views_topic: str = "context.views"
+    history_topic: str = "context.history"
+    violations_topic: str = "context.violations"
+    dlq_topic: str = "context.dlq"
+    delivery: str = "exactly-once"        # exactly-once, at-least-once or none
+    transactional_id_prefix: str = "ctxsync-context-sync"
+    checkpoint_interval_ms: int = 2000
+    client_properties: dict[str, str] = field(default_factory=dict, repr=False)  # security.* etc.
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _with(options: dict[str, str]) -> str:
+    return ",\n  ".join(f"{_quote(k)} = {_quote(v)}" for k, v in options.items())
+
+
+def _client_options(spec: KafkaJobSpec) -> dict[str, str]:
+    options = {"properties.bootstrap.servers": spec.bootstrap}
+    options.update({f"properties.{k}": v for k, v in spec.client_properties.items()})
+    return options
+
+
+def source_ddl(spec: KafkaJobSpec, table: str = "ctx_events") -> str:
+    """The input table: exact payload bytes plus the record's coordinates."""
+    options = {"connector": "kafka", "topic": spec.input_topic, **_client_options(spec),
+               "properties.group.id": spec.group_id, "properties.isolation.level": "read_committed",
+               "format": "raw"}
+    if spec.start not in STARTS:
+        raise ValueError(f"start must be one of {', '.join(STARTS)}, got {spec.start!r}")
+    if spec.start == "timestamp":
+        if spec.start_timestamp_ms is None:
+            raise ValueError("start: timestamp needs start_timestamp")
+        options["scan.startup.mode"] = "timestamp"
+        options["scan.startup.timestamp-millis"] = str(spec.start_timestamp_ms)
+    elif spec.start == "committed":  # the group's offsets (committed at checkpoints), else earliest
+        options["scan.startup.mode"] = "group-offsets"
+        options["properties.auto.offset.reset"] = "earliest"
+    else:
+        options["scan.startup.mode"] = f"{spec.start}-offset"
+    if spec.bounded:
+        options["scan.bounded.mode"] = "latest-offset"
+    return (f"CREATE TEMPORARY TABLE {table} (\n  payload BYTES,\n  `topic` STRING METADATA VIRTUAL,\n"
+            f"  `partition` INT METADATA VIRTUAL,\n  `offset` BIGINT METADATA VIRTUAL\n) WITH (\n  "
+            f"{_with(options)}\n)")
+
+
+def sink_ddl(spec: KafkaJobSpec, table: str = "ctx_outputs") -> str:
+    """The output table: the topic of each record is metadata, so one (transactional) sink serves all."""
+    topics = ";".join((spec.views_topic, spec.history_topic, spec.violations_topic, spec.dlq_topic))
+    options = {"connector": "kafka", "topic": topics, **_client_options(spec), "key.format": "raw", "key.fields": "k",
+               "value.format": "raw", "value.fields-include": "EXCEPT_KEY", "sink.partitioner": "default",
+               "sink.delivery-guarantee": spec.delivery}
+    if spec.delivery == "exactly-once":
+        options["sink.transactional-id-prefix"] = spec.transactional_id_prefix
+        options["properties.transaction.timeout.ms"] = "600000"
+    return (f"CREATE TEMPORARY TABLE {table} (\n  k BYTES,\n  v BYTES,\n  `topic` STRING METADATA,\n"
+            f"  `headers` MAP<STRING, BYTES> METADATA\n) WITH (\n  {_with(options)}\n)")
+
+
+def ingest_record(payload: bytes | None, topic: str, partition: int, offset: int, settings: SyncSettings,
+                  avro: bool, schema_id: int | None, now_ms: int) -> tuple[str, Any]:
+    """(userId, Event) or (DEAD_LETTER_KEY, dead-letter line) for one Kafka record; seq = offset."""
+    raw = payload or b""
+    if avro:
+        raw = avro_payload_to_json(raw, schema_id)
+    return ingest(raw, offset, f"{topic}/{partition}/{offset}", now_ms, settings)
+
+
+def route_lines(joined: str, spec: KafkaJobSpec) -> list[tuple[bytes | None, bytes, str, dict[str, bytes]]]:
+    """Kafka records (key, value, topic, headers) for the tagged output lines of one event.
+
+    Views are keyed by aggregate key (the compacted changelog) and carry the TTL of the event that produced
+    them (`ttl`, from propagationRules.ttl) for the Redis connector. Duplicates produce no record.
+    """
+    lines = joined.split("\n")
+    ttl = None
+    records: list[tuple[bytes | None, bytes, str, dict[str, bytes]]] = []
+    parsed = [untag(line) for line in lines]
+    if any(kind == VIEW for kind, _, _, _ in parsed):
+        for kind, _, _, text in parsed:
+            if kind == HISTORY:
+                ttl = (orjson.loads(text).get("propagationRules") or {}).get("ttl")
+    for kind, _, aux, text in parsed:
+        if kind == VIEW:
+            value = text[:-1] + f',"ttl":{int(ttl)}}}' if ttl else text
+            records.append((orjson.loads(aux).encode(), value.encode(), spec.views_topic, {}))
+        elif kind == HISTORY:
+            records.append((None, text.encode(), spec.history_topic, {}))
+        elif kind in (ORDERING, CONFLICT):
+            records.append((None, text.encode(), spec.violations_topic, {}))
+        elif kind == DEAD_LETTER:
+            record = orjson.loads(text)
+            headers = {name: str(record[name]).encode() for name in ("reason", "stage", "origin")}
+            records.append((record["origin"].encode(), text.encode(), spec.dlq_topic, headers))
+    return records
+
+
+def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parallelism: int,
+                    cache_size: int = 10_000) -> Any:
+    """Add the job to `env` (a StreamExecutionEnvironment with the Kafka jars); returns the statement set."""
+    from pyflink.common import Row, Types
+    from pyflink.datastream import FlatMapFunction
+    from pyflink.table import StreamTableEnvironment
+
+    from pipelines.flink_sync import SyncByUser
+
+    avro, schema_id = spec.format == "avro", spec.schema_id
+
+    class IngestRecords(FlatMapFunction):
+        def __init__(self, settings: SyncSettings) -> None:
+            self.settings = settings
+
+        def flat_map(self, row):
+            yield ingest_record(row[0], row[1], row[2], row[3], self.settings, avro, schema_id,
+                                int(time.time() * 1000))
+
+    class RouteOutputs(FlatMapFunction):
+        def flat_map(self, joined: str):
+            for key, value, topic, headers in route_lines(joined, spec):
+                yield Row(key, value, topic, headers)
+
+    t_env = StreamTableEnvironment.create(env)
+    t_env.execute_sql(source_ddl(spec))
+    t_env.execute_sql(sink_ddl(spec))
+    rows = t_env.to_data_stream(t_env.from_path("ctx_events"))
+    keyed = (rows.flat_map(IngestRecords(settings), output_type=Types.PICKLED_BYTE_ARRAY())
+             .name("parse+validate").key_by(lambda record: record[0], key_type=Types.STRING()))
+    lines = keyed.process(SyncByUser(settings, cache_size), output_type=Types.STRING()) \
+        .set_parallelism(parallelism).name("sync by user")
+    bytes_type = Types.PRIMITIVE_ARRAY(Types.BYTE())
+    out_type = Types.ROW_NAMED(["k", "v", "topic", "headers"],
+                               [bytes_type, bytes_type, Types.STRING(), Types.MAP(Types.STRING(), bytes_type)])
+    records = lines.flat_map(RouteOutputs(), output_type=out_type).name("route outputs")
+    statements = t_env.create_statement_set()
+    statements.add_insert("ctx_outputs", t_env.from_data_stream(records))
+    statements.attach_as_datastream()
+    return statements
+
+
+def job_spec(profile: Any, job_name: str) -> KafkaJobSpec:
+    """The Kafka job of a resolved profile (ctxsync.config.resolve_profile)."""
+    from ctxsync.io.clients import kafka_sink, kafka_source
+    from transforms.timestamps import parse_iso_ms
+
+    source, sink = kafka_source(profile), kafka_sink(profile)
+    start_ms = parse_iso_ms(source.start_timestamp) if source.start_timestamp else None
+    return KafkaJobSpec(
+        bootstrap=source.bootstrap, input_topic=source.topic, group_id=source.group_id, start=source.start,
+        start_timestamp_ms=start_ms, bounded=source.bounded, format=source.format, schema_id=source.schema_id,
+        views_topic=sink.topics.views, history_topic=sink.topics.history,
+        violations_topic=sink.topics.violations, dlq_topic=sink.topics.dlq, delivery=sink.delivery,
+        transactional_id_prefix=f"{sink.transactional_id_prefix}-{job_name}",
+        checkpoint_interval_ms=sink.checkpoint_interval,
+        client_properties=source.security.java_properties(),
+    )
+
+
+def run_kafka_job(spec: KafkaJobSpec, job_flink: dict[str, str], settings: SyncSettings, parallelism: int,
+                  progress: Any, cache_size: int = 10_000) -> None:
+    """Run the Flink job to its end (bounded) or until interrupted (unbounded)."""
+    from ctxsync.jars import kafka_jars
+    from pipelines.flink_env import flink_environment
+
+    jars = [str(p) for p in kafka_jars()]
+    env = flink_environment(job_flink, parallelism=1, jars=jars)
+    env.enable_checkpointing(spec.checkpoint_interval_ms)
+    build_kafka_job(env, spec, settings, parallelism, cache_size)
+    progress.note(f"Flink job running ({'bounded' if spec.bounded else 'unbounded'}: {spec.input_topic} -> Kafka)")
+    env.execute(f"ctxsync context-sync ({spec.input_topic})")
+
+
+@dataclass
+class ProfileRunResult:
+    """What one run of the Kafka profile produced: records per output topic, and the connectors' work."""
+
+    offsets_advanced: dict[str, int]  # per output topic; transaction markers take an offset too
+    connectors: dict[str, Any]
+    job_seconds: float
+
+
+def run_profile(job_name: str, job: Any, profile_name: str, parallelism: int, progress: Any,
+                with_connectors: bool = True) -> ProfileRunResult:
+    """`ctxsync run JOB --profile local|prod`: the Flink job, then (bounded) or alongside (unbounded) the
+    Redis and Elasticsearch connectors."""
+    import threading
+
+    from ctxsync.config import resolve_profile
+    from ctxsync.io.clients import kafka_config, kafka_sink
+    from ctxsync.io.connectors import profile_connectors, run_all
+    from ctxsync.io.kafka_io import TopicSpec, ensure_topics, topic_ends
+    from ctxsync.servers import running_endpoints
+
+    profile = resolve_profile(job.profiles[profile_name], profile_name, running_endpoints())
+    spec = job_spec(profile, job_name)
+    config, sink = kafka_config(profile), kafka_sink(profile)
+    outputs = [spec.views_topic, spec.history_topic, spec.violations_topic, spec.dlq_topic]
+    if sink.create_topics:
+        n = sink.partitions
+        ensure_topics(config, [TopicSpec(spec.input_topic, n),
+                               TopicSpec(spec.views_topic, n, (("cleanup.policy", "compact"),)),
+                               TopicSpec(spec.history_topic, n), TopicSpec(spec.violations_topic, n),
+                               TopicSpec(spec.dlq_topic, 1)])
+    before = topic_ends(config, outputs)
+    settings = job.settings.to_settings()
+    cache_size = int(job.flink.get("python.state.cache-size", "10000"))
+    connectors = profile_connectors(profile) if with_connectors else {}
+    started = time.monotonic()
+    if spec.bounded:
+        run_kafka_job(spec, job.flink, settings, parallelism, progress, cache_size)
+        job_seconds = time.monotonic() - started
+        progress.note("Flink job finished; connectors catching up (Redis, Elasticsearch)")
+        stats = run_all(connectors, until_caught_up=True) if connectors else {}
+    else:
+        stop = threading.Event()
+        runner = threading.Thread(target=run_all, args=(connectors, False, stop), daemon=True)
+        runner.start()
+        try:
+            run_kafka_job(spec, job.flink, settings, parallelism, progress, cache_size)
+        finally:
+            stop.set()
+            runner.join(30)
+        job_seconds = time.monotonic() - started
+        stats = {name: c.stats for name, c in connectors.items()}
+    after = topic_ends(config, outputs)
+    return ProfileRunResult({t: after[t] - before[t] for t in outputs}, stats, job_seconds)
+
+
+def run_profile_cli(args: Any, job: Any) -> int:
+    """The `ctxsync run --profile local|prod` front end: progress, a result table, exit codes."""
+    import sys
+    import traceback
+
+    from ctxsync.progress import Progress
+
+    if args.runner != "flink":
+        from ctxsync.config import ConfigError
+
+        raise ConfigError(f"profile {args.profile!r} runs on the flink runner only")
+    progress = Progress(f"{args.job} [{args.profile}]")
+    try:
+        result = run_profile(args.job, job, args.profile, job.parallelism, progress)
+    except Exception as exc:
+        from ctxsync.config import ConfigError
+
+        if isinstance(exc, ConfigError):
+            raise
+        traceback.print_exc(file=sys.stderr)
+        print(f"ctxsync: job {args.job} failed in profile {args.profile}: {exc}", file=sys.stderr)
+        return 1
+    progress.done(f"Flink job took {result.job_seconds:.1f}s")
+    print("\noutput topic              offsets advanced")
+    for topic, count in result.offsets_advanced.items():
+        print(f"{topic:<26}{count:>16,}")
+    for name, stats in result.connectors.items():
+        print(f"connector {name}: {stats.consumed:,} records in {stats.seconds:.1f}s ({stats.rate():,.0f}/s), "
+              f"written {stats.written:,}, not newer {stats.skipped:,}, dead-lettered {stats.dead_lettered:,}, "
+              f"retries {stats.retries}")
+    return 0

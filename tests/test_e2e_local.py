@@ -1,0 +1,186 @@
+"""End to end on loopback servers: replay -> Kafka -> context-sync (local profile, bounded, Flink)
+-> Kafka topics -> connectors -> Redis views and Elasticsearch history, compared with the embedded
+reference run of the same file; then idempotence and sink faults."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ctxsync.config import Profile, resolve_job
+from ctxsync.generate import GeneratorOptions, generate_lines
+from ctxsync.io.connectors import profile_connectors, run_all
+from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer, read_topic
+from ctxsync.io.redis_views import RedisViewSink
+from ctxsync.progress import Progress
+from ctxsync.servers import LocalServers
+from pipelines.file_outputs import OutputCollector
+from pipelines.flink_kafka import KafkaJobSpec, route_lines
+from pipelines.reference import read_lines, run_reference
+from tests.fixtures_servers import es_client, redis_client, servers, unique  # noqa: F401
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.servers
+
+
+@pytest.fixture(scope="module")
+def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small stream with every anomaly kind (invalid, duplicate, late, conflict, delete)."""
+    path = tmp_path_factory.mktemp("e2e") / "events.jsonl"
+    options = GeneratorOptions(events=600, users=25, seed=11, invalid_rate=0.05)
+    path.write_bytes(b"".join(line + b"\n" for line in generate_lines(options)))
+    return path
+
+
+def local_job(prefix: str, partitions: int = 3):
+    """The shipped job with its `local` profile, on topics of this test only."""
+    job = resolve_job(ROOT / "jobs.yaml", "context-sync", [])
+    data = job.profiles["local"].model_dump()
+    data["source"]["topic"] = f"{prefix}.events"
+    data["source"]["group_id"] = f"{prefix}-job"
+    data["sink"]["topics"] = {k: f"{prefix}.{k}" for k in ("views", "history", "violations", "dlq")}
+    data["sink"]["partitions"] = partitions
+    data["sink"]["transactional_id_prefix"] = prefix
+    profiles = {**job.profiles, "local": Profile.model_validate(data)}
+    return job.model_copy(update={"profiles": profiles})
+
+
+def reference(events_file: Path, job) -> OutputCollector:
+    collector = OutputCollector()
+    collector.add_all(run_reference(read_lines(events_file), str(events_file), job.settings.to_settings()))
+    collector.finish()
+    return collector
+
+
+def state(servers: LocalServers, redis_client, es_client, prefix: str) -> dict:
+    """Everything the sinks hold: views, ES counts, dead letters."""
+    es_client.indices.refresh(index="context-*")
+    dlq = list(read_topic({"bootstrap.servers": servers.endpoints()["kafka"]}, f"{prefix}.dlq"))
+    return {
+        "views": RedisViewSink(redis_client).read_all(),
+        "history": es_client.count(index="context-history-*")["count"],
+        "violations": es_client.count(index="context-violations")["count"],
+        "dlq": sorted((m.key(), m.value(), tuple(m.headers() or ())) for m in dlq),
+    }
+
+
+@pytest.mark.flink
+def test_local_profile_end_to_end_equals_reference_and_is_idempotent(
+        servers, redis_client, es_client, events_file, unique, monkeypatch):
+    from ctxsync.commands.replay import ReplayFilter, replay
+    from pipelines.flink_kafka import run_profile
+
+    monkeypatch.setenv("CTXSYNC_DEV_DIR", str(servers.run_dir))
+    prefix = f"e2e{unique}"
+    job = local_job(prefix)
+    expected = reference(events_file, job)
+    config = {"bootstrap.servers": servers.endpoints()["kafka"]}
+    ensure_topics(config, [TopicSpec(f"{prefix}.events", 3)])
+    sent = replay(events_file, producer(config), f"{prefix}.events", ReplayFilter())
+    assert sent.sent == expected.summary.read
+
+    first = run_profile("context-sync", job, "local", 1, Progress("e2e"))
+    got = state(servers, redis_client, es_client, prefix)
+    want_views = sorted((orjson.loads(text) for _, text in expected.views.values()), key=lambda v: v["key"])
+    assert got["views"] == want_views
+    assert got["history"] == expected.summary.accepted
+    assert got["violations"] == expected.summary.ordering_violations + expected.summary.conflicts
+    assert len(got["dlq"]) == expected.summary.dead_lettered
+    want_reasons = Counter(orjson.loads(text)["reason"] for _, text in expected.dead_letters)
+    assert Counter(dict(h)["reason"].decode() for _, _, h in got["dlq"]) == want_reasons
+    for key, value, headers in got["dlq"]:
+        record = orjson.loads(value)
+        assert dict(headers) == {n: str(record[n]).encode() for n in ("reason", "stage", "origin")}
+        assert key == record["origin"].encode() and record["origin"].startswith(f"{prefix}.events/")
+    assert first.connectors["elasticsearch"].dead_lettered == 0
+
+    # A second bounded run recomputes the whole topic from scratch (fresh state, same input): the views and
+    # the documents do not change. The dead-letter topic is a log: it gets the same records again (same key
+    # = origin, same value), so it still holds exactly `dead_lettered` distinct records.
+    second = run_profile("context-sync", job, "local", 1, Progress("e2e-again"))
+    again = state(servers, redis_client, es_client, prefix)
+    assert {k: again[k] for k in ("views", "history", "violations")} == \
+        {k: got[k] for k in ("views", "history", "violations")}
+    assert sorted(set(again["dlq"])) == got["dlq"] and len(again["dlq"]) == 2 * len(got["dlq"])
+    assert second.connectors["redis"].written == 0 and second.connectors["elasticsearch"].dead_lettered == 0
+
+
+def publish_reference_outputs(events_file: Path, job, config: dict, spec: KafkaJobSpec) -> OutputCollector:
+    """What the Flink job would write to the output topics, produced directly (no Flink)."""
+    expected = OutputCollector()
+    p = producer(config)
+    joined: list[str] = []
+    last_seq = None
+    for line in run_reference(read_lines(events_file), str(events_file), job.settings.to_settings()):
+        expected.add(line)
+        seq = int(line.split("\t", 1)[0][1:])
+        if last_seq is not None and seq != last_seq:
+            for key, value, topic, headers in route_lines("\n".join(joined), spec):
+                p.produce(topic, key=key, value=value, headers=list(headers.items()))
+            joined = []
+        joined.append(line)
+        last_seq = seq
+    for key, value, topic, headers in route_lines("\n".join(joined), spec):
+        p.produce(topic, key=key, value=value, headers=list(headers.items()))
+    assert p.flush(30) == 0
+    expected.finish()
+    return expected
+
+
+def test_connectors_end_exact_when_redis_and_elasticsearch_restart_mid_run(
+        servers, redis_client, events_file, unique, monkeypatch, tmp_path):
+    prefix = f"fault{unique}"
+    es_servers = LocalServers(tmp_path / "es")  # its own noida: stopping ES must not stop our Kafka
+    es_servers.start("noida")
+    try:
+        monkeypatch.setenv("CTXSYNC_DEV_DIR", str(servers.run_dir))
+        job = local_job(prefix, partitions=2)
+        data = job.profiles["local"].model_dump()
+        data["elasticsearch"]["hosts"] = es_servers.endpoints()["elasticsearch"]
+        from ctxsync.config import resolve_profile
+        from ctxsync.servers import running_endpoints
+
+        profile = resolve_profile(Profile.model_validate(data), "local", running_endpoints())
+        config = {"bootstrap.servers": servers.endpoints()["kafka"]}
+        ensure_topics(config, [TopicSpec(f"{prefix}.{k}", 2) for k in ("views", "history", "violations", "dlq")])
+        spec = KafkaJobSpec(bootstrap=config["bootstrap.servers"], views_topic=f"{prefix}.views",
+                            history_topic=f"{prefix}.history", violations_topic=f"{prefix}.violations",
+                            dlq_topic=f"{prefix}.dlq")
+        expected = publish_reference_outputs(events_file, job, config, spec)
+
+        connectors = profile_connectors(profile)
+        for connector in connectors.values():
+            connector.batch_size = 100
+        faults = {"redis": (servers, "redis"), "elasticsearch": (es_servers, "noida")}
+        injected: set[str] = set()
+
+        def inject(name: str):
+            def on_batch(stats) -> None:
+                if name not in injected:  # after the first committed batch: the sink goes away for 1.5 s
+                    injected.add(name)
+                    owner, server = faults[name]
+                    owner.stop(server)
+                    threading.Timer(1.5, lambda: owner.start(server)).start()
+            return on_batch
+
+        for name, connector in connectors.items():
+            connector.on_batch = inject(name)
+        stats = run_all(connectors, until_caught_up=True)
+        assert injected == {"redis", "elasticsearch"}
+        assert stats["redis"].retries >= 1 and stats["elasticsearch"].retries >= 1
+
+        want_views = sorted((orjson.loads(text) for _, text in expected.views.values()), key=lambda v: v["key"])
+        assert RedisViewSink(redis_client).read_all() == want_views
+        from elasticsearch import Elasticsearch
+
+        es = Elasticsearch(es_servers.endpoints()["elasticsearch"])
+        es.indices.refresh(index="context-*")
+        assert es.count(index="context-history-*")["count"] == expected.summary.accepted
+        assert es.count(index="context-violations")["count"] == \
+            expected.summary.ordering_violations + expected.summary.conflicts
+        assert stats["elasticsearch"].dead_lettered == 0
+    finally:
+        es_servers.down()
