@@ -4,6 +4,10 @@ set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+# the compose client validates deploy/docker-compose.yml in the tests (no Docker engine needed)
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
+# Flink's Kafka connector jars into the ctxsync cache (ctxsync/jars.py; the runner also fetches on first use)
+if [ -x "${PY:-.venv/bin/python}" ]; then "${PY:-.venv/bin/python}" -m ctxsync.jars >/dev/null; fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
   echo "please install: ${need[*]}" >&2; exit 1
