@@ -16,6 +16,7 @@ from transforms.expectations import (
     check_expectations, compile_suite, failures, flatten, load_compiled, load_suite_dict,
 )
 from transforms.ingest import DEAD_LETTER_KEY, ingest
+from transforms.model import Event
 from transforms.records import untag
 from transforms.settings import SyncSettings
 from transforms.validate import parse_event
@@ -175,3 +176,24 @@ def test_jobs_yaml_setting_selects_the_suite():
     assert job.settings.to_settings().expectations.name == "context_events"
     with pytest.raises(ConfigError, match="no_such_suite"):
         apply_overrides(job, ["expectations=no_such_suite"])
+
+
+def test_stream_check_equals_the_full_row_evaluation():
+    """check_expectations skips checks whose verdict is known (other attributes' null columns)."""
+    suite = load_compiled(SUITE)
+    checked = failed = 0
+    for doc in _documents():
+        raw = orjson.dumps(doc)
+        event = parse_event(raw, 1, "t:1", NOW, SyncSettings())
+        if not isinstance(event, Event):
+            continue  # the contract already dead-letters it
+        full = [(c.name, i) for i, row in enumerate(flatten(event.doc, NOW, suite)) for c in failures(row, suite)]
+        dl = check_expectations(event, raw, NOW, suite)
+        checked += 1
+        if not full:
+            assert dl is None
+            continue
+        failed += 1
+        assert dl.reason == full[0][0]
+        assert dl.detail.endswith(f"and {len(full) - 1} more: " + ", ".join(n for n, _ in full[1:])) or len(full) == 1
+    assert checked > 1000 and failed > 30
