@@ -1,11 +1,15 @@
 """`ctxsync drift-report`: a self-contained page that really renders (headless Chromium screenshot)."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
+import pytest
+
 from ctxsync.cli import main
 from tests.fixtures_drift import DRIFT_AT, drift_streams, drifted_run  # noqa: F401 (fixtures)
+from tests.fixtures_servers import es_client, kafka_config, servers  # noqa: F401 (fixtures)
 from tests.png_colors import distinct_colours, pixels
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,3 +48,27 @@ def test_report_rejects_files_that_are_not_drift_records(tmp_path, capsys):
     bad.write_text('{"a": 1}\n')
     assert main(["drift-report", str(bad), "--html", str(tmp_path / "x.html")]) == 2
     assert "no 'scores'" in capsys.readouterr().err
+    assert main(["drift-report", str(bad)]) == 2
+    assert "--html FILE" in capsys.readouterr().err
+
+
+@pytest.mark.servers
+def test_publish_to_kafka_and_elasticsearch_is_idempotent(drifted_run, servers, es_client, kafka_config, capsys):
+    from ctxsync.io.kafka_io import read_topic
+    from pipelines.drift_sinks import DRIFT_INDEX, DRIFT_TOPIC
+
+    records = [json.loads(line) for line in (drifted_run / "drift.jsonl").read_text().splitlines()]
+    args = ["drift-report", str(drifted_run / "drift.jsonl"), "--kafka", kafka_config["bootstrap.servers"],
+            "--es", servers.endpoints()["elasticsearch"]]
+    assert main(args) == 0
+    assert main(args[:2] + args[4:]) == 0  # ES again: same ids, nothing new
+    es_client.indices.refresh(index=DRIFT_INDEX)
+    assert es_client.count(index=DRIFT_INDEX)["count"] == len(records)
+    hits = es_client.search(index=DRIFT_INDEX, query={"bool": {"filter": [
+        {"term": {"attribute": "segment"}}, {"term": {"alerts": "psi"}}]}})["hits"]["hits"]
+    assert [h["_source"]["windowStart"] for h in hits] == [DRIFT_AT]
+    messages = list(read_topic(kafka_config, DRIFT_TOPIC))
+    assert len(messages) == len(records)
+    segment = [json.loads(m.value()) for m in messages if m.key() == b"behavioral/segment"]
+    assert [r["windowStart"] for r in segment] == sorted(r["windowStart"] for r in segment)  # one partition, in order
+    assert "-> Kafka" in capsys.readouterr().out

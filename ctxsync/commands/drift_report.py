@@ -11,21 +11,28 @@ from ctxsync.drift_report import render_report
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "drift-report", help="draw drift.jsonl (from the context-drift job) as an HTML page",
+        "drift-report", help="draw drift.jsonl as an HTML page and/or publish it to Kafka and Elasticsearch",
         description="Write one self-contained HTML page (inline SVG, works offline) with a chart per "
                     "attribute: drift scores over time as multiples of their thresholds, alert windows "
-                    "shaded, and the distribution per window. Example:\n"
+                    "shaded, and the distribution per window. With --kafka / --es, also publish the "
+                    "records to topic context.drift and index context-drift (idempotent). Examples:\n"
                     "  ctxsync run context-drift --input events.jsonl --out out/drift\n"
-                    "  ctxsync drift-report out/drift/drift.jsonl --html out/drift.html",
+                    "  ctxsync drift-report out/drift/drift.jsonl --html out/drift.html\n"
+                    "  ctxsync drift-report out/drift/drift.jsonl --kafka 127.0.0.1:9092 --es http://127.0.0.1:9200",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("drift", type=Path, metavar="DRIFT.jsonl", help="drift records written by context-drift")
-    p.add_argument("--html", type=Path, required=True, help="output HTML file (parent directories are created)")
+    p.add_argument("--html", type=Path, help="output HTML file (parent directories are created)")
     p.add_argument("--title", default=None, help="page title (default: Context drift – <input file>)")
+    p.add_argument("--kafka", metavar="BOOTSTRAP", help="publish to Kafka topic context.drift (plaintext)")
+    p.add_argument("--es", metavar="URL", help="publish to Elasticsearch index context-drift")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not (args.html or args.kafka or args.es):
+        print("ctxsync drift-report: say where to: --html FILE, --kafka BOOTSTRAP and/or --es URL", file=sys.stderr)
+        return 2
     try:
         lines = args.drift.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -39,8 +46,28 @@ def run(args: argparse.Namespace) -> int:
     if records and "scores" not in records[0]:
         print(f"ctxsync drift-report: {args.drift} does not hold drift records (no 'scores')", file=sys.stderr)
         return 2
-    args.html.parent.mkdir(parents=True, exist_ok=True)
-    args.html.write_text(render_report(records, args.title or f"Context drift – {args.drift}"), encoding="utf-8")
     alerts = sum(1 for r in records if r["alerts"])
-    print(f"{len(records)} window records, {alerts} with alerts -> {args.html}")
+    if args.html:
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(render_report(records, args.title or f"Context drift – {args.drift}"), encoding="utf-8")
+        print(f"{len(records)} window records, {alerts} with alerts -> {args.html}")
+    return _publish(args, records)
+
+
+def _publish(args: argparse.Namespace, records: list[dict]) -> int:
+    from pipelines.drift_sinks import DRIFT_INDEX, DRIFT_TOPIC, publish_to_es, publish_to_kafka
+
+    if args.kafka:
+        sent = publish_to_kafka({"bootstrap.servers": args.kafka}, records)
+        print(f"{sent} drift records -> Kafka {args.kafka} topic {DRIFT_TOPIC}")
+    if args.es:
+        from elasticsearch import Elasticsearch
+
+        client = Elasticsearch(args.es, request_timeout=30, max_retries=0)
+        written, rejected = publish_to_es(client, records, str(args.drift))
+        print(f"{written} drift records -> Elasticsearch {args.es} index {DRIFT_INDEX}")
+        for r in rejected:
+            print(f"  rejected {r.doc.id}: {r.error_type}: {r.reason}", file=sys.stderr)
+        if rejected:
+            return 1
     return 0
