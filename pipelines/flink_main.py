@@ -84,19 +84,20 @@ def build_file_job(job: JobConfig, input_path: Path, out_dir: Path, parallelism:
     return env
 
 
-def build_kafka_job(job: JobConfig, profile_name: str, parallelism: int, dev_dir: Path | None):
+def build_kafka_job(job: JobConfig, job_name: str, profile_name: str, parallelism: int, dev_dir: Path | None):
     """Kafka -> context-sync -> Kafka (pipelines/flink_kafka.py), with the connector jars shipped."""
     from ctxsync.config import resolve_profile
+    from ctxsync.io.clients import kafka_config, kafka_sink
     from ctxsync.jars import kafka_jars
+    from ctxsync.servers import running_endpoints
     from pipelines.flink_kafka import build_kafka_job as add_kafka_job
+    from pipelines.flink_kafka import job_spec
 
-    endpoints = None
-    if dev_dir is not None:
-        from ctxsync.servers import LocalServers
-
-        endpoints = LocalServers.load(dev_dir).endpoints()
-    profile = resolve_profile(job.profiles[profile_name], profile_name, endpoints)
-    spec = kafka_spec(profile)
+    profile = resolve_profile(job.profiles[profile_name], profile_name, running_endpoints(dev_dir))
+    spec = job_spec(profile, job_name)
+    sink = kafka_sink(profile)
+    if sink.create_topics:
+        create_topics(kafka_config(profile), spec, sink.partitions)
     jars = [str(p) for p in kafka_jars()]
     env = environment(job_flink_conf(job, jars), parallelism)
     env.enable_checkpointing(spec.checkpoint_interval_ms)
@@ -105,27 +106,14 @@ def build_kafka_job(job: JobConfig, profile_name: str, parallelism: int, dev_dir
     return env
 
 
-def kafka_spec(profile):
-    """KafkaJobSpec of a resolved kafka profile (source and sink endpoints of jobs.yaml)."""
-    from pipelines.flink_kafka import KafkaJobSpec
+def create_topics(config: dict, spec, partitions: int) -> None:
+    """Create missing input and output topics (local servers); the view changelog is compacted."""
+    from ctxsync.io.kafka_io import TopicSpec, ensure_topics
 
-    source, sink = profile.source, profile.sink
-    start_ms = None
-    if source.start_timestamp:
-        from transforms.timestamps import parse_iso_ms
-
-        start_ms = parse_iso_ms(source.start_timestamp)
-    props = source.security.java_properties()
-    if props == {"security.protocol": "PLAINTEXT"}:
-        props = {}
-    return KafkaJobSpec(
-        bootstrap=source.bootstrap, input_topic=source.topic, group_id=source.group_id, start=source.start,
-        start_timestamp_ms=start_ms, bounded=source.bounded, format=source.format, schema_id=source.schema_id,
-        views_topic=sink.topics.views, history_topic=sink.topics.history,
-        violations_topic=sink.topics.violations, dlq_topic=sink.topics.dlq, delivery=sink.delivery,
-        transactional_id_prefix=sink.transactional_id_prefix, checkpoint_interval_ms=sink.checkpoint_interval,
-        client_properties=props,
-    )
+    ensure_topics(config, [TopicSpec(spec.input_topic, partitions),
+                           TopicSpec(spec.views_topic, partitions, (("cleanup.policy", "compact"),)),
+                           TopicSpec(spec.history_topic, partitions), TopicSpec(spec.violations_topic, partitions),
+                           TopicSpec(spec.dlq_topic, 1)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("the file profile needs --input FILE and --out DIR")
         env = build_file_job(job, args.input, args.out, job.parallelism)
     else:
-        env = build_kafka_job(job, args.profile, job.parallelism, args.dev_dir)
+        env = build_kafka_job(job, args.job, args.profile, job.parallelism, args.dev_dir)
     env.execute(args.name or f"ctxsync {args.job} [{args.profile}]")
     return 0
 
