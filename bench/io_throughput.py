@@ -1,0 +1,87 @@
+"""Throughput of the real I/O on loopback servers: `replay` to Kafka, the Redis and Elasticsearch
+connectors, and (with --flink) the Kafka job itself. Not a test: numbers depend on the machine and its load.
+
+    .venv/bin/python bench/io_throughput.py --events 50000 [--flink]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ctxsync.commands.replay import ReplayFilter, replay  # noqa: E402
+from ctxsync.config import Profile, resolve_job, resolve_profile  # noqa: E402
+from ctxsync.generate import GeneratorOptions, generate_lines  # noqa: E402
+from ctxsync.io.connectors import profile_connectors, run_all  # noqa: E402
+from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer  # noqa: E402
+from ctxsync.progress import Progress  # noqa: E402
+from ctxsync.servers import LocalServers  # noqa: E402
+from pipelines.flink_kafka import KafkaJobSpec, route_lines  # noqa: E402
+from pipelines.reference import read_lines, run_reference  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--users", type=int, default=2_000)
+    parser.add_argument("--flink", action="store_true", help="also time the Flink Kafka job (local profile)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ctxsync-bench-") as tmp:
+        root = Path(tmp)
+        events = root / "events.jsonl"
+        events.write_bytes(b"".join(line + b"\n" for line in generate_lines(
+            GeneratorOptions(events=args.events, users=args.users, seed=3))))
+        servers = LocalServers(root / "servers")
+        servers.up(["redis", "noida"])
+        try:
+            bench(args, servers, events)
+        finally:
+            servers.down()
+
+
+def bench(args: argparse.Namespace, servers: LocalServers, events: Path) -> None:
+    config = {"bootstrap.servers": servers.endpoints()["kafka"]}
+    job = resolve_job(Path("jobs.yaml"), "context-sync", [])
+    ensure_topics(config, [TopicSpec(f"context.{k}", 4) for k in ("events", "views", "history", "violations")]
+                  + [TopicSpec("context.dlq", 1)])
+    stats = replay(events, producer(config), "context.events", ReplayFilter())
+    print(f"replay: {stats.sent:,} events in {stats.seconds:.2f}s = {stats.sent / stats.seconds:,.0f} events/s")
+
+    import os
+
+    os.environ["CTXSYNC_DEV_DIR"] = str(servers.run_dir)
+    profile = resolve_profile(job.profiles["local"], "local", servers.endpoints())
+    if args.flink:
+        from pipelines.flink_kafka import run_profile
+
+        started = time.monotonic()
+        result = run_profile("context-sync", job, "local", 1, Progress("bench"), with_connectors=False)
+        print(f"flink kafka job: {args.events:,} events in {result.job_seconds:.1f}s "
+              f"(incl. ~10-30 s JVM/job start) = {args.events / result.job_seconds:,.0f} events/s; "
+              f"wall {time.monotonic() - started:.1f}s")
+    else:  # the job's outputs, produced directly from the reference run (connectors alone)
+        spec = KafkaJobSpec(bootstrap=config["bootstrap.servers"])
+        p = producer(config)
+        joined: list[str] = []
+        last = None
+        for line in run_reference(read_lines(events), str(events), job.settings.to_settings()):
+            seq = int(line.split("\t", 1)[0][1:])
+            if last is not None and seq != last:
+                for key, value, topic, headers in route_lines("\n".join(joined), spec):
+                    p.produce(topic, key=key, value=value, headers=list(headers.items()))
+                    p.poll(0)
+                joined = []
+            joined.append(line)
+            last = seq
+        p.flush(60)
+    for name, s in run_all(profile_connectors(profile), until_caught_up=True).items():
+        print(f"connector {name}: {s.consumed:,} records in {s.seconds:.2f}s = {s.rate():,.0f} records/s "
+              f"({s.written:,} written, {s.batches} batches)")
+
+
+if __name__ == "__main__":
+    main()
