@@ -14,7 +14,7 @@ STEPS: dict[str, list[tuple[str, str]]] = {
         ("write", "views, history, violations, dead letters; summary"),
     ],
     "context-drift": [
-        ("read", "file lines or Kafka records, in source order"),
+        ("read", "file lines, in source order (embedded profile only)"),
         ("parse+validate", "as context-sync (optional GE suite); invalid -> dead letter"),
         ("stamp windows", "one global step: tumbling event-time window, watermark = max ts - delay, late rows"),
         ("key by attribute", "hash partition on (category, attribute)"),

@@ -69,7 +69,8 @@ def test_a_pinned_baseline_is_the_reference(drift_streams, stable_run, tmp_path)
     run_drift("reference", drift_streams["drifted"], tmp_path / "run",
               ["drift.reference=baseline", f"drift.baseline={stable_run / 'drift.jsonl'}"])
     records = read_records(tmp_path / "run")
-    assert {r["reference"] for r in records} == {"baseline"}
+    assert {r["reference"] for r in records} <= {"baseline", None}  # None: no baseline window was big enough
+    assert {r["reference"] for r in records if r["attribute"] in ("segment", "creditScore")} == {"baseline"}
     segment = {r["windowStart"]: r for r in records if r["attribute"] == "segment"}
     after = [r for start, r in segment.items() if start >= DRIFT_AT and r["count"] >= 200]
     assert after and all("psi" in r["alerts"] for r in after)  # against a baseline the drift persists

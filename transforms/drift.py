@@ -190,12 +190,11 @@ def drift_step(state: dict[str, Any], message: tuple, s: DriftSettings) -> list[
         return []
     start = message[2]
     w = state["open"].pop(start)
-    baseline = s.baseline.get(key) if s.baseline is not None else None
-    ref = baseline if s.baseline is not None else state["previous"]
+    pinned = s.baseline is not None
+    ref = s.baseline.get(key) if pinned else state["previous"]
     history = state["history"][-s.spc_windows:]
     scores = _scores(w, ref, history, s)
-    record = _record(key, start, w, scores, "baseline" if s.baseline is not None else "previous",
-                     ref is not None, state["late"], s)
+    record = _record(key, start, w, scores, "baseline" if pinned else "previous", ref is not None, state["late"], s)
     state["late"] = 0
     if w["n"] >= s.min_count:  # thin windows neither judge nor serve as the yardstick
         state["previous"] = _profile(w, s)
@@ -244,6 +243,8 @@ def baseline_profiles(records: list[dict[str, Any]], s: DriftSettings) -> dict[s
     and numeric bin edges averaged over its windows (each bin then holds 1/bins of the values)."""
     out: dict[str, dict[str, Any]] = {}
     for record in records:
+        if record["count"] < s.min_count:
+            continue  # thin windows (the ragged first and last ones) are not a yardstick
         key = key_of(record["category"], record["attribute"])
         p = out.setdefault(key, {"n": 0, "cat": {}, "quantiles": []})
         p["n"] += record["count"]
