@@ -69,7 +69,7 @@ def state(servers: LocalServers, redis_client, es_client, prefix: str) -> dict:
 
 @pytest.mark.flink
 def test_local_profile_end_to_end_equals_reference_and_is_idempotent(
-        servers, redis_client, es_client, events_file, unique, monkeypatch):
+        servers, redis_client, es_client, events_file, unique, monkeypatch, capsys):
     from ctxsync.commands.replay import ReplayFilter, replay
     from pipelines.flink_kafka import run_profile
 
@@ -96,6 +96,19 @@ def test_local_profile_end_to_end_equals_reference_and_is_idempotent(
         assert dict(headers) == {n: str(record[n]).encode() for n in ("reason", "stage", "origin")}
         assert key == record["origin"].encode() and record["origin"].startswith(f"{prefix}.events/")
     assert first.connectors["elasticsearch"].dead_lettered == 0
+
+    # what a model and an analyst see through the CLI
+    from ctxsync.cli import main
+
+    user = want_views[0]["userId"]
+    capsys.readouterr()
+    assert main(["view", user, "--json", "--jobs", str(ROOT / "jobs.yaml")]) == 0
+    shown = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert shown == [v for v in want_views if v["userId"] == user]
+    assert main(["history", "--user", user, "--json", "--jobs", str(ROOT / "jobs.yaml")]) == 0
+    timeline = [orjson.loads(line)["eventId"] for line in capsys.readouterr().out.splitlines()]
+    mine = [orjson.loads(text) for _, text in expected.history]
+    assert sorted(timeline) == sorted(h["eventId"] for h in mine if h["contextDelta"]["userId"] == user)
 
     # A second bounded run recomputes the whole topic from scratch (fresh state, same input): the views and
     # the documents do not change. The dead-letter topic is a log: it gets the same records again (same key

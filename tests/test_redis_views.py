@@ -86,3 +86,28 @@ def test_read_user_finds_every_category_and_nothing_else(redis_client):
     sink.write([ViewWrite(versioned(1)), ViewWrite(financial), ViewWrite(other)])
     assert [v["key"] for v in sink.read_user("u1")] == ["behavioral:u1", "financial:u1"]
     assert [v["key"] for v in sink.read_all()] == ["behavioral:u1", "behavioral:u10", "financial:u1"]
+
+
+def test_connector_coalesces_batches_and_dead_letters_broken_view_records(servers, redis_client):
+    import orjson
+
+    from ctxsync.io.connectors import redis_connector
+    from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer, read_topic
+
+    config = {"bootstrap.servers": servers.endpoints()["kafka"]}
+    topic, dlq = "views-coalesce", "views-coalesce.dlq"
+    ensure_topics(config, [TopicSpec(topic, 1), TopicSpec(dlq, 1)])
+    p = producer(config)
+    for version in (1, 2, 3):
+        p.produce(topic, key=b"behavioral:u1", value=orjson.dumps({**versioned(version), "ttl": 60}))
+    p.produce(topic, key=b"x", value=b"{not json")
+    p.produce(topic, key=b"y", value=b'{"key": "a:b"}')
+    assert p.flush(10) == 0
+    connector = redis_connector(config, redis_client, topic=topic, dlq_topic=dlq, group_id="g-coalesce")
+    stats = connector.run(until_caught_up=True, idle_timeout_s=30)
+    assert (stats.consumed, stats.written, stats.skipped, stats.dead_lettered) == (5, 1, 2, 2)
+    assert RedisViewSink(redis_client).read("behavioral", "u1") == versioned(3)
+    assert 0 < redis_client.ttl(view_key("ctx", "behavioral", "u1")) <= 60
+    dead = list(read_topic(config, dlq))
+    assert [dict(m.headers())["reason"] for m in dead] == [b"bad_view_record", b"bad_view_record"]
+    assert "fields missing: category" in orjson.loads(dead[1].value())["detail"]
