@@ -44,6 +44,7 @@ from apache_beam.transforms.userstate import (
 )
 from apache_beam.utils.timestamp import Timestamp
 
+from pipelines.beam_compat import beam_urns
 from pipelines.file_outputs import OutputCollector, Summary
 from transforms.ingest import DEAD_LETTER_KEY, ingest, is_blank
 from transforms.model import Event
@@ -221,19 +222,18 @@ def read_shards(directory: Path) -> Iterator[str]:
                 yield line.decode("utf-8")
 
 
-def pipeline_options(job: "JobConfig") -> PipelineOptions:
-    """Beam's local runner in-process; the job's parallelism becomes the FnApiRunner's worker count."""
-    return PipelineOptions(
-        flags=[], runner="DirectRunner", direct_num_workers=job.parallelism, direct_running_mode="in_memory",
-    )
+def pipeline_options(parallelism: int) -> PipelineOptions:
+    """Beam's local runner: in-process at parallelism 1, else that many SDK worker processes (real cores)."""
+    mode = "in_memory" if parallelism == 1 else "multi_processing"
+    return PipelineOptions(flags=[], runner="DirectRunner", direct_num_workers=parallelism, direct_running_mode=mode)
 
 
-def run_job(input_path: Path, job: "JobConfig", out_dir: Path) -> Summary:
+def run_job(input_path: Path, job: "JobConfig", out_dir: Path, parallelism: int | None = None) -> Summary:
     """Run the batch graph to text shards, then write the contract's files to out_dir from them."""
     settings = job.settings.to_settings()
     work = Path(tempfile.mkdtemp(prefix="ctxsync-beam-"))
     try:
-        with beam.Pipeline(options=pipeline_options(job)) as pipeline:
+        with beam_urns(), beam.Pipeline(options=pipeline_options(parallelism or job.parallelism)) as pipeline:
             lines = build_batch(pipeline, input_path, settings)
             lines | "WriteShards" >> beam.io.WriteToText(str(work / "part"), coder=StrUtf8Coder())
         collector = OutputCollector()
@@ -246,7 +246,7 @@ def run_job(input_path: Path, job: "JobConfig", out_dir: Path) -> Summary:
 def run_embedded(request: "RunRequest") -> Summary:
     """Embedded profile on Beam: same inputs, files and summary as pipelines.reference.run_embedded."""
     request.progress.note(f"running Beam pipeline on {request.input_path} (DirectRunner, in-process)")
-    return run_job(request.input_path, request.job, request.out_dir)
+    return run_job(request.input_path, request.job, request.out_dir, request.parallelism)
 
 
 def measure_beam(input_path: Path, job: "JobConfig") -> float:

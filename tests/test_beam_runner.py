@@ -68,3 +68,24 @@ def test_cli_runs_the_beam_runner(tmp_path, capsys):
     assert main(["run", "context-sync", "--runner", "beam", "--input", str(path), "--out", str(tmp_path / "o")]) == 0
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["duplicates"] == 0
     assert "holds" in capsys.readouterr().out
+
+
+@pytest.mark.beam
+def test_beam_runs_after_pyflink_took_over_beams_urns_and_gives_them_back(tmp_path):
+    from apache_beam.coders.coders import Coder
+    from apache_beam.portability import common_urns
+    from apache_beam.runners.worker.bundle_processor import BeamTransformFactory
+
+    import pyflink.fn_execution.beam.beam_operations  # noqa: F401  (what a Flink job in this process loads)
+
+    par_do, length_prefix = common_urns.primitives.PAR_DO.urn, common_urns.coders.LENGTH_PREFIX.urn
+    flinks = BeamTransformFactory._known_urns[par_do], Coder._known_urns[length_prefix]
+    assert flinks[0][0].__module__.startswith("pyflink")
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(raw(event(eventId=f"e{i}", timestamp=f"2026-11-17T10:00:0{3 - i}Z"))
+                                for i in range(3)))
+    summary = run_with("beam", path, tmp_path / "beam")
+    run_with("reference", path, tmp_path / "ref")
+    assert_same_files(tmp_path / "beam", tmp_path / "ref")
+    assert summary.ordering_violations == 2
+    assert (BeamTransformFactory._known_urns[par_do], Coder._known_urns[length_prefix]) == flinks

@@ -14,6 +14,7 @@ from apache_beam.testing.test_stream import TestStream as ScriptedStream  # not 
 from apache_beam.transforms.window import TimestampedValue
 
 from ctxsync.config import resolve_job
+from pipelines.beam_compat import beam_urns
 from pipelines.beam_runner import build_streaming
 from pipelines.file_outputs import OUTPUT_FILES, OutputCollector
 from pipelines.reference import run_reference
@@ -93,7 +94,7 @@ def run_streaming(settings, run_id: str) -> list[tuple[str, float]]:
     _LINES[run_id] = []
     options = PipelineOptions(flags=[])
     options.view_as(StandardOptions).streaming = True
-    with beam.Pipeline(options=options) as pipeline:
+    with beam_urns(), beam.Pipeline(options=options) as pipeline:
         lines = build_streaming(pipeline | scripted_stream(), ORIGIN, settings)
         lines | beam.ParDo(Collect(run_id))
     return _LINES.pop(run_id)
