@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
 
+from pipelines.beam_compat import beam_urns
 from pipelines.beam_runner import DEAD, KEYED, ReadAndIngest, pipeline_options, plan_chunks, read_shards
 from pipelines.drift_outputs import DriftCollector, DriftSummary
 from pipelines.drift_reference import drift_settings
@@ -96,7 +97,7 @@ def run_embedded(request: "RunRequest") -> DriftSummary:
     request.progress.note(f"running Beam pipeline on {request.input_path} (DirectRunner)")
     work = Path(tempfile.mkdtemp(prefix="ctxsync-beam-drift-"))
     try:
-        with beam.Pipeline(options=pipeline_options(request.parallelism)) as pipeline:
+        with beam_urns(), beam.Pipeline(options=pipeline_options(request.parallelism)) as pipeline:
             lines = build_batch(pipeline, request.input_path, request)
             lines | "WriteShards" >> beam.io.WriteToText(str(work / "part"), coder=StrUtf8Coder())
         collector = DriftCollector()
