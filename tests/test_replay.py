@@ -12,7 +12,7 @@ from ctxsync.io.kafka_io import TopicSpec, ensure_topics, partition_for, produce
 from ctxsync.servers import LocalServers
 from pipelines.flink_kafka import KafkaJobSpec, ingest_record, route_lines, sink_ddl, source_ddl
 from pipelines.reference import read_lines
-from tests.fixtures_servers import kafka_config, servers, unique  # noqa: F401
+from tests.fixtures_servers import kafka_config, redis_client, servers, unique  # noqa: F401
 from tests.helpers import ROOT, SAMPLE, SETTINGS, event, raw
 from transforms.records import untag
 
@@ -157,3 +157,21 @@ def test_dev_command_up_status_down(tmp_path, monkeypatch, capsys):
 def test_replay_without_dev_servers_is_a_config_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CTXSYNC_DEV_DIR", str(tmp_path / "none"))
     assert main(["replay", str(SAMPLE), "--jobs", str(ROOT / "jobs.yaml")]) == 2
+
+
+@pytest.mark.servers
+def test_connect_command_moves_views_to_redis_until_caught_up(servers, redis_client, monkeypatch, capsys):
+    from ctxsync.io.kafka_io import VIEWS
+
+    monkeypatch.setenv("CTXSYNC_DEV_DIR", str(servers.run_dir))
+    config = {"bootstrap.servers": servers.endpoints()["kafka"]}
+    ensure_topics(config, [TopicSpec(VIEWS, 2)])
+    view = {"key": "temporal:cli-user", "category": "temporal", "userId": "cli-user", "version": 4,
+            "updatedAt": "2026-11-24T10:00:00.000Z", "attributes": {}, "targetModels": []}
+    p = producer(config)
+    p.produce(VIEWS, key=view["key"].encode(), value=orjson.dumps(view))
+    assert p.flush(10) == 0
+    assert main(["connect", "redis", "--until-caught-up", "--profile", "local", "--jobs", str(ROOT / "jobs.yaml")]) == 0
+    assert "redis: 1 records, 1 written" in capsys.readouterr().out
+    assert main(["view", "cli-user", "--json", "--jobs", str(ROOT / "jobs.yaml")]) == 0
+    assert orjson.loads(capsys.readouterr().out) == view
