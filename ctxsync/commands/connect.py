@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", choices=("redis", "elasticsearch", "all"))
     p.add_argument("--until-caught-up", action="store_true", help="stop once every partition is read to its end")
-    p.add_argument("--profile", default="prod", help="profile with the endpoints (default: prod)")
+    p.add_argument("--profile", default="local", help="profile with the endpoints (default: local; prod for production)")
     p.add_argument("--job", default="context-sync")
     p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"))
     p.set_defaults(func=run)
