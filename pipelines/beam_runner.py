@@ -151,7 +151,8 @@ class FoldUser(beam.DoFn):
 
     def process(self, group: tuple[str, Iterable[Event]]) -> Iterator[str]:
         _, outputs = fold_user(None, group[1], self.settings)
-        yield from outputs
+        if outputs:
+            yield "\n".join(outputs)  # one element per user: the text sink writes it as that many lines
 
 
 class SyncUser(beam.DoFn):
