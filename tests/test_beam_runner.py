@@ -89,3 +89,15 @@ def test_beam_runs_after_pyflink_took_over_beams_urns_and_gives_them_back(tmp_pa
     assert_same_files(tmp_path / "beam", tmp_path / "ref")
     assert summary.ordering_violations == 2
     assert (BeamTransformFactory._known_urns[par_do], Coder._known_urns[length_prefix]) == flinks
+
+
+@pytest.mark.beam
+def test_two_sdk_worker_processes_give_the_same_files(tmp_path):
+    from ctxsync.generate import GeneratorOptions, generate_lines
+
+    path = tmp_path / "gen.jsonl"
+    path.write_bytes(b"\n".join(generate_lines(GeneratorOptions(events=600, users=40, seed=5, late_rate=0.1))))
+    run_with("reference", path, tmp_path / "ref")
+    summary = run_with("beam", path, tmp_path / "beam", parallelism=2)
+    assert_same_files(tmp_path / "beam", tmp_path / "ref")
+    assert summary.read == 600 and summary.ordering_violations > 0
