@@ -49,10 +49,10 @@ def _score_chart(records: list[dict[str, Any]]) -> str:
         if r["alerts"]:
             parts.append(f'<rect x="{_x(i, n) - band / 2:.1f}" y="{PAD_T}" width="{band:.1f}" height="{plot_h}" '
                          f'fill="#fee2e2"><title>ALERT {_e(r["windowStart"])}: {_e(", ".join(r["alerts"]))}</title></rect>')
-    last_tick_y = float("inf")
-    for frac in (0.5, 1.0, 2.0, 4.0, 8.0):
-        if frac < top and (frac == 1.0 or last_tick_y - y(frac) >= 14):  # no overlapping labels
-            last_tick_y = y(frac)
+    drawn: list[float] = []
+    for frac in (1.0, 0.5, 2.0, 4.0, 8.0):  # the alert line first; others only where labels do not collide
+        if frac < top and all(abs(y(frac) - d) >= 14 for d in drawn):
+            drawn.append(y(frac))
             style = 'stroke="#dc2626" stroke-width="1.5" stroke-dasharray="6 4"' if frac == 1.0 else 'stroke="#e5e7eb"'
             parts.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{y(frac):.1f}" y2="{y(frac):.1f}" {style}/>')
             parts.append(f'<text x="{PAD_L - 6}" y="{y(frac) + 4:.1f}" class="tick" text-anchor="end">{frac:g}×</text>')
