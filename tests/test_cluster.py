@@ -1,12 +1,21 @@
 """context-sync on a real Flink standalone cluster: submit, checkpoints, TaskManager crashes, savepoints."""
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from ctxsync import cli
 from ctxsync import flink_client as fc
-from tests.fixtures_cluster import flink_cluster  # noqa: F401  (fixture)
-from tests.helpers import SAMPLE
+from ctxsync.generate import GeneratorOptions, generate_lines
+from ctxsync.io.connectors import elasticsearch_connector, redis_connector
+from ctxsync.io.kafka_io import TopicSpec, ensure_topics, read_topic
+from ctxsync.io.kafka_io import producer as kafka_producer
+from ctxsync.io.redis_views import RedisViewSink
+from tests.fixtures_cluster import CommittedCounter, flink_cluster  # noqa: F401  (fixture)
+from tests.fixtures_servers import es_client, kafka_config, redis_client, servers, unique  # noqa: F401
+from tests.helpers import SAMPLE, read_jsonl
 from tests.runs import assert_same_files, run_with
 
 pytestmark = pytest.mark.cluster
@@ -26,3 +35,166 @@ def test_file_profile_submitted_with_the_cli_equals_reference(flink_cluster, tmp
     assert_same_files(out, tmp_path / "ref")
     checkpoints = flink_cluster.rest(f"/jobs/{job_id}/checkpoints")
     assert checkpoints["counts"]["completed"] >= 1
+
+
+# --- Kafka in, Kafka out (profile `local`), Redis and Elasticsearch through the idempotent connectors ---
+
+PARTS, USERS = (3000, 1500, 1500), 300
+
+
+def _stream(tmp_path):
+    """Three parts of one generated stream (with duplicates, late events, conflicts and invalid lines)."""
+    lines = list(generate_lines(GeneratorOptions(events=sum(PARTS), users=USERS, seed=17)))
+    whole = tmp_path / "whole.jsonl"
+    whole.write_bytes(b"\n".join(lines) + b"\n")
+    cuts = [0, PARTS[0], PARTS[0] + PARTS[1], len(lines)]
+    return [lines[a:b] for a, b in zip(cuts, cuts[1:])], whole
+
+
+def _produce(kafka_config, topic, lines):
+    """Keyed by userId (murmur2, like Java clients): one user's events stay in order in one partition."""
+    producer = kafka_producer(kafka_config)
+    for line in lines:
+        try:
+            user = json.loads(line)["contextDelta"]["userId"]
+            key = user.encode() if isinstance(user, str) and user else None
+        except (ValueError, KeyError, TypeError):
+            key = None
+        producer.produce(topic, key=key, value=line)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+@pytest.fixture
+def kafka_job(servers, kafka_config, unique):
+    """Topic names and `--set` overrides that give one test its own topics and transactional ids."""
+    topics = {kind: f"{kind}-{unique}" for kind in ("events", "views", "history", "violations", "dlq")}
+    ensure_topics(kafka_config, [TopicSpec(topics["events"], 4)])
+    overrides = [f"profiles.local.source.topic={topics['events']}", "profiles.local.source.bounded=false",
+                 f"profiles.local.source.group_id=g-{unique}", "profiles.local.sink.checkpoint_interval=1s",
+                 f"profiles.local.sink.transactional_id_prefix=tx-{topics['events']}"]
+    overrides += [f"profiles.local.sink.topics.{kind}={topics[kind]}" for kind in ("views", "history", "violations", "dlq")]
+    return topics, overrides
+
+
+def _submit(cluster, servers, overrides, parallelism, savepoint=None):
+    return fc.submit(fc.Submission("context-sync", "local", cluster.address, parallelism, savepoint,
+                                   tuple(overrides), dev_dir=servers.run_dir))
+
+
+def _committed_counts(kafka_config, topics) -> tuple[int, int]:
+    """(history, dlq) records a fresh read_committed consumer sees from the beginning."""
+    return tuple(sum(1 for _ in read_topic(kafka_config, topics[kind])) for kind in ("history", "dlq"))
+
+
+def _wait_counts(kafka_config, topics, history, dlq, timeout_s=240) -> None:
+    """Until the committed outputs hold `history` and `dlq` records (more would fail the final checks)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        counts = _committed_counts(kafka_config, topics)
+        if counts[0] >= history and counts[1] >= dlq:
+            return
+        time.sleep(2)
+    raise AssertionError(f"committed outputs (history, dlq) = {counts} after {timeout_s}s, want ({history}, {dlq})")
+
+
+def _assert_sinks_equal_reference(whole, tmp_path, topics, kafka_config, redis_client, es_client):
+    """Move the committed outputs into Redis and ES with the connectors; compare with the embedded run."""
+    ref = tmp_path / "ref"
+    summary = run_with("reference", whole, ref)
+    history_count = sum(1 for _ in read_topic(kafka_config, topics["history"]))
+    dlq = [json.loads(m.value()) for m in read_topic(kafka_config, topics["dlq"])]
+    assert history_count == summary.accepted
+    assert len(dlq) == summary.dead_lettered
+    assert sorted(d["reason"] for d in dlq) == sorted(json.loads(line)["reason"] for line in
+                                                      (ref / "dead_letter.jsonl").read_text().splitlines())
+    redis_connector(kafka_config, redis_client, topic=topics["views"], dlq_topic=topics["dlq"],
+                    group_id=f"redis-{topics['views']}").run(until_caught_up=True)
+    elasticsearch_connector(kafka_config, es_client, (topics["history"], topics["violations"]),
+                            dlq_topic=topics["dlq"], group_id=f"es-{topics['history']}").run(until_caught_up=True)
+    assert RedisViewSink(redis_client).read_all() == read_jsonl(ref / "views.jsonl")
+    es_client.indices.refresh(index="context-history-*")
+    assert es_client.count(index="context-history-*")["count"] == summary.accepted
+    return summary
+
+
+def _recovery(cluster, counter, topics, before: int, killed_at: float) -> dict[str, float]:
+    """Seconds from the kill until the job runs again and until new committed outputs appear."""
+    job_running = None
+    while True:
+        counts = counter.poll(0.1)
+        now = time.monotonic()
+        if job_running is None:
+            jobs = cluster.rest("/jobs/overview")["jobs"]
+            if any(j["state"] == "RUNNING" and j["tasks"]["running"] == j["tasks"]["total"] for j in jobs):
+                job_running = now - killed_at
+        if counts[topics["history"]] > before:
+            return {"running": job_running or now - killed_at, "outputs": now - killed_at}
+        if now - killed_at > 120:
+            raise AssertionError(f"no new outputs 120s after the TaskManager was killed: {counts}")
+
+
+def test_taskmanager_killed_twice_mid_stream_recovers_from_checkpoints(
+        flink_cluster, servers, kafka_config, kafka_job, redis_client, es_client, tmp_path, capsys):  # noqa: F811
+    topics, overrides = kafka_job
+    parts, whole = _stream(tmp_path)
+    _produce(kafka_config, topics["events"], parts[0])
+    job_id = _submit(flink_cluster, servers, overrides, parallelism=2)
+    counter = CommittedCounter(kafka_config, [topics["history"], topics["dlq"]])
+    recoveries = []
+    try:
+        before = 0
+        for feed in parts[1:]:
+            while counter.poll()[topics["history"]] <= before:  # the job is producing outputs: crash it
+                assert fc.job_state(flink_cluster.address, job_id) in ("RUNNING", "CREATED", "INITIALIZING"), \
+                    fc.failure_cause(flink_cluster.address, job_id)
+            before = counter.counts[topics["history"]]
+            killed_at = time.monotonic()
+            flink_cluster.kill_taskmanager()  # SIGKILL: no goodbye, open Kafka transactions stay open
+            flink_cluster.start_taskmanager()
+            _produce(kafka_config, topics["events"], feed)  # more input arrives during the outage
+            recoveries.append(_recovery(flink_cluster, counter, topics, before, killed_at))
+            before = counter.counts[topics["history"]]
+        ref_summary = run_with("reference", whole, tmp_path / "ref-counts")
+        _wait_counts(kafka_config, topics, ref_summary.accepted, ref_summary.dead_lettered)
+        restored = flink_cluster.rest(f"/jobs/{job_id}/checkpoints")["latest"]["restored"]
+        assert restored is not None and not restored["is_savepoint"]
+        fc.cancel(flink_cluster.address, job_id)
+        # noida-db quirk, reported not asserted: a read_committed consumer that stayed assigned across
+        # the crashes can miss records that a fresh one sees (see CommittedCounter)
+        seen_live = counter.poll()[topics["history"]]
+    finally:
+        counter.close()
+    _assert_sinks_equal_reference(whole, tmp_path, topics, kafka_config, redis_client, es_client)
+    with capsys.disabled():
+        for n, r in enumerate(recoveries, 1):
+            print(f"\n[recovery {n}] kill -> job running {r['running']:.1f}s, -> new committed outputs {r['outputs']:.1f}s")
+        print(f"[live read_committed consumer] saw {seen_live} of {ref_summary.accepted} history records")
+
+
+def test_stop_with_savepoint_and_resume_at_other_parallelism_equals_one_run(
+        flink_cluster, servers, kafka_config, kafka_job, redis_client, es_client, tmp_path):  # noqa: F811
+    topics, overrides = kafka_job
+    parts, whole = _stream(tmp_path)
+    part_a, part_b = parts[0], parts[1] + parts[2]
+    _produce(kafka_config, topics["events"], part_a)
+    job_id = _submit(flink_cluster, servers, overrides, parallelism=1)
+    counter = CommittedCounter(kafka_config, [topics["history"], topics["dlq"]])
+    try:
+        lines_a = tmp_path / "a.jsonl"
+        lines_a.write_bytes(b"\n".join(part_a) + b"\n")
+        summary_a = run_with("reference", lines_a, tmp_path / "ref-a")
+        _wait_counts(kafka_config, topics, summary_a.accepted, summary_a.dead_lettered)
+        savepoint = fc.stop_with_savepoint(flink_cluster.address, job_id)
+        assert fc.job_state(flink_cluster.address, job_id) == "FINISHED"
+        _produce(kafka_config, topics["events"], part_b)  # arrives while no job runs
+        job_2 = _submit(flink_cluster, servers, overrides, parallelism=2, savepoint=savepoint)
+        summary = run_with("reference", whole, tmp_path / "ref-counts")
+        _wait_counts(kafka_config, topics, summary.accepted, summary.dead_lettered)
+        restored = flink_cluster.rest(f"/jobs/{job_2}/checkpoints")["latest"]["restored"]
+        assert restored["is_savepoint"] and restored["external_path"] == savepoint
+        assert flink_cluster.rest(f"/jobs/{job_2}")["vertices"][-1]["parallelism"] == 2
+        fc.cancel(flink_cluster.address, job_2)
+    finally:
+        counter.close()
+    _assert_sinks_equal_reference(whole, tmp_path, topics, kafka_config, redis_client, es_client)
