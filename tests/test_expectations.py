@@ -70,8 +70,45 @@ def _mutate(doc: dict, path: tuple[str, ...], value: object) -> dict:
     return doc
 
 
+WEIRD = [None, True, False, 0, -0.0, 1, 1.0, 0.5, -1, 2**70, -2**70, 1e308, -1e-300, "", "1", "true", "null",
+         "engaged", "EMAIL", "email ", "é", "2026-11-24T08:00:00Z", "2026-11-24T08:00:00.123+01:00", 300, 850,
+         850.0001, 299.999, 86400, 86401, [], {}, [1], {"a": 1}, "context.updated", "low", 300.0, 1e-9]
+ATTRIBUTES = ["segment", "preferredChannel", "lastAction", "riskTolerance", "timezone", "language", "sentiment",
+              "engagementScore", "creditScore", "portfolioValue", "sessionLength", "lastLogin", "other", ""]
+
+
+def _random_documents(n: int, seed: int = 1) -> list[dict]:
+    """Event-shaped documents whose fields take edge values: big ints, -0.0, bools, containers, near-bounds."""
+    rng = random.Random(seed)
+
+    def weird():
+        return rng.choice(WEIRD)
+
+    docs = []
+    for i in range(n):
+        updates = {}
+        for _ in range(rng.choice((0, 1, 1, 2, 3))):
+            body = {}
+            if rng.random() < 0.95:
+                body["current"] = weird()
+            if rng.random() < 0.9:
+                body["confidence"] = rng.choice([weird(), rng.random()])
+            updates[rng.choice(ATTRIBUTES)] = body if rng.random() < 0.95 else weird()
+        docs.append({
+            "eventId": weird() if rng.random() < 0.2 else f"e{i}",
+            "timestamp": rng.choice(["2026-11-24T08:00:00Z", "2099-01-01T00:00:00Z", weird()]),
+            "eventType": rng.choice(["context.updated", "context.deleted", weird()]),
+            "source": rng.choice([{"modelId": "m", "instanceId": "i"}, {"modelId": weird()}, weird()]),
+            "contextDelta": rng.choice([{"userId": rng.choice(["u", weird()]), "updates": updates},
+                                        {"updates": updates}, weird()]),
+            "propagationRules": rng.choice([{"ttl": weird(), "priority": weird()}, {"ttl": 300}, weird(), {}]),
+        })
+    return docs
+
+
 def _documents() -> list[object]:
-    """Every JSON document of sample_data/, a generated stream with many invalid records, and mutants."""
+    """Every JSON document of sample_data/, a generated stream with many invalid records, mutants of valid
+    events, and random event-shaped documents full of edge values."""
     docs: list[object] = []
     lines = [line for path in sorted((ROOT / "sample_data").glob("*.jsonl")) for line in path.read_bytes().splitlines()]
     lines += list(generate_lines(GeneratorOptions(events=1500, seed=11, invalid_rate=0.4)))
@@ -85,7 +122,7 @@ def _documents() -> list[object]:
     for path, value in MUTATIONS:
         for doc in rng.sample(valid, 4):
             docs.append(_mutate(doc, path, value))
-    return docs
+    return docs + _random_documents(1500)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +220,7 @@ def test_stream_check_equals_the_full_row_evaluation():
     suite = load_compiled(SUITE)
     checked = failed = 0
     for doc in _documents():
-        raw = orjson.dumps(doc)
+        raw = json.dumps(doc).encode()
         event = parse_event(raw, 1, "t:1", NOW, SyncSettings())
         if not isinstance(event, Event):
             continue  # the contract already dead-letters it
