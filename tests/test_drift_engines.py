@@ -1,8 +1,6 @@
 """context-drift on Flink and on Beam writes the reference runner's files byte for byte.
 
-The Flink run is a `ctxsync run` subprocess: once a PyFlink job was built in a process, PyFlink's
-transform factories are registered in Beam's FnApiRunner (pyflink/fn_execution/beam/beam_operations.py)
-and a later Beam pipeline in the same process fails to decode its own payloads.
+The Flink run goes through the `ctxsync run` command line in a subprocess, as README shows it.
 """
 from __future__ import annotations
 
