@@ -12,10 +12,10 @@ from ctxsync.drift_report import render_report
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "drift-report", help="draw drift.jsonl as an HTML page and/or publish it to Kafka and Elasticsearch",
-        description="Write one self-contained HTML page (inline SVG, works offline) with a chart per "
-                    "attribute: drift scores over time as multiples of their thresholds, alert windows "
-                    "shaded, and the distribution per window. With --kafka / --es, also publish the "
-                    "records to topic context.drift and index context-drift (idempotent). Examples:\n"
+        description="Write one self-contained HTML page (inline SVG, works offline) with a chart per\n"
+                    "attribute: drift scores over time as multiples of their thresholds, alert windows\n"
+                    "shaded, and the distribution per window. With --kafka / --es, also publish the\n"
+                    "records to topic context.drift and index context-drift (idempotent).\n\nexamples:\n"
                     "  ctxsync run context-drift --input events.jsonl --out out/drift\n"
                     "  ctxsync drift-report out/drift/drift.jsonl --html out/drift.html\n"
                     "  ctxsync drift-report out/drift/drift.jsonl --kafka 127.0.0.1:9092 --es http://127.0.0.1:9200",
