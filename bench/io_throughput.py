@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--flink", action="store_true", help="also time the Flink Kafka job (local profile)")
+    parser.add_argument("--delivery", choices=("exactly-once", "at-least-once", "none"), default="exactly-once",
+                        help="the Flink sink's delivery guarantee (with --flink)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ctxsync-bench-") as tmp:
         root = Path(tmp)
@@ -46,6 +48,9 @@ def main() -> None:
 def bench(args: argparse.Namespace, servers: LocalServers, events: Path) -> None:
     config = {"bootstrap.servers": servers.endpoints()["kafka"]}
     job = resolve_job(Path("jobs.yaml"), "context-sync", [])
+    data = job.profiles["local"].model_dump()
+    data["sink"]["delivery"] = args.delivery
+    job = job.model_copy(update={"profiles": {**job.profiles, "local": Profile.model_validate(data)}})
     ensure_topics(config, [TopicSpec(f"context.{k}", 4) for k in ("events", "views", "history", "violations")]
                   + [TopicSpec("context.dlq", 1)])
     stats = replay(events, producer(config), "context.events", ReplayFilter())
