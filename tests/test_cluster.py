@@ -35,6 +35,8 @@ def test_file_profile_submitted_with_the_cli_equals_reference(flink_cluster, tmp
     assert_same_files(out, tmp_path / "ref")
     checkpoints = flink_cluster.rest(f"/jobs/{job_id}/checkpoints")
     assert checkpoints["counts"]["completed"] >= 1
+    assert cli.main(["status"]) == 0 and job_id in capsys.readouterr().out
+    assert cli.main(["cluster", "status"]) == 0 and flink_cluster.url in capsys.readouterr().out
 
 
 # --- Kafka in, Kafka out (profile `local`), Redis and Elasticsearch through the idempotent connectors ---
@@ -118,20 +120,22 @@ def _assert_sinks_equal_reference(whole, tmp_path, topics, kafka_config, redis_c
     return summary
 
 
-def _recovery(cluster, counter, topics, before: int, killed_at: float) -> dict[str, float]:
-    """Seconds from the kill until the job runs again and until new committed outputs appear."""
-    job_running = None
+def _recovery(cluster, job_id, counter, topics, before: int, killed_at: float) -> dict[str, float]:
+    """Seconds from the kill until every task of the job runs again (restarted after the kill) and until
+    new committed outputs appear (the first checkpoint after the restore has completed)."""
+    killed_wall_ms = time.time() * 1000 - (time.monotonic() - killed_at) * 1000
+    tasks_running = None
     while True:
         counts = counter.poll(0.1)
         now = time.monotonic()
-        if job_running is None:
-            jobs = cluster.rest("/jobs/overview")["jobs"]
-            if any(j["state"] == "RUNNING" and j["tasks"]["running"] == j["tasks"]["total"] for j in jobs):
-                job_running = now - killed_at
-        if counts[topics["history"]] > before:
-            return {"running": job_running or now - killed_at, "outputs": now - killed_at}
-        if now - killed_at > 120:
-            raise AssertionError(f"no new outputs 120s after the TaskManager was killed: {counts}")
+        if tasks_running is None:
+            vertices = cluster.rest(f"/jobs/{job_id}")["vertices"]
+            if all(v["status"] == "RUNNING" and v["start-time"] >= killed_wall_ms for v in vertices):
+                tasks_running = now - killed_at
+        if tasks_running is not None and counts[topics["history"]] > before:
+            return {"running": tasks_running, "outputs": now - killed_at}
+        if now - killed_at > 180:
+            raise AssertionError(f"job not recovered 180s after the TaskManager was killed: {counts}")
 
 
 def test_taskmanager_killed_twice_mid_stream_recovers_from_checkpoints(
@@ -144,16 +148,24 @@ def test_taskmanager_killed_twice_mid_stream_recovers_from_checkpoints(
     recoveries = []
     try:
         before = 0
-        for feed in parts[1:]:
+        # kill 1: the replacement TaskManager is started after the crash (cold);
+        # kill 2: a standby TaskManager registered before the crash takes over (warm)
+        for mode, feed in zip(("cold", "standby"), parts[1:]):
             while counter.poll()[topics["history"]] <= before:  # the job is producing outputs: crash it
                 assert fc.job_state(flink_cluster.address, job_id) in ("RUNNING", "CREATED", "INITIALIZING"), \
                     fc.failure_cause(flink_cluster.address, job_id)
-            before = counter.counts[topics["history"]]
+            (victim,) = flink_cluster.pids("taskexecutor")
+            if mode == "standby":
+                flink_cluster.start_taskmanager()
+                while flink_cluster.rest("/overview")["taskmanagers"] < 2:
+                    time.sleep(0.2)
+            before = counter.poll()[topics["history"]]
             killed_at = time.monotonic()
-            flink_cluster.kill_taskmanager()  # SIGKILL: no goodbye, open Kafka transactions stay open
-            flink_cluster.start_taskmanager()
+            flink_cluster.kill_taskmanager(victim)  # SIGKILL: no goodbye, open Kafka transactions stay open
+            if mode == "cold":
+                flink_cluster.start_taskmanager()
             _produce(kafka_config, topics["events"], feed)  # more input arrives during the outage
-            recoveries.append(_recovery(flink_cluster, counter, topics, before, killed_at))
+            recoveries.append((mode, _recovery(flink_cluster, job_id, counter, topics, before, killed_at)))
             before = counter.counts[topics["history"]]
         ref_summary = run_with("reference", whole, tmp_path / "ref-counts")
         _wait_counts(kafka_config, topics, ref_summary.accepted, ref_summary.dead_lettered)
@@ -167,13 +179,14 @@ def test_taskmanager_killed_twice_mid_stream_recovers_from_checkpoints(
         counter.close()
     _assert_sinks_equal_reference(whole, tmp_path, topics, kafka_config, redis_client, es_client)
     with capsys.disabled():
-        for n, r in enumerate(recoveries, 1):
-            print(f"\n[recovery {n}] kill -> job running {r['running']:.1f}s, -> new committed outputs {r['outputs']:.1f}s")
+        for mode, r in recoveries:
+            print(f"\n[recovery, {mode}] kill -> all tasks running {r['running']:.1f}s, "
+                  f"-> new committed outputs {r['outputs']:.1f}s")
         print(f"[live read_committed consumer] saw {seen_live} of {ref_summary.accepted} history records")
 
 
 def test_stop_with_savepoint_and_resume_at_other_parallelism_equals_one_run(
-        flink_cluster, servers, kafka_config, kafka_job, redis_client, es_client, tmp_path):  # noqa: F811
+        flink_cluster, servers, kafka_config, kafka_job, redis_client, es_client, tmp_path, capsys):  # noqa: F811
     topics, overrides = kafka_job
     parts, whole = _stream(tmp_path)
     part_a, part_b = parts[0], parts[1] + parts[2]
@@ -185,10 +198,14 @@ def test_stop_with_savepoint_and_resume_at_other_parallelism_equals_one_run(
         lines_a.write_bytes(b"\n".join(part_a) + b"\n")
         summary_a = run_with("reference", lines_a, tmp_path / "ref-a")
         _wait_counts(kafka_config, topics, summary_a.accepted, summary_a.dead_lettered)
-        savepoint = fc.stop_with_savepoint(flink_cluster.address, job_id)
-        assert fc.job_state(flink_cluster.address, job_id) == "FINISHED"
+        assert cli.main(["cancel", job_id, "--savepoint"]) == 0  # the CLI a data engineer uses
+        savepoint = capsys.readouterr().out.strip().splitlines()[-1]
+        assert savepoint.startswith("file:") and fc.job_state(flink_cluster.address, job_id) == "FINISHED"
         _produce(kafka_config, topics["events"], part_b)  # arrives while no job runs
-        job_2 = _submit(flink_cluster, servers, overrides, parallelism=2, savepoint=savepoint)
+        args = ["submit", "context-sync", "--profile", "local", "--from-savepoint", savepoint, "--parallelism", "2",
+                "--dev-dir", str(servers.run_dir)] + [a for item in overrides for a in ("--set", item)]
+        assert cli.main(args) == 0
+        job_2 = capsys.readouterr().out.split("as job ")[1].split()[0]
         summary = run_with("reference", whole, tmp_path / "ref-counts")
         _wait_counts(kafka_config, topics, summary.accepted, summary.dead_lettered)
         restored = flink_cluster.rest(f"/jobs/{job_2}/checkpoints")["latest"]["restored"]
