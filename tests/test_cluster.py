@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -198,6 +199,10 @@ def test_stop_with_savepoint_and_resume_at_other_parallelism_equals_one_run(
         lines_a.write_bytes(b"\n".join(part_a) + b"\n")
         summary_a = run_with("reference", lines_a, tmp_path / "ref-a")
         _wait_counts(kafka_config, topics, summary_a.accepted, summary_a.dead_lettered)
+        assert cli.main(["savepoint", job_id]) == 0  # a savepoint while the job keeps running
+        taken = capsys.readouterr().out.strip().splitlines()[-1]
+        assert (Path(taken.removeprefix("file:")) / "_metadata").is_file()
+        assert fc.job_state(flink_cluster.address, job_id) == "RUNNING"
         assert cli.main(["cancel", job_id, "--savepoint"]) == 0  # the CLI a data engineer uses
         savepoint = capsys.readouterr().out.strip().splitlines()[-1]
         assert savepoint.startswith("file:") and fc.job_state(flink_cluster.address, job_id) == "FINISHED"
