@@ -199,7 +199,7 @@ def merge_file_outputs(out_dir: Path):
     import shutil
 
     from pipelines.file_outputs import OutputCollector
-    from pipelines.flink_main import PARTS_DIR
+    from pipelines.flink_files import PARTS_DIR
 
     parts = out_dir / PARTS_DIR
     pending = [p for p in parts.rglob(".*") if p.is_file()]

@@ -13,6 +13,8 @@ position, so the per-key fold restores the order the reference and Flink see.
 """
 from __future__ import annotations
 
+import pickle
+
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -81,7 +83,7 @@ def build_batch(pipeline: beam.Pipeline, input_path: Path, request: "RunRequest"
     )
     stamped = (
         ingested.valid
-        | "Rows" >> beam.Map(lambda kv: (ALL, (kv[1].seq, kv[1].ts, event_rows(kv[1]))))
+        | "Rows" >> beam.FlatMap(lambda kv: [(ALL, (e.seq, e.ts, event_rows(e))) for e in pickle.loads(kv[1])])
         | "All" >> beam.GroupByKey()
         | "Stamp" >> beam.ParDo(StampAll(drift)).with_outputs(STATS, main="messages")
     )

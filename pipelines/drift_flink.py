@@ -10,15 +10,13 @@ reference runner's byte for byte. Flink's own end-of-input watermark only fires 
 """
 from __future__ import annotations
 
-import shutil
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.drift_outputs import DriftCollector, DriftSummary
 from pipelines.drift_reference import drift_settings
 from pipelines.flink_env import flink_environment
-from pipelines.flink_runner import PARTS_DIR, _line_files, _unfinished, _wait
+from pipelines.flink_files import FILE_JOB_CONFIG, FINAL_CHECKPOINT_INTERVAL_MS, run_to_files, tagged_line_sink, text_lines
 from transforms.drift import (
     DriftSettings, drift_line, drift_step, flush, new_key_state, new_stamp_state, stamp_event, stats_line,
 )
@@ -90,22 +88,16 @@ def _functions():
 
 
 def build_embedded_job(request: "RunRequest", parts: Path):
-    from pyflink.common import Encoder, Types, WatermarkStrategy
-    from pyflink.datastream.connectors.file_system import (
-        BucketAssigner, FileSink, FileSource, OutputFileConfig, StreamFormat,
-    )
+    from pyflink.common import Types, WatermarkStrategy
 
     from pipelines.flink_sync import IngestLines
 
     StampWindows, DriftByKey = _functions()
     job = request.job
     drift = drift_settings(job)
-    env = flink_environment(job.flink, parallelism=1)
-    env.enable_checkpointing(1000)
-    source = FileSource.for_record_stream_format(
-        StreamFormat.text_line_format("ISO-8859-1"), str(request.input_path.resolve())
-    ).build()
-    lines = env.from_source(source, WatermarkStrategy.for_monotonous_timestamps(), "read lines")
+    env = flink_environment({**FILE_JOB_CONFIG, **job.flink}, parallelism=1)
+    env.enable_checkpointing(FINAL_CHECKPOINT_INTERVAL_MS)
+    lines = text_lines(env, request.input_path, WatermarkStrategy.for_monotonous_timestamps())
     stamped = (
         lines.flat_map(IngestLines(job.settings.to_settings(), str(request.input_path)),
                        output_type=Types.PICKLED_BYTE_ARRAY()).set_parallelism(1).name("parse+validate")
@@ -118,35 +110,9 @@ def build_embedded_job(request: "RunRequest", parts: Path):
         .process(DriftByKey(drift), output_type=Types.STRING()).set_parallelism(request.parallelism)
         .name("profile + score")
     )
-    sink = (
-        FileSink.for_row_format(str(parts), Encoder.simple_string_encoder("UTF-8"))
-        .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
-        .with_output_file_config(OutputFileConfig.builder().with_part_prefix("part").build())
-        .build()
-    )
-    outputs.sink_to(sink).set_parallelism(request.parallelism).name("tagged outputs")
+    outputs.sink_to(tagged_line_sink(parts)).set_parallelism(request.parallelism).name("tagged outputs")
     return env
 
 
 def run_embedded(request: "RunRequest") -> DriftSummary:
-    parts = request.out_dir / PARTS_DIR
-    if parts.exists():
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True)
-    request.progress.note("starting Flink (local mini-cluster)")
-    env = build_embedded_job(request, parts)
-    client = env.execute_async(f"ctxsync {request.job_name}")
-    started = time.perf_counter()
-    _wait(client, parts, request)
-    unfinished = _unfinished(parts)
-    if unfinished:
-        raise RuntimeError(f"Flink left {len(unfinished)} uncommitted part files in {parts}: {unfinished[:3]}")
-    collector = DriftCollector()
-    for path in _line_files(parts):
-        with path.open("r", encoding="utf-8") as handle:
-            for line in handle:
-                collector.add(line.rstrip("\n"))
-    request.progress.note(f"Flink job done in {time.perf_counter() - started:.1f} s")
-    summary = collector.write(request.out_dir)
-    shutil.rmtree(parts)
-    return summary
+    return run_to_files(request, lambda parts: build_embedded_job(request, parts), DriftCollector())

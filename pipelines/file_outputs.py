@@ -92,7 +92,7 @@ class OutputCollector:
 
 
 def _write_lines(path: Path, lines: Iterable[str]) -> None:
-    with path.open("w", encoding="ascii") as handle:
+    with path.open("w", encoding="utf-8") as handle:
         for line in lines:
             handle.write(line)
             handle.write("\n")

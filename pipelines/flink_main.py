@@ -21,7 +21,6 @@ if __package__ in (None, ""):  # run as a file by Flink's Python driver: make ou
 
 from ctxsync.config import JobConfig, apply_overrides, resolve_job  # noqa: E402
 
-PARTS_DIR = "_parts"
 # Set on the cluster (config.yaml / -pyexec / -pyfs), never by the job: the client's paths are not the workers'.
 CLUSTER_KEYS = ("python.executable", "python.client.executable", "python.pythonpath")
 
@@ -62,25 +61,20 @@ def environment(conf: dict[str, str], parallelism: int):
 
 
 def build_file_job(job: JobConfig, input_path: Path, out_dir: Path, parallelism: int):
-    """FileSource -> context-sync -> FileSink; part files are committed by checkpoints."""
-    from pyflink.common import Encoder, WatermarkStrategy
-    from pyflink.datastream.connectors.file_system import (
-        BucketAssigner, FileSink, FileSource, OutputFileConfig, StreamFormat,
-    )
+    """FileSource -> context-sync -> FileSink; part files are committed by checkpoints.
 
+    Like the embedded runner's, this job fails instead of restoring (FILE_JOB_CONFIG): line numbers are
+    counted by the parse operator and are not checkpointed.
+    """
+    from pipelines.flink_files import FILE_JOB_CONFIG, PARTS_DIR, tagged_line_sink, text_lines
     from pipelines.flink_sync import sync_stream
 
-    env = environment(job_flink_conf(job, []), 1)
-    source = FileSource.for_record_stream_format(StreamFormat.text_line_format("ISO-8859-1"),
-                                                 str(input_path.resolve())).build()
-    lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "read lines").uid("read-lines")
+    env = environment({**job_flink_conf(job, []), **FILE_JOB_CONFIG}, 1)
+    lines = text_lines(env, input_path).uid("read-lines")
     cache_size = int(job.flink.get("python.state.cache-size", "10000"))
     outputs = sync_stream(lines, job.settings.to_settings(), str(input_path), parallelism, cache_size)
-    sink = (FileSink.for_row_format(str(out_dir.resolve() / PARTS_DIR), Encoder.simple_string_encoder("UTF-8"))
-            .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
-            .with_output_file_config(OutputFileConfig.builder().with_part_prefix("part").build())
-            .build())
-    outputs.sink_to(sink).set_parallelism(parallelism).name("tagged outputs").uid("file-sink")
+    outputs.sink_to(tagged_line_sink(out_dir.resolve() / PARTS_DIR)).set_parallelism(parallelism) \
+        .name("tagged outputs").uid("file-sink")
     return env
 
 

@@ -3,7 +3,9 @@ import json
 
 import pytest
 
+import pipelines.flink_sync as flink_sync
 from ctxsync.generate import GeneratorOptions, generate_lines
+from pipelines.flink_sync import SyncByUser
 from tests.helpers import SAMPLE, event, raw, read_jsonl
 from tests.runs import assert_same_files, run_with
 
@@ -54,3 +56,39 @@ def test_bad_lines_are_dead_lettered_and_the_job_keeps_going(tmp_path):
     assert json.loads(dead[3]["raw"])["eventId"] == "huge"
     assert [h["eventId"] for h in read_jsonl(tmp_path / "flink" / "history.jsonl")] == [
         "ok-0", "ok-1", "ok-2", "ok-3"]
+
+
+
+def test_non_ascii_users_and_values_survive_every_stage(tmp_path):
+    docs = [event(eventId="é-1", contextDelta__userId="José 🚀", contextDelta__updates={
+                "segment": {"current": "naïve – ünïcödé", "confidence": 0.5}}),
+            event(eventId="é-2", timestamp="2026-11-17T09:00:00Z", contextDelta__userId="José 🚀",
+                  contextDelta__updates={"lastAction": {"current": "日本語", "confidence": 0.5}})]
+    path = tmp_path / "utf8.jsonl"
+    path.write_bytes(b"\n".join(json.dumps(d, ensure_ascii=False).encode() for d in docs) + b"\n")
+    run_with("reference", path, tmp_path / "ref")
+    run_with("flink", path, tmp_path / "flink", parallelism=2)
+    assert_same_files(tmp_path / "flink", tmp_path / "ref")
+    (view,) = read_jsonl(tmp_path / "flink" / "views.jsonl")
+    assert view["key"] == "behavioral:José 🚀"
+    assert view["attributes"]["segment"]["value"] == "naïve – ünïcödé"
+    assert view["attributes"]["lastAction"]["value"] == "日本語"
+
+
+class BrokenSync(SyncByUser):
+    """An operator with a bug; the Flink worker imports it from this module by reference."""
+
+    def process_element(self, value, ctx):
+        raise ZeroDivisionError("operator bug for the test")
+
+
+def test_a_failing_python_function_reports_its_python_error(tmp_path, monkeypatch):
+    """An operator bug (not bad input) fails the job with the Python error and its frames."""
+    monkeypatch.setattr(flink_sync, "SyncByUser", BrokenSync)
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(raw(event()) + b"\n")
+    with pytest.raises(RuntimeError) as info:
+        run_with("flink", path, tmp_path / "out")
+    message = str(info.value)
+    assert "ZeroDivisionError" in message and "operator bug for the test" in message
+    assert "test_flink_runner.py" in message
