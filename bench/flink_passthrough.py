@@ -1,4 +1,4 @@
-"""The engine's floor: same source, shuffle and sink as context-sync, but a stateless keyed step.
+"""The engine's floor: same source, shuffle, sink and checkpointing as context-sync, stateless keyed step.
 
 It parses each line, keys it by userId and emits it unchanged, so its cost is what Flink and the
 Python crossings cost before any of our logic runs.
@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-from pyflink.common import Encoder, Types, WatermarkStrategy
+from pyflink.common import Types
 from pyflink.datastream import FlatMapFunction, KeyedProcessFunction
-from pyflink.datastream.connectors.file_system import BucketAssigner, FileSink, FileSource, StreamFormat
 
 from pipelines.flink_env import flink_environment
+from pipelines.flink_files import CHECKPOINT_INTERVAL_MS, local_file_job_config, tagged_line_sink, text_lines
 
 
 class ParseAndKey(FlatMapFunction):
@@ -31,15 +31,11 @@ class Emit(KeyedProcessFunction):
 
 
 def build(input_path: Path, parts: Path, flink_conf: dict[str, str], parallelism: int):
-    env = flink_environment(flink_conf, parallelism=1)
-    env.enable_checkpointing(1000)
-    source = FileSource.for_record_stream_format(
-        StreamFormat.text_line_format("ISO-8859-1"), str(input_path.resolve())).build()
-    keyed = (env.from_source(source, WatermarkStrategy.no_watermarks(), "read lines")
+    env = flink_environment({**local_file_job_config(parts), **flink_conf}, parallelism=1)
+    env.enable_checkpointing(CHECKPOINT_INTERVAL_MS)
+    keyed = (text_lines(env, input_path)
              .flat_map(ParseAndKey(), output_type=Types.PICKLED_BYTE_ARRAY()).set_parallelism(1)
              .key_by(lambda r: r[0], key_type=Types.STRING()))
     out = keyed.process(Emit(), output_type=Types.STRING()).set_parallelism(parallelism)
-    sink = (FileSink.for_row_format(str(parts), Encoder.simple_string_encoder("UTF-8"))
-            .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner()).build())
-    out.sink_to(sink).set_parallelism(parallelism)
+    out.sink_to(tagged_line_sink(parts)).set_parallelism(parallelism)
     return env

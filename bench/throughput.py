@@ -73,7 +73,8 @@ def measure_job(runner: str, path: Path, job, events: int, parallelism: int) -> 
 def measure_flink_passthrough(path: Path, job, events: int, parallelism: int) -> float:
     from bench.flink_passthrough import build
 
-    parts = Path(tempfile.mkdtemp(prefix="bench-passthrough-"))
+    work = Path(tempfile.mkdtemp(prefix="bench-passthrough-"))
+    parts = work / "_parts"
     try:
         env = build(path, parts, job.flink, parallelism)
         start = time.perf_counter()
@@ -83,7 +84,7 @@ def measure_flink_passthrough(path: Path, job, events: int, parallelism: int) ->
         assert lines == events, f"pass-through wrote {lines} of {events}"
         return events / elapsed
     finally:
-        shutil.rmtree(parts, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:

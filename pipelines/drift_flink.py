@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.drift_outputs import DriftCollector, DriftSummary
+from transforms.model import event_from_wire
 from pipelines.drift_reference import drift_settings
 from pipelines.flink_env import flink_environment
-from pipelines.flink_files import FILE_JOB_CONFIG, FINAL_CHECKPOINT_INTERVAL_MS, run_to_files, tagged_line_sink, text_lines
+from pipelines.flink_files import CHECKPOINT_INTERVAL_MS, local_file_job_config, run_to_files, tagged_line_sink, text_lines
 from transforms.drift import (
     DriftSettings, drift_line, drift_step, flush, new_key_state, new_stamp_state, stamp_event, stats_line,
 )
@@ -53,7 +54,7 @@ def _functions():
             if stamp is None:
                 stamp = new_stamp_state()
                 ctx.timer_service().register_event_time_timer(END_OF_INPUT)
-            for message in stamp_event(stamp, payload, self.settings):
+            for message in stamp_event(stamp, event_from_wire(payload), self.settings):
                 yield message[1], message
             self.state.update(stamp)
 
@@ -95,8 +96,8 @@ def build_embedded_job(request: "RunRequest", parts: Path):
     StampWindows, DriftByKey = _functions()
     job = request.job
     drift = drift_settings(job)
-    env = flink_environment({**FILE_JOB_CONFIG, **job.flink}, parallelism=1)
-    env.enable_checkpointing(FINAL_CHECKPOINT_INTERVAL_MS)
+    env = flink_environment({**local_file_job_config(parts), **job.flink}, parallelism=1)
+    env.enable_checkpointing(CHECKPOINT_INTERVAL_MS)
     lines = text_lines(env, request.input_path, WatermarkStrategy.for_monotonous_timestamps())
     stamped = (
         lines.flat_map(IngestLines(job.settings.to_settings(), str(request.input_path)),

@@ -16,11 +16,21 @@ if TYPE_CHECKING:
     from pipelines.runners import RunRequest
 
 PARTS_DIR = "_parts"
-FINAL_CHECKPOINT_INTERVAL_MS = 1000
+CHECKPOINTS_DIR = "_checkpoints"
+# Checkpoints of a file job only commit part files; the last one is taken as soon as the input ends,
+# whatever the interval, so a long interval saves snapshotting all users' state every second.
+CHECKPOINT_INTERVAL_MS = 60_000
 # A file job must fail, not restore: line numbers (seq, origin) are counted by the parse operator and are
 # not checkpointed, so a restart from a checkpoint would renumber lines. With checkpointing on, Flink's
 # default strategy would also retry a broken operator forever instead of reporting it.
 FILE_JOB_CONFIG = {"restart-strategy.type": "disable"}
+
+
+def local_file_job_config(parts: Path) -> dict[str, str]:
+    """FILE_JOB_CONFIG plus checkpoints on local disk beside the part files: the default storage (the
+    JobManager's memory) caps a checkpoint at 5 MB, which 10,000 users' state exceeds."""
+    return {**FILE_JOB_CONFIG, "execution.checkpointing.storage": "filesystem",
+            "execution.checkpointing.dir": (parts.parent / CHECKPOINTS_DIR).resolve().as_uri()}
 S = TypeVar("S", covariant=True)
 
 
@@ -79,6 +89,7 @@ def run_to_files(request: "RunRequest", build: Callable[[Path], Any], collector:
                 collector.add(line.rstrip("\n"))
     result = collector.write(request.out_dir)
     shutil.rmtree(parts)
+    shutil.rmtree(request.out_dir / CHECKPOINTS_DIR, ignore_errors=True)
     return result
 
 

@@ -149,7 +149,7 @@ def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parall
     from pyflink.datastream import FlatMapFunction
     from pyflink.table import StreamTableEnvironment
 
-    from pipelines.flink_sync import SyncByUser
+    from pipelines.flink_sync import SyncByUser, to_keyed_record
 
     avro, schema_id = spec.format == "avro", spec.schema_id
 
@@ -158,8 +158,8 @@ def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parall
             self.settings = settings
 
         def flat_map(self, row):
-            yield ingest_record(row[0], row[1], row[2], row[3], self.settings, avro, schema_id,
-                                int(time.time() * 1000))
+            yield to_keyed_record(ingest_record(row[0], row[1], row[2], row[3], self.settings, avro,
+                                                schema_id, int(time.time() * 1000)))
 
     class RouteOutputs(FlatMapFunction):
         def flat_map(self, joined: str):

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.file_outputs import OutputCollector, Summary
 from pipelines.flink_env import flink_environment
-from pipelines.flink_files import FILE_JOB_CONFIG, FINAL_CHECKPOINT_INTERVAL_MS, run_to_files, tagged_line_sink, text_lines
+from pipelines.flink_files import CHECKPOINT_INTERVAL_MS, local_file_job_config, run_to_files, tagged_line_sink, text_lines
 
 if TYPE_CHECKING:
     from pipelines.runners import RunRequest
@@ -19,8 +19,8 @@ def build_embedded_job(request: "RunRequest", parts: Path) -> Any:
     job = request.job
     # Default parallelism 1 keeps the source and key extraction in one ordered pipeline;
     # only the keyed step and the sink fan out.
-    env = flink_environment({**FILE_JOB_CONFIG, **job.flink}, parallelism=1)
-    env.enable_checkpointing(FINAL_CHECKPOINT_INTERVAL_MS)
+    env = flink_environment({**local_file_job_config(parts), **job.flink}, parallelism=1)
+    env.enable_checkpointing(CHECKPOINT_INTERVAL_MS)
     lines = text_lines(env, request.input_path)
     cache_size = int(job.flink.get("python.state.cache-size", "10000"))
     outputs = sync_stream(lines, job.settings.to_settings(), str(request.input_path), request.parallelism,

@@ -4,6 +4,7 @@ Both are NamedTuples so they pickle small and fast across an engine's shuffle.
 """
 from __future__ import annotations
 
+import marshal
 from typing import Any, NamedTuple
 
 
@@ -54,3 +55,20 @@ class DeadLetter(NamedTuple):
     stage: str
     raw: str
     raw_encoding: str  # "utf-8" or "base64"
+
+
+def event_to_wire(event: Event) -> bytes:
+    """A compact byte form of an Event for an engine's shuffle: marshal of plain tuples is about twice
+    as fast as pickling the NamedTuples (no class lookups). Read back with `event_from_wire`."""
+    return marshal.dumps((
+        event.seq, event.origin, event.event_id, event.ts, event.user_id, event.model_id,
+        event.expected_version,
+        tuple((s.category, tuple(tuple(u) for u in s.updates)) for s in event.sub_events),
+        event.targets, event.ttl, event.doc,
+    ))
+
+
+def event_from_wire(data: bytes) -> Event:
+    fields = marshal.loads(data)
+    sub_events = tuple(SubEvent(c, tuple(Update(*u) for u in updates)) for c, updates in fields[7])
+    return Event(*fields[:7], sub_events, *fields[8:])
