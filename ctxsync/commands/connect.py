@@ -9,9 +9,8 @@ import argparse
 import logging
 import sys
 import threading
-from pathlib import Path
 
-from ctxsync.config import ConfigError, resolve_job, resolve_profile
+from ctxsync.commands.profile_args import add_profile_args, profile_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,21 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", choices=("redis", "elasticsearch", "all"))
     p.add_argument("--until-caught-up", action="store_true", help="stop once every partition is read to its end")
-    p.add_argument("--profile", default="local", help="profile with the endpoints (default: local; prod for production)")
-    p.add_argument("--job", default="context-sync")
-    p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"))
+    add_profile_args(p, "endpoints")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ctxsync.io.connectors import profile_connectors, run_all
-    from ctxsync.servers import running_endpoints
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    job = resolve_job(args.jobs, args.job, [])
-    if args.profile not in job.profiles:
-        raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}")
-    profile = resolve_profile(job.profiles[args.profile], args.profile, running_endpoints())
+    profile = profile_from_args(args)
     which = ("redis", "elasticsearch") if args.target == "all" else (args.target,)
     connectors = profile_connectors(profile, which)
     stop = threading.Event()

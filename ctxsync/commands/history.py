@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from ctxsync.config import ConfigError, resolve_job, resolve_profile
+from ctxsync.commands.profile_args import add_profile_args, profile_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,21 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="M", help="only events from source.modelId M")
     p.add_argument("--limit", type=int, default=1000, help="at most this many events (default 1000)")
     p.add_argument("--json", action="store_true", help="print the history records as JSON lines")
-    p.add_argument("--profile", default="local", help="profile whose Elasticsearch to read (default: local)")
-    p.add_argument("--job", default="context-sync")
-    p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"))
+    add_profile_args(p, "Elasticsearch")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ctxsync.io.clients import es_client
     from ctxsync.io.es_history import search_history
-    from ctxsync.servers import running_endpoints
 
-    job = resolve_job(args.jobs, args.job, [])
-    if args.profile not in job.profiles:
-        raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}")
-    profile = resolve_profile(job.profiles[args.profile], args.profile, running_endpoints())
+    profile = profile_from_args(args)
     records = search_history(es_client(profile.elasticsearch), args.user, args.since, args.attr, args.model,
                              args.limit)
     if not records:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from ctxsync.config import ConfigError, resolve_job, resolve_profile
+from ctxsync.commands.profile_args import add_profile_args, profile_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,21 +14,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("user", metavar="USER", help="userId")
     p.add_argument("--category", help="only this category (e.g. financial)")
     p.add_argument("--json", action="store_true", help="print the view records as JSON lines")
-    p.add_argument("--profile", default="local", help="profile whose Redis to read (default: local)")
-    p.add_argument("--job", default="context-sync")
-    p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"))
+    add_profile_args(p, "Redis")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ctxsync.io.clients import redis_client
     from ctxsync.io.redis_views import RedisViewSink, view_key
-    from ctxsync.servers import running_endpoints
 
-    job = resolve_job(args.jobs, args.job, [])
-    if args.profile not in job.profiles:
-        raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}")
-    profile = resolve_profile(job.profiles[args.profile], args.profile, running_endpoints())
+    profile = profile_from_args(args)
     client = redis_client(profile.redis)
     sink = RedisViewSink(client, profile.redis.prefix)
     if args.category:
