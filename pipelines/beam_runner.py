@@ -202,14 +202,19 @@ class SyncUser(beam.DoFn):
         yield from outputs
 
 
-def build_batch(pipeline: beam.Pipeline, input_path: Path, settings: SyncSettings) -> beam.PCollection:
-    """File chunks in, tagged output lines out (dead letters and sync outputs)."""
-    ingested = (
+def read_and_ingest(pipeline: beam.Pipeline, input_path: Path, settings: SyncSettings) -> Any:
+    """The file's lines, parsed: `.valid` holds (userId, pickled events), `[DEAD]` dead-letter lines."""
+    return (
         pipeline
         | "Chunks" >> beam.Create(plan_chunks(input_path))
         | "ReadAndIngest" >> beam.ParDo(ReadAndIngest(str(input_path), settings))
         .with_output_types(KEYED).with_outputs(DEAD, main="valid")
     )
+
+
+def build_batch(pipeline: beam.Pipeline, input_path: Path, settings: SyncSettings) -> beam.PCollection:
+    """File chunks in, tagged output lines out (dead letters and sync outputs)."""
+    ingested = read_and_ingest(pipeline, input_path, settings)
     synced = (
         ingested.valid
         | "ByUser" >> beam.GroupByKey()

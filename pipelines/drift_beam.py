@@ -25,7 +25,7 @@ import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
 
 from pipelines.beam_compat import beam_urns
-from pipelines.beam_runner import DEAD, KEYED, ReadAndIngest, pipeline_options, plan_chunks, read_shards
+from pipelines.beam_runner import DEAD, pipeline_options, read_and_ingest, read_shards
 from pipelines.drift_outputs import DriftCollector, DriftSummary
 from pipelines.drift_reference import drift_settings
 from transforms.drift import (
@@ -75,12 +75,7 @@ class FoldKey(beam.DoFn):
 def build_batch(pipeline: beam.Pipeline, input_path: Path, request: "RunRequest") -> beam.PCollection:
     settings = request.job.settings.to_settings()
     drift = drift_settings(request.job)
-    ingested = (
-        pipeline
-        | "Chunks" >> beam.Create(plan_chunks(input_path))
-        | "ReadAndIngest" >> beam.ParDo(ReadAndIngest(str(input_path), settings))
-        .with_output_types(KEYED).with_outputs(DEAD, main="valid")
-    )
+    ingested = read_and_ingest(pipeline, input_path, settings)
     stamped = (
         ingested.valid
         | "Rows" >> beam.FlatMap(lambda kv: [(ALL, (e.seq, e.ts, event_rows(e))) for e in pickle.loads(kv[1])])

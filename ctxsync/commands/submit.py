@@ -5,6 +5,7 @@ One module for the four because they share the --jobmanager option and ctxsync/f
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,7 +103,7 @@ def run_submit(args: argparse.Namespace) -> int:
     try:
         job_id = fc.submit(submission)
     except ClusterError as exc:
-        print(f"ctxsync submit: {exc}")
+        print(f"ctxsync submit: {exc}", file=sys.stderr)
         return 1
     print(f"submitted {args.job} [{args.profile}] as job {job_id}")
     print(f"  web UI: http://{jobmanager}/#/job/running/{job_id}/overview")
@@ -127,7 +128,7 @@ def run_savepoint(args: argparse.Namespace) -> int:
     try:
         print(fc.savepoint(jobmanager, args.job_id, args.dir))
     except ClusterError as exc:
-        print(f"ctxsync savepoint: {exc}")
+        print(f"ctxsync savepoint: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -143,7 +144,7 @@ def run_cancel(args: argparse.Namespace) -> int:
             fc.cancel(jobmanager, args.job_id)
             print(f"job {args.job_id} cancelled")
     except ClusterError as exc:
-        print(f"ctxsync cancel: {exc}")
+        print(f"ctxsync cancel: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -155,7 +156,7 @@ def run_status(args: argparse.Namespace) -> int:
     try:
         jobs = fc.jobs_overview(jobmanager)
     except ClusterError as exc:
-        print(f"ctxsync status: {exc}")
+        print(f"ctxsync status: {exc}", file=sys.stderr)
         return 1
     if not jobs:
         print(f"no jobs on {jobmanager}")
