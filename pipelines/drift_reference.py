@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.drift_outputs import DriftCollector, DriftSummary
-from pipelines.reference import read_lines
+from pipelines.reference import ingest_all, read_lines
 from transforms.drift import (
     DriftSettings, baseline_profiles, drift_line, drift_step, flush, new_key_state, new_stamp_state,
     stamp_event, stats_line,
 )
-from transforms.ingest import ingest
 from transforms.settings import SyncSettings
 
 if TYPE_CHECKING:
@@ -53,9 +51,7 @@ def run_drift_reference(
             for record in drift_step(state, message, drift):
                 yield drift_line(record)
 
-    for seq, raw in records:
-        now = now_ms if now_ms is not None else int(time.time() * 1000)
-        _, value = ingest(raw, seq, f"{origin_prefix}:{seq}", now, settings)
+    for _, value in ingest_all(records, origin_prefix, settings, now_ms):
         if isinstance(value, str):
             yield value
             continue

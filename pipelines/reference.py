@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.file_outputs import OutputCollector, Summary
 from transforms.ingest import ingest, is_blank
+from transforms.model import Event
 from transforms.settings import SyncSettings
 from transforms.sync import UserState, sync_step
 
@@ -24,15 +25,23 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield number, raw
 
 
+def ingest_all(
+    records: Iterable[tuple[int, bytes]], origin_prefix: str, settings: SyncSettings,
+    now_ms: int | None = None,
+) -> Iterator[tuple[str, Event | str]]:
+    """ingest() over (seq, raw) records in order, with the wall clock unless `now_ms` pins it."""
+    for seq, raw in records:
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        yield ingest(raw, seq, f"{origin_prefix}:{seq}", now, settings)
+
+
 def run_reference(
     records: Iterable[tuple[int, bytes]], origin_prefix: str, settings: SyncSettings,
     now_ms: int | None = None,
 ) -> Iterator[str]:
     """Tagged output lines for (seq, raw) records processed in order, exactly as an engine would."""
     states: dict[str, UserState] = {}
-    for seq, raw in records:
-        now = now_ms if now_ms is not None else int(time.time() * 1000)
-        key, value = ingest(raw, seq, f"{origin_prefix}:{seq}", now, settings)
+    for key, value in ingest_all(records, origin_prefix, settings, now_ms):
         if isinstance(value, str):
             yield value
             continue

@@ -10,11 +10,9 @@ from typing import Any
 
 import orjson
 
-JSONError = orjson.JSONDecodeError
-
 
 def loads_strict(data: bytes | str) -> Any:
-    """Parse one JSON document; raises JSONError (a ValueError) for anything that is not strict JSON."""
+    """Parse one JSON document; raises orjson.JSONDecodeError (a ValueError) for anything that is not strict JSON."""
     return orjson.loads(data)
 
 
