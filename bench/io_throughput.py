@@ -61,10 +61,11 @@ def bench(args: argparse.Namespace, servers: LocalServers, events: Path) -> None
     os.environ["CTXSYNC_DEV_DIR"] = str(servers.run_dir)
     profile = resolve_profile(job.profiles["local"], "local", servers.endpoints())
     if args.flink:
-        from pipelines.flink_kafka import run_profile
+        from pipelines.kafka_run import run_kafka_profile
 
         started = time.monotonic()
-        result = run_profile("context-sync", job, "local", 1, Progress("bench"), with_connectors=False)
+        result = run_kafka_profile("context-sync", job, "local", 1, Progress("bench"), fresh=True,
+                                   with_connectors=False)
         print(f"flink kafka job: {args.events:,} events in {result.job_seconds:.1f}s "
               f"(incl. ~10-30 s JVM/job start) = {args.events / result.job_seconds:,.0f} events/s; "
               f"wall {time.monotonic() - started:.1f}s")

@@ -228,6 +228,9 @@ class Profile(_Strict):
     sink: Endpoint | KafkaSinkEndpoint = Field(discriminator="type")
     redis: RedisEndpoint | None = None
     elasticsearch: ElasticsearchEndpoint | None = None
+    state_dir: str | None = Field(default=None, description="where Kafka runs keep the savepoint and input "
+                                  "position the next run continues from; default: $CTXSYNC_HOME/state or "
+                                  "~/.cache/ctxsync/state")
 
 
 class JobConfig(_Strict):

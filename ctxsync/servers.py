@@ -295,7 +295,8 @@ def default_run_dir() -> Path:
 
 
 def running_endpoints(run_dir: Path | None = None) -> dict[str, str]:
-    """Endpoints of the `ctxsync dev` servers that are running now (for `${dev:...}` in jobs.yaml)."""
+    """Endpoints of the `ctxsync dev` servers that are running now, and their directory (`dir`), for
+    `${dev:...}` in jobs.yaml."""
     local = LocalServers.load(run_dir or default_run_dir())
     running = LocalServers(local.run_dir, {n: s for n, s in local.servers.items() if _alive(s.pid)})
-    return running.endpoints()
+    return {**running.endpoints(), "dir": str(local.run_dir.resolve())}

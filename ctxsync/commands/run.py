@@ -18,7 +18,10 @@ violations.jsonl, dead_letter.jsonl and summary.json. No servers are needed; Fli
 
 With --profile local (servers of `ctxsync dev up`) or prod (endpoints from CTXSYNC_* variables) the job
 reads Kafka `context.events`, writes views/history/violations/dead letters to Kafka topics, and the
-connectors write Redis views and Elasticsearch history (README: Local profile).
+connectors write Redis views and Elasticsearch history (README: Local profile). Each run continues where
+the last one stopped: it restores the last run's savepoint (state and input offsets) and processes only
+new records, so running a job twice changes nothing. A bounded source stops once the input that existed
+at start is processed; an unbounded one runs until Ctrl-C, then stops with a savepoint.
 """
 
 
@@ -35,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a job key, e.g. --set conflict_policy=reject --set dedup_retention=1h")
     p.add_argument("--parallelism", type=int, help="engine parallelism (default: the job's)")
+    p.add_argument("--fresh", action="store_true",
+                   help="Kafka profiles: forget the state and input position of earlier runs and recompute "
+                        "from the source's start (log topics such as context.dlq get those records again)")
     p.set_defaults(func=run)
 
 
@@ -57,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.profile not in job.profiles:
         raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}; profiles: {', '.join(job.profiles)}")
     if args.profile != "embedded":  # Kafka in and out, plus the Redis/Elasticsearch connectors
-        from pipelines.flink_kafka import run_profile_cli
+        from pipelines.kafka_run import run_profile_cli
 
         return run_profile_cli(args, job)
     if args.input is None or args.out is None:

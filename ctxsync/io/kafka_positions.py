@@ -1,0 +1,92 @@
+"""Where a consumer group stands in a topic, and whether anything readable is left before a target.
+
+A Kafka run of a job stops once its input is processed. Flink's Kafka source commits its offsets to the
+consumer group when a checkpoint completes (and the exactly-once sink commits its transactions then
+too), so committed offsets at or past the input's end mean every input record's outputs are committed.
+An offset short of the end can still be "done": transaction markers and aborted records take offsets that
+no read_committed reader ever returns, so the gap is checked for readable records instead.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+Offsets = dict[int, int]  # partition -> offset
+
+
+def _consumer(client_config: dict[str, Any], group: str, **extra: Any) -> Any:
+    from confluent_kafka import Consumer
+
+    return Consumer({**client_config, "group.id": group, "enable.auto.commit": False,
+                     "isolation.level": "read_committed", **extra})
+
+
+def partition_ends(client_config: dict[str, Any], topic: str, timeout_s: float = 10.0) -> tuple[Offsets, Offsets]:
+    """(low, high) watermarks per partition of `topic`; KeyError if the topic does not exist."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _consumer(client_config, "ctxsync-watermarks")
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        if metadata.error is not None:
+            raise KeyError(f"topic {topic}: {metadata.error}")
+        low, high = {}, {}
+        for p in metadata.partitions:
+            low[p], high[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+        return low, high
+    finally:
+        consumer.close()
+
+
+def committed_offsets(client_config: dict[str, Any], group: str, topic: str, partitions: list[int],
+                      timeout_s: float = 10.0) -> Offsets:
+    """The group's committed offset per partition; -1 where it has none."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _consumer(client_config, group)
+    try:
+        got = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout_s)
+        return {tp.partition: (tp.offset if tp.offset >= 0 else -1) for tp in got}
+    finally:
+        consumer.close()
+
+
+def commit_offsets(client_config: dict[str, Any], group: str, topic: str, offsets: Offsets) -> None:
+    """Set the group's committed offsets (the group must have no active members, as for a Flink job's)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _consumer(client_config, group)
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def has_readable(client_config: dict[str, Any], topic: str, starts: Offsets, ends: Offsets,
+                 timeout_s: float = 10.0) -> bool:
+    """Whether a read_committed reader gets any record in [start, end) of some partition."""
+    from confluent_kafka import TopicPartition
+
+    pending = {p: end for p, end in ends.items() if starts.get(p, 0) < end}
+    if not pending:
+        return False
+    consumer = _consumer(client_config, "ctxsync-gap-check", **{"enable.partition.eof": True})
+    try:
+        consumer.assign([TopicPartition(topic, p, max(starts.get(p, 0), 0)) for p in pending])
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} partitions {sorted(pending)} to their end in {timeout_s}s")
+            for message in consumer.consume(100, timeout=0.2):
+                p, error = message.partition(), message.error()
+                if error is not None:
+                    if error.code() != error._PARTITION_EOF:
+                        raise RuntimeError(f"reading {topic}/{p}: {error}")
+                    pending.pop(p, None)
+                elif p in pending:
+                    if message.offset() < pending[p]:
+                        return True
+                    pending.pop(p)
+        return False
+    finally:
+        consumer.close()

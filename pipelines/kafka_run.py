@@ -1,0 +1,258 @@
+"""`ctxsync run JOB --profile local|prod`: the Kafka job on local Flink, continued from run to run.
+
+    input positions --(ledger: savepoint + offsets of the last run)--> restore or start fresh
+      -> Flink job (pipelines/flink_kafka.py) on an unbounded source, started with execute_async
+      -> bounded: stop with a savepoint once the group's committed offsets cover the input's end at start
+         unbounded: stop with a savepoint on Ctrl-C / SIGTERM
+      -> ledger names the savepoint -> connectors move the output topics to Redis and Elasticsearch
+
+Why not a bounded Kafka source: a job that finishes loses its state (Flink discards a finished job's
+checkpoints), so a second run would recompute from scratch and append every output record again. Stopping
+with a savepoint keeps views, versions and remembered eventIds; the next run reads only new records. A run
+that dies without stopping leaves its retained checkpoints, and the next run restores the newest of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from ctxsync import run_ledger
+from ctxsync.io.kafka_positions import Offsets, commit_offsets, committed_offsets, has_readable, partition_ends
+from pipelines.flink_kafka import KafkaJobSpec, build_kafka_job, job_spec
+
+RUN_DEFAULTS = {  # a Kafka run on the CLI: a persistent failure ends the run with its cause
+    "restart-strategy.type": "fixed-delay",
+    "restart-strategy.fixed-delay.attempts": "3",
+    "restart-strategy.fixed-delay.delay": "5 s",
+}
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("CTXSYNC_HOME", Path.home() / ".cache" / "ctxsync")) / "state"
+
+
+def newest_checkpoint(checkpoints: Path, newer_than: float) -> str | None:
+    """The newest complete retained checkpoint (`chk-N/_metadata`) written after `newer_than` (epoch s)."""
+    found = [m for m in checkpoints.glob("*/chk-*/_metadata") if m.stat().st_mtime > newer_than]
+    return max(found, key=lambda m: m.stat().st_mtime).parent.resolve().as_uri() if found else None
+
+
+def _savepoint_time(uri: str | None) -> float:
+    if not uri:
+        return 0.0
+    metadata = Path(unquote(urlparse(uri).path)) / "_metadata"
+    return metadata.stat().st_mtime if metadata.exists() else 0.0
+
+
+@dataclass
+class KafkaRunResult:
+    """What one run did: input records it covered, where it continued from, and what it produced."""
+
+    input_records: int
+    restored_from: str | None      # savepoint or retained checkpoint URI; None = fresh state
+    savepoint: str | None          # what the next run continues from; None when nothing ran
+    offsets_advanced: dict[str, int]  # per output topic; transaction markers take an offset too
+    connectors: dict[str, Any]
+    job_seconds: float
+    job_ran: bool = True           # False: no new input since the last run, so Flink was not started
+
+
+class _Input:
+    """The input topic as seen by the job's consumer group."""
+
+    def __init__(self, config: dict[str, Any], spec: KafkaJobSpec) -> None:
+        self.config, self.topic, self.group = config, spec.input_topic, spec.group_id
+        self.low, self.high = partition_ends(config, self.topic)
+
+    def committed(self) -> Offsets:
+        got = committed_offsets(self.config, self.group, self.topic, list(self.high))
+        return {p: (o if o >= 0 else self.low[p]) for p, o in got.items()}
+
+    def covered(self, committed: Offsets, targets: Offsets) -> bool:
+        """Every target reached, or only unreadable offsets (transaction markers, aborted records) left."""
+        if all(committed[p] >= t for p, t in targets.items()):
+            return True
+        return not has_readable(self.config, self.topic, committed, targets)
+
+
+def _input_config(profile: Any) -> dict[str, Any]:
+    from ctxsync.io.clients import kafka_source
+
+    source = kafka_source(profile)
+    return {"bootstrap.servers": source.bootstrap, **source.security.client_config()}
+
+
+def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restore: str | None,
+             source: _Input, base: Offsets, bounded: bool, progress: Any) -> tuple[str, Offsets]:
+    """Run the job until its input is covered (bounded) or it is interrupted; (savepoint, offsets then)."""
+    from ctxsync.jars import kafka_jars
+    from pipelines.flink_control import stop_with_savepoint, watch
+    from pipelines.flink_env import flink_environment
+
+    flink = {**RUN_DEFAULTS, **job.flink,
+             "execution.checkpointing.storage": "filesystem",
+             "execution.checkpointing.dir": (state / "checkpoints").resolve().as_uri(),
+             "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION"}
+    if restore:
+        flink["execution.state-recovery.path"] = restore
+    env = flink_environment(flink, parallelism=1, jars=[str(p) for p in kafka_jars()])
+    env.enable_checkpointing(spec.checkpoint_interval_ms)
+    cache_size = int(job.flink.get("python.state.cache-size", "10000"))
+    build_kafka_job(env, replace(spec, bounded=False), job.settings.to_settings(), parallelism, cache_size)
+    client = env.execute_async(f"ctxsync context-sync ({spec.input_topic})")
+    targets = dict(source.high)
+    total = sum(max(targets[p] - base.get(p, 0), 0) for p in targets)
+    last: dict[str, Offsets] = {}
+
+    def done() -> bool:
+        committed = source.committed()
+        covered = sum(max(min(committed[p], targets[p]) - base.get(p, 0), 0) for p in targets)
+        progress.update(covered, "input records committed" if bounded else "committed (Ctrl-C stops with a savepoint)")
+        if not bounded:
+            return False
+        if committed == last.get("committed"):  # unchanged since the last poll: maybe only markers are left
+            return source.covered(committed, targets)
+        last["committed"] = committed
+        return all(committed[p] >= t for p, t in targets.items())
+
+    progress.total = total if bounded else None
+    progress.note(f"Flink job starting ({'until the input is covered' if bounded else 'unbounded'}; "
+                  f"{total:,} new input records)")
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: interrupted.set()) \
+        if threading.current_thread() is threading.main_thread() else None
+    try:
+        watch(client, lambda: interrupted.is_set() or done(), poll_s=1.0)
+    except KeyboardInterrupt:
+        interrupted.set()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if interrupted.is_set():
+        progress.note("interrupted: stopping with a savepoint (the next run continues from it)")
+    savepoint = stop_with_savepoint(client, state / "savepoints")
+    return savepoint, source.committed()
+
+
+def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: int, progress: Any,
+                      fresh: bool = False, with_connectors: bool = True) -> KafkaRunResult:
+    """Run the profile's Kafka job from where the last run stopped (or from the start: `fresh`), then
+    (bounded) or alongside (unbounded) the Redis and Elasticsearch connectors."""
+    from ctxsync.config import resolve_profile
+    from ctxsync.io.clients import kafka_config, kafka_sink
+    from ctxsync.io.connectors import profile_connectors, run_all
+    from ctxsync.io.kafka_io import TopicSpec, ensure_topics, topic_ends
+    from ctxsync.servers import running_endpoints
+
+    profile = resolve_profile(job.profiles[profile_name], profile_name, running_endpoints())
+    spec = job_spec(profile, job_name)
+    config, sink = kafka_config(profile), kafka_sink(profile)
+    outputs = [spec.views_topic, spec.history_topic, spec.violations_topic, spec.dlq_topic]
+    if sink.create_topics:
+        n = sink.partitions
+        ensure_topics(config, [TopicSpec(spec.input_topic, n),
+                               TopicSpec(spec.views_topic, n, (("cleanup.policy", "compact"),)),
+                               TopicSpec(spec.history_topic, n), TopicSpec(spec.violations_topic, n),
+                               TopicSpec(spec.dlq_topic, 1)])
+    source = _Input(_input_config(profile), spec)
+    state = run_ledger.state_path(Path(profile.state_dir) if profile.state_dir else default_state_dir(),
+                                  job_name, profile_name, spec.group_id)
+    if fresh:
+        shutil.rmtree(state, ignore_errors=True)
+    settings_doc = json.loads(json.dumps(job.settings.model_dump(mode="json")))
+    ledger = run_ledger.load(state)
+    if ledger is not None:
+        run_ledger.check_continuation(ledger, source.config["bootstrap.servers"], spec.input_topic, settings_doc,
+                                      source.high, state)
+    else:
+        run_ledger.save(state, run_ledger.RunLedger(None, source.config["bootstrap.servers"], spec.input_topic,
+                                                    {}, settings_doc, run_ledger.now_iso()))
+    savepoint = ledger.savepoint if ledger else None
+    restore = newest_checkpoint(state / "checkpoints", _savepoint_time(savepoint)) or savepoint
+
+    if ledger is not None and ledger.savepoint:
+        base = {p: ledger.offsets.get(p, source.low[p]) for p in source.high}
+    elif spec.start == "committed":
+        base = source.committed()
+    else:
+        base = dict(source.low)
+    before = topic_ends(config, outputs)
+    connectors = profile_connectors(profile) if with_connectors else {}
+    started = time.monotonic()
+    nothing_new = spec.bounded and restore == savepoint and savepoint is not None and \
+        all(base[p] >= h for p, h in source.high.items())
+    if nothing_new:
+        progress.note(f"no new input since the last run ({ledger.stopped_at}): the job has nothing to do")
+        offsets, new_savepoint = base, savepoint
+    else:
+        if restore:
+            progress.note(f"continuing from {restore}")
+        if ledger is not None or spec.start != "committed":
+            commit_offsets(source.config, spec.group_id, spec.input_topic, base)  # progress counts from here
+        stop = threading.Event()
+        runner = None
+        if connectors and not spec.bounded:
+            runner = threading.Thread(target=run_all, args=(connectors, False, stop), daemon=True)
+            runner.start()
+        try:
+            new_savepoint, offsets = _run_job(spec, job, parallelism, state, restore, source, base, spec.bounded,
+                                              progress)
+        finally:
+            stop.set()
+            if runner is not None:
+                runner.join(30)
+        run_ledger.save(state, run_ledger.RunLedger(new_savepoint, source.config["bootstrap.servers"],
+                                                    spec.input_topic, offsets, settings_doc, run_ledger.now_iso()))
+        shutil.rmtree(state / "checkpoints", ignore_errors=True)  # superseded by the savepoint
+    job_seconds = time.monotonic() - started
+    if connectors and (spec.bounded or nothing_new):
+        progress.note("connectors catching up (Redis, Elasticsearch)")
+        stats = run_all(connectors, until_caught_up=True)
+    else:
+        stats = {name: c.stats for name, c in connectors.items()}
+    after = topic_ends(config, outputs)
+    covered = sum(max(offsets.get(p, 0) - base.get(p, 0), 0) for p in source.high)
+    return KafkaRunResult(covered, restore, new_savepoint, {t: after[t] - before[t] for t in outputs}, stats,
+                          job_seconds, job_ran=not nothing_new)
+
+
+def run_profile_cli(args: Any, job: Any) -> int:
+    """The `ctxsync run --profile local|prod` front end: progress, a result table, exit codes."""
+    import sys
+    import traceback
+
+    from ctxsync.config import ConfigError
+    from ctxsync.progress import Progress
+
+    if args.runner != "flink":
+        raise ConfigError(f"profile {args.profile!r} runs on the flink runner only")
+    progress = Progress(f"{args.job} [{args.profile}]")
+    try:
+        result = run_kafka_profile(args.job, job, args.profile, job.parallelism, progress, fresh=args.fresh)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        print(f"ctxsync: job {args.job} failed in profile {args.profile}: {exc}", file=sys.stderr)
+        return 1
+    progress.done(f"{result.input_records:,} input records")
+    unchanged = "" if result.job_ran else " (no new input since the last run: the Flink job was not started)"
+    print(f"\nnew input records: {result.input_records:,}{unchanged}")
+    print(f"continued from: {result.restored_from or 'fresh state (start of the input)'}")
+    print(f"next run continues from: {result.savepoint}")
+    print("\noutput topic              offsets advanced")
+    for topic, count in result.offsets_advanced.items():
+        print(f"{topic:<26}{count:>16,}")
+    for name, stats in result.connectors.items():
+        print(f"connector {name}: {stats.consumed:,} records in {stats.seconds:.1f}s ({stats.rate():,.0f}/s), "
+              f"written {stats.written:,}, not newer {stats.skipped:,}, dead-lettered {stats.dead_lettered:,}, "
+              f"retries {stats.retries}")
+    return 0
