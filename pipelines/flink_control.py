@@ -6,8 +6,11 @@ keeps the job's state for the next run: Flink discards the checkpoints of a job 
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,28 @@ def _root_cause(exc: BaseException) -> str:
     return causes[-1][len(marker):] if causes else text.splitlines()[0] if text else repr(exc)
 
 
+@contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C or SIGTERM: the caller stops the job with a savepoint. A second Ctrl-C
+    raises KeyboardInterrupt (abort without one). Signals never interrupt a call into the JVM half-way."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        if requested.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def watch(client: Any, done: Callable[[], bool], on_poll: Callable[[str], None] = lambda status: None,
           poll_s: float = 0.5) -> None:
     """Return once `done()` holds while the job runs; JobFailed if the job ends first."""
@@ -44,13 +69,13 @@ def watch(client: Any, done: Callable[[], bool], on_poll: Callable[[str], None] 
         status = job_status(client)
         on_poll(status)
         if status in TERMINAL:
-            job_status_after_end(client, status)
+            _raise_ended(client, status)
         if status == "RUNNING" and done():
             return
         time.sleep(poll_s)
 
 
-def job_status_after_end(client: Any, status: str) -> None:
+def _raise_ended(client: Any, status: str) -> None:
     try:
         client.get_job_execution_result().result()
     except Exception as exc:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -94,7 +93,7 @@ def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restor
              source: _Input, base: Offsets, bounded: bool, progress: Any) -> tuple[str, Offsets]:
     """Run the job until its input is covered (bounded) or it is interrupted; (savepoint, offsets then)."""
     from ctxsync.jars import kafka_jars
-    from pipelines.flink_control import stop_with_savepoint, watch
+    from pipelines.flink_control import stop_requests, stop_with_savepoint, watch
     from pipelines.flink_env import flink_environment
 
     flink = {**RUN_DEFAULTS, **job.flink,
@@ -114,7 +113,8 @@ def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restor
 
     def done() -> bool:
         committed = source.committed()
-        covered = sum(max(min(committed[p], targets[p]) - base.get(p, 0), 0) for p in targets)
+        ends = targets if bounded else committed  # unbounded: everything since the start counts
+        covered = sum(max(min(committed[p], ends[p]) - base.get(p, 0), 0) for p in targets)
         progress.update(covered, "input records committed" if bounded else "committed (Ctrl-C stops with a savepoint)")
         if not bounded:
             return False
@@ -126,19 +126,11 @@ def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restor
     progress.total = total if bounded else None
     progress.note(f"Flink job starting ({'until the input is covered' if bounded else 'unbounded'}; "
                   f"{total:,} new input records)")
-    interrupted = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: interrupted.set()) \
-        if threading.current_thread() is threading.main_thread() else None
-    try:
+    with stop_requests() as interrupted:
         watch(client, lambda: interrupted.is_set() or done(), poll_s=1.0)
-    except KeyboardInterrupt:
-        interrupted.set()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    if interrupted.is_set():
-        progress.note("interrupted: stopping with a savepoint (the next run continues from it)")
-    savepoint = stop_with_savepoint(client, state / "savepoints")
+        if interrupted.is_set():
+            progress.note("stopping with a savepoint (the next run continues from it; Ctrl-C again aborts)")
+        savepoint = stop_with_savepoint(client, state / "savepoints")
     return savepoint, source.committed()
 
 

@@ -4,9 +4,11 @@ reference run of the same file; then idempotence, continuation with new input, a
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from ctxsync.config import Profile, resolve_job
 from ctxsync.generate import GeneratorOptions, generate_lines
 from ctxsync.io.connectors import profile_connectors, run_all
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer, read_topic, topic_ends
+from ctxsync.io.kafka_positions import committed_offsets, partition_ends
 from ctxsync.io.redis_views import RedisViewSink
 from ctxsync.servers import LocalServers
 from pipelines.file_outputs import OutputCollector
@@ -51,16 +54,42 @@ def local_job(prefix: str, partitions: int = 3):
     return job.model_copy(update={"profiles": profiles})
 
 
-def run_local(job, tmp_path: Path, servers: LocalServers) -> str:
+def start_local(job, tmp_path: Path, servers: LocalServers, *extra: str) -> subprocess.Popen:
     """`ctxsync run context-sync --profile local` in a subprocess (PyFlink registers itself into Beam's
-    runner: keep it out of the test process); returns its stdout (the result table)."""
+    runner: keep it out of the test process)."""
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text(yaml.safe_dump({"version": 1, "jobs": {"context-sync": job.model_dump(mode="json")}}))
     env = {**os.environ, "CTXSYNC_DEV_DIR": str(servers.run_dir)}
-    result = subprocess.run([sys.executable, "-m", "ctxsync.cli", "run", "context-sync", "--profile", "local",
-                             "--jobs", str(jobs)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return subprocess.Popen([sys.executable, "-m", "ctxsync.cli", "run", "context-sync", "--profile", "local",
+                             "--jobs", str(jobs), *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen, timeout_s: float = 300) -> str:
+    """Its stdout (the result table), once it exited 0."""
+    try:
+        out, err = process.communicate(timeout=timeout_s)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err[-3000:]
+    return out
+
+
+def run_local(job, tmp_path: Path, servers: LocalServers, *extra: str) -> str:
+    return finish(start_local(job, tmp_path, servers, *extra))
+
+
+def wait_for(condition, what: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def group_covers(config: dict, prefix: str, at_least: int) -> bool:
+    """The job's consumer group has committed (checkpointed) at least this many input records."""
+    _, high = partition_ends(config, f"{prefix}.events")
+    return sum(committed_offsets(config, f"{prefix}-job", f"{prefix}.events", list(high)).values()) >= at_least
 
 
 def reference(events_file: Path, job) -> OutputCollector:
@@ -161,6 +190,72 @@ def test_local_profile_end_to_end_equals_reference_and_is_idempotent(
     assert f"new input records: {expected_all.summary.read - expected.summary.read:,}\n" in third
     check_outputs(state(servers, redis_client, es_client, prefix), expected_all, prefix)
     assert expected_all.summary.duplicates >= expected.summary.duplicates + 15  # the re-sent events
+
+
+def unbounded(job):
+    data = job.profiles["local"].model_dump()
+    data["source"]["bounded"] = False
+    return job.model_copy(update={"profiles": {**job.profiles, "local": Profile.model_validate(data)}})
+
+
+@pytest.mark.flink
+def test_unbounded_run_stops_on_ctrl_c_with_a_savepoint_the_next_run_continues_from(
+        servers, redis_client, es_client, events_file, unique, monkeypatch, tmp_path):
+    from ctxsync.commands.replay import ReplayFilter, replay
+
+    monkeypatch.setenv("CTXSYNC_DEV_DIR", str(servers.run_dir))
+    prefix = f"sigint{unique}"
+    job = local_job(prefix)
+    first_file, second_file, both_file = split_file(events_file, tmp_path, 300)
+    config = {"bootstrap.servers": servers.endpoints()["kafka"]}
+    ensure_topics(config, [TopicSpec(f"{prefix}.events", 3)])
+    first = replay(first_file, producer(config), f"{prefix}.events", ReplayFilter()).sent
+
+    running = start_local(unbounded(job), tmp_path, servers)
+    wait_for(lambda: running.poll() is not None or group_covers(config, prefix, first), "the first batch")
+    second = replay(second_file, producer(config), f"{prefix}.events", ReplayFilter()).sent  # while it runs
+    wait_for(lambda: running.poll() is not None or group_covers(config, prefix, first + second), "the second batch")
+    running.send_signal(signal.SIGINT)
+    out = finish(running)
+    assert f"new input records: {first + second:,}\n" in out and "next run continues from: file:" in out
+    assert "/savepoints/savepoint-" in out
+
+    # a bounded run afterwards finds nothing new; its connectors finish what the interrupted ones left
+    again = run_local(job, tmp_path, servers)
+    assert "new input records: 0 (no new input since the last run" in again
+    check_outputs(state(servers, redis_client, es_client, prefix), reference(both_file, job), prefix)
+
+
+@pytest.mark.flink
+def test_a_killed_run_is_continued_from_its_last_checkpoint_without_duplicate_outputs(
+        servers, redis_client, es_client, unique, monkeypatch, tmp_path):
+    """SIGKILL of the whole CLI (no savepoint): the next run restores the newest retained checkpoint, so
+    no topic, not even context.dlq, holds a record twice."""
+    from ctxsync.commands.replay import ReplayFilter, replay
+
+    monkeypatch.setenv("CTXSYNC_DEV_DIR", str(servers.run_dir))
+    prefix = f"kill{unique}"
+    job = local_job(prefix)
+    events = tmp_path / "events.jsonl"
+    lines = list(generate_lines(GeneratorOptions(events=6000, users=200, seed=23, invalid_rate=0.05)))
+    events.write_bytes(b"".join(line + b"\n" for line in lines))
+    first_file, second_file, both_file = split_file(events, tmp_path, 2000)
+    config = {"bootstrap.servers": servers.endpoints()["kafka"]}
+    ensure_topics(config, [TopicSpec(f"{prefix}.events", 3)])
+    first = replay(first_file, producer(config), f"{prefix}.events", ReplayFilter()).sent
+
+    running = start_local(unbounded(job), tmp_path, servers)
+    wait_for(lambda: running.poll() is not None or group_covers(config, prefix, first), "the first batch")
+    replay(second_file, producer(config), f"{prefix}.events", ReplayFilter())
+    os.kill(running.pid, signal.SIGKILL)  # mid-way through the second batch, between checkpoints
+    running.communicate(timeout=60)
+
+    out = run_local(job, tmp_path, servers)
+    assert "continued from: file:" in out and "/checkpoints/" in out and "/chk-" in out
+    check_outputs(state(servers, redis_client, es_client, prefix), reference(both_file, job), prefix)
+    for kind in ("history", "violations"):  # exactly once in the log topics too
+        records = [m.value() for m in read_topic(config, f"{prefix}.{kind}")]
+        assert len(records) == len(set(records))
 
 
 def publish_reference_outputs(events_file: Path, job, config: dict, spec: KafkaJobSpec) -> OutputCollector:

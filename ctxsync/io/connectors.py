@@ -175,12 +175,7 @@ class SinkConnector:
                              "enable.partition.eof": True})
         dlq = producer(self.kafka_config)
         at_end: set[tuple[str, int]] = set()
-        assigned: set[tuple[str, int]] = set()
-
-        def on_assign(_consumer: Any, partitions: list[Any]) -> None:
-            assigned.update((p.topic, p.partition) for p in partitions)
-
-        consumer.subscribe(self.topics, on_assign=on_assign)
+        assigned = self._assign(consumer)
         start = time.monotonic()
         last_progress = start
         try:
@@ -203,7 +198,7 @@ class SinkConnector:
                     self.stats.seconds = last_progress - start
                     if self.on_batch is not None:
                         self.on_batch(self.stats)
-                if until_caught_up and assigned and not batch and self._caught_up(consumer, assigned, at_end):
+                if until_caught_up and not batch and self._caught_up(consumer, assigned, at_end):
                     break
                 if until_caught_up and time.monotonic() - last_progress > idle_timeout_s:
                     raise TimeoutError(f"connector {self.group_id}: no progress for {idle_timeout_s:.0f}s")
@@ -228,8 +223,26 @@ class SinkConnector:
                 delay = min(delay * 2, self.backoff_s[1])
         raise RuntimeError(f"connector {self.group_id}: could not commit offsets; the batch will be re-read")
 
+    def _assign(self, consumer: Any) -> set[tuple[str, int]]:
+        """Read every partition of the topics from the group's committed offsets (else the earliest).
+
+        Assignment, not group membership: a connector that restarts after its predecessor was killed
+        resumes at once, instead of waiting for the dead member's session to expire (noida-db never
+        expires it). Offsets are still committed to the group, so progress survives restarts; a second
+        copy of a connector is harmless (writes are idempotent) but repeats the work.
+        """
+        from confluent_kafka import TopicPartition
+
+        metadata = consumer.list_topics(timeout=10).topics
+        missing = [t for t in self.topics if t not in metadata or metadata[t].error is not None]
+        if missing:
+            raise RuntimeError(f"connector {self.group_id}: topic(s) {', '.join(missing)} do not exist")
+        partitions = [(t, p) for t in self.topics for p in sorted(metadata[t].partitions)]
+        consumer.assign([TopicPartition(t, p) for t, p in partitions])
+        return set(partitions)
+
     def _caught_up(self, consumer: Any, assigned: set[tuple[str, int]], at_end: set[tuple[str, int]]) -> bool:
-        """Every partition of the topics is assigned to us and read to its end."""
+        """Every partition of the topics is read to its end."""
         from confluent_kafka import TopicPartition
 
         if not assigned <= at_end:
@@ -239,9 +252,7 @@ class SinkConnector:
                 committed = consumer.committed([TopicPartition(topic, partition)], timeout=5)[0].offset
                 if high > low and committed < high:
                     return False
-        metadata = consumer.list_topics(timeout=5).topics
-        total = {(t, p) for t in self.topics if t in metadata for p in metadata[t].partitions}
-        return total <= assigned
+        return True
 
     def _write(self, batch: list[Any], dlq: Any) -> None:
         delay = self.backoff_s[0]
