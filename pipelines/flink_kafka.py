@@ -108,9 +108,9 @@ def ingest_record(payload: bytes | None, topic: str, partition: int, offset: int
                   avro: bool, schema_id: int | None, now_ms: int) -> tuple[str, Any]:
     """(userId, Event) or (DEAD_LETTER_KEY, dead-letter line) for one Kafka record; seq = offset."""
     raw = payload or b""
-    if avro:
-        raw = avro_payload_to_json(raw, schema_id)
-    return ingest(raw, offset, f"{topic}/{partition}/{offset}", now_ms, settings)
+    decoded = avro_payload_to_json(raw, schema_id) if avro else raw
+    return ingest(decoded, offset, f"{topic}/{partition}/{offset}", now_ms, settings,
+                  original=raw if decoded is not raw else None)
 
 
 def route_lines(joined: str, spec: KafkaJobSpec) -> list[tuple[bytes | None, bytes, str, dict[str, bytes]]]:

@@ -14,6 +14,7 @@ from pipelines.flink_kafka import KafkaJobSpec, ingest_record, route_lines, sink
 from pipelines.reference import read_lines
 from tests.fixtures_servers import kafka_config, redis_client, servers, unique  # noqa: F401
 from tests.helpers import ROOT, SAMPLE, SETTINGS, event, raw
+from transforms.ingest import DEAD_LETTER_KEY
 from transforms.records import untag
 
 SPEC = KafkaJobSpec(bootstrap="127.0.0.1:1")
@@ -108,6 +109,17 @@ def test_avro_input_is_validated_as_its_json_form_and_garbage_keeps_its_bytes():
     assert record["raw"].encode() == b"\x00\x00\x00\x00\x05garbage" and record["origin"] == "t/0/2"
     _, line = ingest_record(b"\x00\xff\xfe", "t", 0, 3, SETTINGS, True, None, 0)
     assert orjson.loads(untag(line)[3])["rawEncoding"] == "base64"
+
+
+def test_a_decoded_avro_event_that_breaks_the_contract_dead_letters_its_original_wire_bytes():
+    import base64
+
+    wire = avro.encode(event(eventId="late", timestamp="2099-01-01T00:00:00Z"), 5)  # far in the future
+    key, line = ingest_record(wire, "t", 1, 9, SETTINGS, True, 5, 1_795_000_000_000)
+    record = orjson.loads(untag(line)[3])
+    assert key == DEAD_LETTER_KEY and record["reason"] == "future_timestamp"
+    raw = base64.b64decode(record["raw"]) if record["rawEncoding"] == "base64" else record["raw"].encode()
+    assert raw == wire
 
 
 def test_ddl_uses_raw_bytes_offsets_metadata_and_transactions():

@@ -8,7 +8,7 @@ from transforms.expectations import check_expectations
 from transforms.model import DeadLetter, Event
 from transforms.records import DEAD_LETTER, dead_letter_record, tagged
 from transforms.settings import SyncSettings
-from transforms.validate import parse_event
+from transforms.validate import dead_letter, parse_event
 
 # Dead letters have no user; they travel under a key no userId can take (userIds are non-empty).
 DEAD_LETTER_KEY = ""
@@ -19,16 +19,20 @@ def dead_letter_line(dl: DeadLetter) -> str:
 
 
 def ingest(
-    raw: bytes, seq: int, origin: str, now_ms: int, settings: SyncSettings
+    raw: bytes, seq: int, origin: str, now_ms: int, settings: SyncSettings, original: bytes | None = None
 ) -> tuple[str, Event | str]:
-    """(userId, Event) for a valid event, (DEAD_LETTER_KEY, tagged dead-letter line) otherwise."""
+    """(userId, Event) for a valid event, (DEAD_LETTER_KEY, tagged dead-letter line) otherwise.
+
+    `original` is the payload as received when `raw` is a decoded form of it (the JSON of an Avro record):
+    a dead letter carries the original bytes, as the contract asks, not our decoding of them.
+    """
     parsed = parse_event(raw, seq, origin, now_ms, settings)
+    if isinstance(parsed, Event) and settings.expectations is not None:  # opt-in: off by default
+        parsed = check_expectations(parsed, raw, now_ms, settings.expectations) or parsed
     if isinstance(parsed, DeadLetter):
+        if original is not None:
+            parsed = dead_letter(original, parsed.seq, parsed.origin, parsed.reason, parsed.detail, parsed.stage)
         return DEAD_LETTER_KEY, dead_letter_line(parsed)
-    if settings.expectations is not None:  # opt-in: off by default, so contract v1 outputs are unchanged
-        failed = check_expectations(parsed, raw, now_ms, settings.expectations)
-        if failed is not None:
-            return DEAD_LETTER_KEY, dead_letter_line(failed)
     return parsed.user_id, parsed
 
 
