@@ -192,6 +192,32 @@ def test_local_profile_end_to_end_equals_reference_and_is_idempotent(
     assert expected_all.summary.duplicates >= expected.summary.duplicates + 15  # the re-sent events
 
 
+@pytest.mark.flink
+def test_avro_input_in_confluent_wire_format_gives_the_same_results_as_json(
+        servers, redis_client, es_client, events_file, unique, monkeypatch, tmp_path):
+    from ctxsync.commands.replay import ReplayFilter, replay
+
+    monkeypatch.setenv("CTXSYNC_DEV_DIR", str(servers.run_dir))
+    prefix = f"avro{unique}"
+    job = local_job(prefix)
+    data = job.profiles["local"].model_dump()
+    data["source"].update(format="avro", schema_id=7)
+    job = job.model_copy(update={"profiles": {**job.profiles, "local": Profile.model_validate(data)}})
+    config = {"bootstrap.servers": servers.endpoints()["kafka"]}
+    ensure_topics(config, [TopicSpec(f"{prefix}.events", 3)])
+    expected = reference(events_file, job)
+    assert replay(events_file, producer(config), f"{prefix}.events", ReplayFilter(), avro_schema_id=7).sent == \
+        expected.summary.read
+    run_local(job, tmp_path, servers)
+    got = state(servers, redis_client, es_client, prefix)
+    check_outputs(got, expected, prefix)
+    wire = [v for _, v, _ in got["dlq"] if orjson.loads(v)["rawEncoding"] == "base64"]
+    assert wire  # dead letters of decodable records keep their wire bytes (magic byte 0 + schema id 7)
+    import base64
+
+    assert any(base64.b64decode(orjson.loads(v)["raw"])[:5] == b"\x00\x00\x00\x00\x07" for v in wire)
+
+
 def unbounded(job):
     data = job.profiles["local"].model_dump()
     data["source"]["bounded"] = False
