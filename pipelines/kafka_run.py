@@ -13,7 +13,6 @@ that dies without stopping leaves its retained checkpoints, and the next run res
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
@@ -24,7 +23,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from ctxsync import run_ledger
-from ctxsync.io.kafka_positions import Offsets, commit_offsets, committed_offsets, has_readable, partition_ends
+from ctxsync.io.kafka_positions import (Offsets, commit_offsets, committed_offsets, has_readable, offsets_for_time,
+                                        partition_ends)
 from pipelines.flink_kafka import KafkaJobSpec, build_kafka_job, job_spec
 
 RUN_DEFAULTS = {  # a Kafka run on the CLI: a persistent failure ends the run with its cause
@@ -74,6 +74,16 @@ class _Input:
     def committed(self) -> Offsets:
         got = committed_offsets(self.config, self.group, self.topic, list(self.high))
         return {p: (o if o >= 0 else self.low[p]) for p, o in got.items()}
+
+    def start_offsets(self, spec: KafkaJobSpec) -> Offsets:
+        """Where a run without saved state starts reading (`source.start`)."""
+        if spec.start == "committed":
+            return self.committed()
+        if spec.start == "latest":
+            return dict(self.high)
+        if spec.start == "timestamp" and spec.start_timestamp_ms is not None:
+            return offsets_for_time(self.config, self.topic, self.high, spec.start_timestamp_ms)
+        return dict(self.low)
 
     def covered(self, committed: Offsets, targets: Offsets) -> bool:
         """Every target reached, or only unreadable offsets (transaction markers, aborted records) left."""
@@ -159,7 +169,7 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
                                   job_name, profile_name, spec.group_id)
     if fresh:
         shutil.rmtree(state, ignore_errors=True)
-    settings_doc = json.loads(json.dumps(job.settings.model_dump(mode="json")))
+    settings_doc = job.settings.model_dump(mode="json")
     ledger = run_ledger.load(state)
     if ledger is not None:
         run_ledger.check_continuation(ledger, source.config["bootstrap.servers"], spec.input_topic, settings_doc,
@@ -170,12 +180,8 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
     savepoint = ledger.savepoint if ledger else None
     restore = newest_checkpoint(state / "checkpoints", _savepoint_time(savepoint)) or savepoint
 
-    if ledger is not None and ledger.savepoint:
-        base = {p: ledger.offsets.get(p, source.low[p]) for p in source.high}
-    elif spec.start == "committed":
-        base = source.committed()
-    else:
-        base = dict(source.low)
+    base = source.start_offsets(spec) if ledger is None or not ledger.savepoint else \
+        {p: ledger.offsets.get(p, source.low[p]) for p in source.high}
     before = topic_ends(config, outputs)
     connectors = profile_connectors(profile) if with_connectors else {}
     started = time.monotonic()

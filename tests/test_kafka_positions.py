@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer
-from ctxsync.io.kafka_positions import commit_offsets, committed_offsets, has_readable, partition_ends
+from ctxsync.io.kafka_positions import (commit_offsets, committed_offsets, has_readable, offsets_for_time,
+                                        partition_ends)
 from tests.fixtures_servers import kafka_config, servers, unique  # noqa: F401
 
 pytestmark = pytest.mark.servers
@@ -47,3 +48,15 @@ def test_has_readable_sees_records_but_not_transaction_markers(kafka_config, uni
     assert has_readable(kafka_config, topic, {0: 2, 1: high[1]}, high)
     assert not has_readable(kafka_config, topic, {0: 3, 1: 0}, high)  # partition 1 holds nothing readable
     assert not has_readable(kafka_config, topic, {0: 3, 1: high[1]}, high)
+
+
+def test_offsets_for_time_finds_the_first_record_at_or_after_it(kafka_config, unique) -> None:
+    topic = f"time{unique}"
+    ensure_topics(kafka_config, [TopicSpec(topic, 2)])
+    p = producer(kafka_config)
+    for i in range(4):
+        p.produce(topic, value=b"x", partition=0, timestamp=1_000_000 + i * 1000)
+    assert p.flush(15) == 0
+    _, high = partition_ends(kafka_config, topic)
+    assert offsets_for_time(kafka_config, topic, high, 1_002_000) == {0: 2, 1: 0}
+    assert offsets_for_time(kafka_config, topic, high, 9_000_000) == {0: 4, 1: 0}  # none after: the end

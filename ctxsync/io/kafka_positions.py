@@ -51,6 +51,19 @@ def committed_offsets(client_config: dict[str, Any], group: str, topic: str, par
         consumer.close()
 
 
+def offsets_for_time(client_config: dict[str, Any], topic: str, high: Offsets, timestamp_ms: int,
+                     timeout_s: float = 10.0) -> Offsets:
+    """Per partition, the first offset at or after `timestamp_ms` (the partition's end if none is)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _consumer(client_config, "ctxsync-watermarks")
+    try:
+        found = consumer.offsets_for_times([TopicPartition(topic, p, timestamp_ms) for p in high], timeout=timeout_s)
+        return {tp.partition: tp.offset if tp.offset >= 0 else high[tp.partition] for tp in found}
+    finally:
+        consumer.close()
+
+
 def commit_offsets(client_config: dict[str, Any], group: str, topic: str, offsets: Offsets) -> None:
     """Set the group's committed offsets (the group must have no active members, as for a Flink job's)."""
     from confluent_kafka import TopicPartition
