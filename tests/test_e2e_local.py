@@ -54,6 +54,21 @@ def local_job(prefix: str, partitions: int = 3):
     return job.model_copy(update={"profiles": profiles})
 
 
+def with_source(job, **changes):
+    """The job with its local profile's `source:` keys changed."""
+    data = job.profiles["local"].model_dump()
+    data["source"].update(changes)
+    return job.model_copy(update={"profiles": {**job.profiles, "local": Profile.model_validate(data)}})
+
+
+def prepare(servers: LocalServers, monkeypatch, prefix: str):
+    """(job, kafka config) for a test's own topics, its input topic created with 3 partitions."""
+    monkeypatch.setenv("CTXSYNC_DEV_DIR", str(servers.run_dir))
+    config = {"bootstrap.servers": servers.endpoints()["kafka"]}
+    ensure_topics(config, [TopicSpec(f"{prefix}.events", 3)])
+    return local_job(prefix), config
+
+
 def start_local(job, tmp_path: Path, servers: LocalServers, *extra: str) -> subprocess.Popen:
     """`ctxsync run context-sync --profile local` in a subprocess (PyFlink registers itself into Beam's
     runner: keep it out of the test process)."""
@@ -143,12 +158,9 @@ def test_local_profile_end_to_end_equals_reference_and_is_idempotent(
         servers, redis_client, es_client, events_file, unique, monkeypatch, capsys, tmp_path):
     from ctxsync.commands.replay import ReplayFilter, replay
 
-    monkeypatch.setenv("CTXSYNC_DEV_DIR", str(servers.run_dir))
     prefix = f"e2e{unique}"
-    job = local_job(prefix)
+    job, config = prepare(servers, monkeypatch, prefix)
     first_file, second_file, both_file = split_file(events_file, tmp_path, 400)
-    config = {"bootstrap.servers": servers.endpoints()["kafka"]}
-    ensure_topics(config, [TopicSpec(f"{prefix}.events", 3)])
     outputs = [f"{prefix}.{k}" for k in ("views", "history", "violations", "dlq")]
 
     # run 1: the first batch, from fresh state
@@ -197,14 +209,9 @@ def test_avro_input_in_confluent_wire_format_gives_the_same_results_as_json(
         servers, redis_client, es_client, events_file, unique, monkeypatch, tmp_path):
     from ctxsync.commands.replay import ReplayFilter, replay
 
-    monkeypatch.setenv("CTXSYNC_DEV_DIR", str(servers.run_dir))
     prefix = f"avro{unique}"
-    job = local_job(prefix)
-    data = job.profiles["local"].model_dump()
-    data["source"].update(format="avro", schema_id=7)
-    job = job.model_copy(update={"profiles": {**job.profiles, "local": Profile.model_validate(data)}})
-    config = {"bootstrap.servers": servers.endpoints()["kafka"]}
-    ensure_topics(config, [TopicSpec(f"{prefix}.events", 3)])
+    job, config = prepare(servers, monkeypatch, prefix)
+    job = with_source(job, format="avro", schema_id=7)
     expected = reference(events_file, job)
     assert replay(events_file, producer(config), f"{prefix}.events", ReplayFilter(), avro_schema_id=7).sent == \
         expected.summary.read
@@ -218,26 +225,17 @@ def test_avro_input_in_confluent_wire_format_gives_the_same_results_as_json(
     assert any(base64.b64decode(orjson.loads(v)["raw"])[:5] == b"\x00\x00\x00\x00\x07" for v in wire)
 
 
-def unbounded(job):
-    data = job.profiles["local"].model_dump()
-    data["source"]["bounded"] = False
-    return job.model_copy(update={"profiles": {**job.profiles, "local": Profile.model_validate(data)}})
-
-
 @pytest.mark.flink
 def test_unbounded_run_stops_on_ctrl_c_with_a_savepoint_the_next_run_continues_from(
         servers, redis_client, es_client, events_file, unique, monkeypatch, tmp_path):
     from ctxsync.commands.replay import ReplayFilter, replay
 
-    monkeypatch.setenv("CTXSYNC_DEV_DIR", str(servers.run_dir))
     prefix = f"sigint{unique}"
-    job = local_job(prefix)
+    job, config = prepare(servers, monkeypatch, prefix)
     first_file, second_file, both_file = split_file(events_file, tmp_path, 300)
-    config = {"bootstrap.servers": servers.endpoints()["kafka"]}
-    ensure_topics(config, [TopicSpec(f"{prefix}.events", 3)])
     first = replay(first_file, producer(config), f"{prefix}.events", ReplayFilter()).sent
 
-    running = start_local(unbounded(job), tmp_path, servers)
+    running = start_local(with_source(job, bounded=False), tmp_path, servers)
     wait_for(lambda: running.poll() is not None or group_covers(config, prefix, first), "the first batch")
     second = replay(second_file, producer(config), f"{prefix}.events", ReplayFilter()).sent  # while it runs
     wait_for(lambda: running.poll() is not None or group_covers(config, prefix, first + second), "the second batch")
@@ -259,18 +257,15 @@ def test_a_killed_run_is_continued_from_its_last_checkpoint_without_duplicate_ou
     no topic, not even context.dlq, holds a record twice."""
     from ctxsync.commands.replay import ReplayFilter, replay
 
-    monkeypatch.setenv("CTXSYNC_DEV_DIR", str(servers.run_dir))
     prefix = f"kill{unique}"
-    job = local_job(prefix)
+    job, config = prepare(servers, monkeypatch, prefix)
     events = tmp_path / "events.jsonl"
     lines = list(generate_lines(GeneratorOptions(events=6000, users=200, seed=23, invalid_rate=0.05)))
     events.write_bytes(b"".join(line + b"\n" for line in lines))
     first_file, second_file, both_file = split_file(events, tmp_path, 2000)
-    config = {"bootstrap.servers": servers.endpoints()["kafka"]}
-    ensure_topics(config, [TopicSpec(f"{prefix}.events", 3)])
     first = replay(first_file, producer(config), f"{prefix}.events", ReplayFilter()).sent
 
-    running = start_local(unbounded(job), tmp_path, servers)
+    running = start_local(with_source(job, bounded=False), tmp_path, servers)
     wait_for(lambda: running.poll() is not None or group_covers(config, prefix, first), "the first batch")
     replay(second_file, producer(config), f"{prefix}.events", ReplayFilter())
     os.kill(running.pid, signal.SIGKILL)  # mid-way through the second batch, between checkpoints
