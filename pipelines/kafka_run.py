@@ -106,6 +106,7 @@ def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restor
     from pipelines.flink_control import stop_requests, stop_with_savepoint, watch
     from pipelines.flink_env import flink_environment
 
+    progress.note("starting Flink (JVM, job graph, Python workers: 10-30 s here)")
     flink = {**RUN_DEFAULTS, **job.flink,
              "execution.checkpointing.storage": "filesystem",
              "execution.checkpointing.dir": (state / "checkpoints").resolve().as_uri(),
@@ -133,11 +134,15 @@ def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restor
         last["committed"] = committed
         return all(committed[p] >= t for p, t in targets.items())
 
+    def starting(status: str) -> None:
+        if status != "RUNNING":
+            progress.note(f"Flink job {status.lower()}", force=False)
+
     progress.total = total if bounded else None
-    progress.note(f"Flink job starting ({'until the input is covered' if bounded else 'unbounded'}; "
+    progress.note(f"Flink job submitted ({'until the input is covered' if bounded else 'unbounded'}; "
                   f"{total:,} new input records)")
     with stop_requests() as interrupted:
-        watch(client, lambda: interrupted.is_set() or done(), poll_s=1.0)
+        watch(client, lambda: interrupted.is_set() or done(), on_poll=starting, poll_s=1.0)
         if interrupted.is_set():
             progress.note("stopping with a savepoint (the next run continues from it; Ctrl-C again aborts)")
         savepoint = stop_with_savepoint(client, state / "savepoints")

@@ -249,6 +249,13 @@ def test_unbounded_run_stops_on_ctrl_c_with_a_savepoint_the_next_run_continues_f
     assert "new input records: 0 (no new input since the last run" in again
     check_outputs(state(servers, redis_client, es_client, prefix), reference(both_file, job), prefix)
 
+    # changed settings do not fit the saved state: refused (exit 2) until --fresh says to start over
+    refused = start_local(job, tmp_path, servers, "--set", "conflict_policy=reject")
+    _, err = refused.communicate(timeout=120)
+    assert refused.returncode == 2 and "settings changed" in err and "conflict_policy" in err and "--fresh" in err
+    fresh = run_local(job, tmp_path, servers, "--set", "conflict_policy=reject", "--fresh")
+    assert "continued from: fresh state" in fresh and f"new input records: {first + second:,}\n" in fresh
+
 
 @pytest.mark.flink
 def test_a_killed_run_is_continued_from_its_last_checkpoint_without_duplicate_outputs(
