@@ -103,7 +103,7 @@ def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restor
              source: _Input, base: Offsets, bounded: bool, progress: Any) -> tuple[str, Offsets]:
     """Run the job until its input is covered (bounded) or it is interrupted; (savepoint, offsets then)."""
     from ctxsync.jars import kafka_jars
-    from pipelines.flink_control import stop_requests, stop_with_savepoint, watch
+    from pipelines.flink_control import JobFailed, stop_requests, stop_with_savepoint, watch
     from pipelines.flink_env import flink_environment
 
     progress.note("starting Flink (JVM, job graph, Python workers: 10-30 s here)")
@@ -142,7 +142,13 @@ def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restor
     progress.note(f"Flink job submitted ({'until the input is covered' if bounded else 'unbounded'}; "
                   f"{total:,} new input records)")
     with stop_requests() as interrupted:
-        watch(client, lambda: interrupted.is_set() or done(), on_poll=starting, poll_s=1.0)
+        try:
+            watch(client, lambda: interrupted.is_set() or done(), on_poll=starting, poll_s=1.0)
+        except JobFailed as exc:
+            if restore:  # e.g. a savepoint of an older job graph: the way out is to start over
+                raise JobFailed(f"{exc}\n(the job continued from {restore}; if that state does not fit this "
+                                "version of the job, run with --fresh)") from exc
+            raise
         if interrupted.is_set():
             progress.note("stopping with a savepoint (the next run continues from it; Ctrl-C again aborts)")
         savepoint = stop_with_savepoint(client, state / "savepoints")
