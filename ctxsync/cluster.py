@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from ctxsync import paths
 from ctxsync.servers import free_port
 
 STATE_FILE = "cluster.json"
@@ -43,8 +44,7 @@ def flink_home() -> Path:
 
 
 def default_home() -> Path:
-    base = Path(os.environ.get("CTXSYNC_HOME", Path.home() / ".cache" / "ctxsync"))
-    return Path(os.environ.get("CTXSYNC_CLUSTER_HOME", base / "cluster"))
+    return Path(os.environ.get("CTXSYNC_CLUSTER_HOME", paths.home() / "cluster"))
 
 
 @dataclass

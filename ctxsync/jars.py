@@ -16,6 +16,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ctxsync import paths
+
 WHEEL = "shigawire-apache-flink-libraries==2.0.0.post1"
 JARS = ("flink-connector-kafka.jar", "kafka-clients.jar")
 
@@ -28,7 +30,7 @@ def cache_dir() -> Path:
     base = os.environ.get("CTXSYNC_JARS_DIR")
     if base:
         return Path(base)
-    return Path(os.environ.get("CTXSYNC_HOME", Path.home() / ".cache" / "ctxsync")) / "jars" / "2.0.0.post1"
+    return paths.home() / "jars" / "2.0.0.post1"
 
 
 def kafka_jars(fetch: bool = True) -> list[Path]:

@@ -11,10 +11,11 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from ctxsync import paths
 import transforms
 
 PROJECT_ROOT = Path(transforms.__file__).resolve().parent.parent
-DEFAULT_LOG_DIR = Path(os.environ.get("CTXSYNC_HOME", Path.home() / ".cache" / "ctxsync")) / "flink-logs"
+DEFAULT_LOG_DIR = paths.home() / "flink-logs"
 
 
 def python_path() -> str:

@@ -13,7 +13,6 @@ that dies without stopping leaves its retained checkpoints, and the next run res
 """
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ctxsync import run_ledger
+from ctxsync import paths, run_ledger
 from ctxsync.io.kafka_positions import (Offsets, commit_offsets, committed_offsets, has_readable, offsets_for_time,
                                         partition_ends)
 from pipelines.flink_kafka import KafkaJobSpec, build_kafka_job, job_spec
@@ -35,7 +34,7 @@ RUN_DEFAULTS = {  # a Kafka run on the CLI: a persistent failure ends the run wi
 
 
 def default_state_dir() -> Path:
-    return Path(os.environ.get("CTXSYNC_HOME", Path.home() / ".cache" / "ctxsync")) / "state"
+    return paths.home() / "state"
 
 
 def newest_checkpoint(checkpoints: Path, newer_than: float) -> str | None:
