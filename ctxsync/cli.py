@@ -6,6 +6,7 @@ import importlib
 import sys
 
 from ctxsync import __version__
+from ctxsync.cluster import ClusterError
 from ctxsync.config import ConfigError
 
 COMMANDS = ("run", "jobs", "generate", "validate", "drift-report", "dev", "replay", "view", "history", "connect", "cluster", "submit")
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ctxsync: {exc}", file=sys.stderr)
         return 2
+    except ClusterError as exc:  # the Flink cluster refused or is unreachable: say which command met it
+        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+        print(f"ctxsync {command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ctxsync: interrupted", file=sys.stderr)
         return 130

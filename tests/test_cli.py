@@ -49,6 +49,13 @@ def test_configuration_errors_exit_2_with_a_clear_message(tmp_path, capsys):
                  "--set", "conflict_policy=sometimes"]) == 2
 
 
+def test_an_unreachable_flink_cluster_exits_1_naming_the_command(capsys):
+    for argv in (["status"], ["savepoint", "0" * 32], ["cancel", "0" * 32]):
+        assert main([*argv, "--jobmanager", "127.0.0.1:1"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"ctxsync {argv[0]}: cannot reach Flink at http://127.0.0.1:1")
+
+
 def test_jobs_lists_jobs_and_steps(capsys):
     assert main(["jobs", "--jobs", JOBS]) == 0
     out = capsys.readouterr().out

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from ctxsync.cluster import Cluster, ClusterError, default_home
+from ctxsync.cluster import Cluster, default_home
 
 DESCRIPTION = """\
 A Flink session cluster on 127.0.0.1, started from the scripts shipped inside the pyflink package: one
@@ -35,17 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cluster = Cluster.load(args.home)
-    try:
-        if args.action == "up":
-            return _up(cluster, args)
-        if args.action == "down":
-            cluster.down()
-            print(f"cluster stopped (state kept in {cluster.home})")
-            return 0
-        return _status(cluster, args.json)
-    except ClusterError as exc:
-        print(f"ctxsync cluster {args.action}: {exc}")
-        return 1
+    if args.action == "up":
+        return _up(cluster, args)
+    if args.action == "down":
+        cluster.down()
+        print(f"cluster stopped (state kept in {cluster.home})")
+        return 0
+    return _status(cluster, args.json)
 
 
 def _up(cluster: Cluster, args: argparse.Namespace) -> int:

@@ -5,7 +5,6 @@ One module for the four because they share the --jobmanager option and ctxsync/f
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,11 +99,7 @@ def run_submit(args: argparse.Namespace) -> int:
                                tuple(args.overrides), args.jobs, args.input, args.out, args.dev_dir)
     progress = Progress(f"submit {args.job}")
     progress.note(f"building the job graph and submitting to {jobmanager}")
-    try:
-        job_id = fc.submit(submission)
-    except ClusterError as exc:
-        print(f"ctxsync submit: {exc}", file=sys.stderr)
-        return 1
+    job_id = fc.submit(submission)
     print(f"submitted {args.job} [{args.profile}] as job {job_id}")
     print(f"  web UI: http://{jobmanager}/#/job/running/{job_id}/overview")
     if not args.wait:
@@ -124,12 +119,7 @@ def run_submit(args: argparse.Namespace) -> int:
 def run_savepoint(args: argparse.Namespace) -> int:
     from ctxsync import flink_client as fc
 
-    jobmanager = _jobmanager(args)
-    try:
-        print(fc.savepoint(jobmanager, args.job_id, args.dir))
-    except ClusterError as exc:
-        print(f"ctxsync savepoint: {exc}", file=sys.stderr)
-        return 1
+    print(fc.savepoint(_jobmanager(args), args.job_id, args.dir))
     return 0
 
 
@@ -137,15 +127,11 @@ def run_cancel(args: argparse.Namespace) -> int:
     from ctxsync import flink_client as fc
 
     jobmanager = _jobmanager(args)
-    try:
-        if args.savepoint:
-            print(fc.stop_with_savepoint(jobmanager, args.job_id, args.dir))
-        else:
-            fc.cancel(jobmanager, args.job_id)
-            print(f"job {args.job_id} cancelled")
-    except ClusterError as exc:
-        print(f"ctxsync cancel: {exc}", file=sys.stderr)
-        return 1
+    if args.savepoint:
+        print(fc.stop_with_savepoint(jobmanager, args.job_id, args.dir))
+    else:
+        fc.cancel(jobmanager, args.job_id)
+        print(f"job {args.job_id} cancelled")
     return 0
 
 
@@ -153,11 +139,7 @@ def run_status(args: argparse.Namespace) -> int:
     from ctxsync import flink_client as fc
 
     jobmanager = _jobmanager(args)
-    try:
-        jobs = fc.jobs_overview(jobmanager)
-    except ClusterError as exc:
-        print(f"ctxsync status: {exc}", file=sys.stderr)
-        return 1
+    jobs = fc.jobs_overview(jobmanager)
     if not jobs:
         print(f"no jobs on {jobmanager}")
     for job in sorted(jobs, key=lambda j: j["start-time"], reverse=True):
