@@ -61,11 +61,6 @@ def save(path: Path, ledger: RunLedger) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def forget(path: Path) -> None:
-    """--fresh: the next save starts a new ledger; savepoints go with it then."""
-    (path / LEDGER_FILE).unlink(missing_ok=True)
-
-
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 

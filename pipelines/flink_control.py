@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 TERMINAL = {"FAILED", "CANCELED", "FINISHED"}
 
@@ -25,12 +25,8 @@ def job_status(client: Any) -> str:
     """The job's status name; a job whose mini-cluster is already gone reports its final result instead."""
     try:
         return client.get_job_status().result().name
-    except Exception as exc:  # the mini-cluster shuts down with the job: ask for the result for the cause
-        try:
-            client.get_job_execution_result().result()
-        except Exception as cause:
-            raise JobFailed(f"the Flink job failed: {_root_cause(cause)}") from cause
-        raise JobFailed("the Flink job ended before it was stopped") from exc
+    except Exception:  # the mini-cluster shuts down with the job: ask the result for the cause
+        _raise_ended(client, "")
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -75,12 +71,14 @@ def watch(client: Any, done: Callable[[], bool], on_poll: Callable[[str], None] 
         time.sleep(poll_s)
 
 
-def _raise_ended(client: Any, status: str) -> None:
+def _raise_ended(client: Any, status: str) -> NoReturn:
+    """JobFailed with the job's root cause (or with the fact that it ended unasked); `status` if known."""
+    ended = f"the Flink job ended {status}".rstrip()
     try:
         client.get_job_execution_result().result()
     except Exception as exc:
-        raise JobFailed(f"the Flink job ended {status}: {_root_cause(exc)}") from exc
-    raise JobFailed(f"the Flink job ended {status} before it was stopped")
+        raise JobFailed(f"{ended}: {_root_cause(exc)}") from exc
+    raise JobFailed(f"{ended} before it was stopped")
 
 
 def stop_with_savepoint(client: Any, directory: Path, timeout_s: float = 300.0) -> str:

@@ -56,7 +56,7 @@ class KafkaRunResult:
 
     input_records: int
     restored_from: str | None      # savepoint or retained checkpoint URI; None = fresh state
-    savepoint: str | None          # what the next run continues from; None when nothing ran
+    savepoint: str                 # what the next run continues from
     offsets_advanced: dict[str, int]  # per output topic; transaction markers take an offset too
     connectors: dict[str, Any]
     job_seconds: float
@@ -99,7 +99,7 @@ def _input_config(profile: Any) -> dict[str, Any]:
 
 
 def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restore: str | None,
-             source: _Input, base: Offsets, bounded: bool, progress: Any) -> tuple[str, Offsets]:
+             source: _Input, base: Offsets, progress: Any) -> tuple[str, Offsets]:
     """Run the job until its input is covered (bounded) or it is interrupted; (savepoint, offsets then)."""
     from ctxsync.jars import kafka_jars
     from pipelines.flink_control import JobFailed, stop_requests, stop_with_savepoint, watch
@@ -117,20 +117,21 @@ def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restor
     cache_size = int(job.flink.get("python.state.cache-size", "10000"))
     build_kafka_job(env, replace(spec, bounded=False), job.settings.to_settings(), parallelism, cache_size)
     client = env.execute_async(f"ctxsync context-sync ({spec.input_topic})")
-    targets = dict(source.high)
+    bounded, targets = spec.bounded, source.high
     total = sum(max(targets[p] - base.get(p, 0), 0) for p in targets)
-    last: dict[str, Offsets] = {}
+    last: Offsets | None = None
 
     def done() -> bool:
+        nonlocal last
         committed = source.committed()
         ends = targets if bounded else committed  # unbounded: everything since the start counts
         covered = sum(max(min(committed[p], ends[p]) - base.get(p, 0), 0) for p in targets)
         progress.update(covered, "input records committed" if bounded else "committed (Ctrl-C stops with a savepoint)")
         if not bounded:
             return False
-        if committed == last.get("committed"):  # unchanged since the last poll: maybe only markers are left
+        if committed == last:  # unchanged since the last poll: maybe only markers are left
             return source.covered(committed, targets)
-        last["committed"] = committed
+        last = committed
         return all(committed[p] >= t for p, t in targets.items())
 
     def starting(status: str) -> None:
@@ -190,8 +191,8 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
     savepoint = ledger.savepoint if ledger else None
     restore = newest_checkpoint(state / "checkpoints", _savepoint_time(savepoint)) or savepoint
 
-    base = source.start_offsets(spec) if ledger is None or not ledger.savepoint else \
-        {p: ledger.offsets.get(p, source.low[p]) for p in source.high}
+    base = {p: ledger.offsets.get(p, source.low[p]) for p in source.high} if savepoint else \
+        source.start_offsets(spec)
     before = topic_ends(config, outputs)
     connectors = profile_connectors(profile) if with_connectors else {}
     started = time.monotonic()
@@ -211,8 +212,7 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
             runner = threading.Thread(target=run_all, args=(connectors, False, stop), daemon=True)
             runner.start()
         try:
-            new_savepoint, offsets = _run_job(spec, job, parallelism, state, restore, source, base, spec.bounded,
-                                              progress)
+            new_savepoint, offsets = _run_job(spec, job, parallelism, state, restore, source, base, progress)
         finally:
             stop.set()
             if runner is not None:

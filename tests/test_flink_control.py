@@ -66,3 +66,13 @@ def test_sigterm_asks_for_a_stop_and_a_second_ctrl_c_aborts() -> None:
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_job_whose_mini_cluster_is_gone_reports_the_cause_from_its_result() -> None:
+    class Gone(FakeClient):
+        def get_job_status(self) -> Done:
+            return Done(error=RuntimeError("MiniCluster is not yet running or has already been shut down."))
+
+    cause = RuntimeError("Job failed\nCaused by: java.io.IOException: disk full")
+    with pytest.raises(JobFailed, match=r"^the Flink job ended: java.io.IOException: disk full$"):
+        watch(Gone(["RUNNING"], cause), lambda: False, poll_s=0)

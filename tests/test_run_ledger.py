@@ -44,10 +44,7 @@ def test_a_ledger_without_savepoint_keeps_no_savepoints(tmp_path: Path) -> None:
     assert run_ledger.load(state).savepoint is None and not list((state / "savepoints").iterdir())
 
 
-def test_missing_ledger_loads_as_none_and_forget_removes_it(tmp_path: Path) -> None:
-    assert run_ledger.load(tmp_path) is None
-    run_ledger.save(tmp_path, ledger(None))
-    run_ledger.forget(tmp_path)
+def test_missing_ledger_loads_as_none(tmp_path: Path) -> None:
     assert run_ledger.load(tmp_path) is None
 
 
