@@ -21,12 +21,12 @@ def test_valid_event_is_parsed_with_categories_and_normalized_time():
     doc["vendorField"] = {"kept": 1}
     parsed = parse(raw(doc))
     assert isinstance(parsed, Event)
-    assert [s.category for s in parsed.sub_events] == ["behavioral", "financial", "general"]
+    assert [category for category, _ in parsed.sub_events] == ["behavioral", "financial", "general"]
     assert parsed.doc["timestamp"] == "2026-11-17T10:00:00.500Z"
     assert parsed.doc["vendorField"] == {"kept": 1}
     assert parsed.targets == ("churn-predictor",) and parsed.ttl == 3600
-    financial = parsed.sub_events[1].updates[0]
-    assert financial.has_previous and financial.previous is None
+    attribute, current, confidence, has_previous, previous = parsed.sub_events[1][1][0]
+    assert attribute == "riskTolerance" and has_previous and previous is None
 
 
 @pytest.mark.parametrize("payload, reason, stage, field", [

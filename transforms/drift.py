@@ -53,8 +53,8 @@ class Row(NamedTuple):
 
 def event_rows(event: Event) -> list[Row]:
     return [
-        Row(sub.category, u.attribute, u.current, u.confidence, event.model_id)
-        for sub in event.sub_events for u in sub.updates
+        Row(category, attribute, current, confidence, event.model_id)
+        for category, updates in event.sub_events for attribute, current, confidence, _, _ in updates
     ]
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from transforms.aggregate import (
-    A_CONFIDENCE, A_EVENT_ID, A_MODEL_ID, A_UPDATED_AT, A_VALUE, ATTRS, TARGETS, UPDATED_AT,
-    VERSION, Aggregate,
+    A_CONFIDENCE, A_EVENT_ID, A_MODEL_ID, A_STAMP, A_VALUE, ATTRS, TARGETS, UPDATED_STAMP, VERSION, Aggregate,
 )
 from transforms.json_values import dumps_compact
 from transforms.model import DeadLetter, Event
@@ -25,33 +24,27 @@ def aggregate_key(category: str, user_id: str) -> str:
 
 
 def view_record(category: str, user_id: str, agg: Aggregate) -> dict[str, Any]:
-    """The consistent view of one aggregate; tombstoned attributes are left out."""
-    attributes = {
-        name: {
-            "value": a[A_VALUE],
-            "confidence": a[A_CONFIDENCE],
-            "updatedAt": format_iso_ms(a[A_UPDATED_AT]),
-            "eventId": a[A_EVENT_ID],
-            "modelId": a[A_MODEL_ID],
-        }
-        for name, a in sorted(agg[ATTRS].items())
-        if a[A_VALUE] is not None
-    }
+    """The consistent view of one aggregate; tombstoned attributes are left out (attrs are kept sorted)."""
     return {
         "key": aggregate_key(category, user_id),
         "category": category,
         "userId": user_id,
         "version": agg[VERSION],
-        "updatedAt": format_iso_ms(agg[UPDATED_AT]),
-        "attributes": attributes,
+        "updatedAt": agg[UPDATED_STAMP],
+        "attributes": {
+            name: {"value": a[A_VALUE], "confidence": a[A_CONFIDENCE], "updatedAt": a[A_STAMP],
+                   "eventId": a[A_EVENT_ID], "modelId": a[A_MODEL_ID]}
+            for name, a in agg[ATTRS].items()
+            if a[A_VALUE] is not None
+        },
         "targetModels": list(agg[TARGETS]),
     }
 
 
-def ordering_violation(key: str, event: Event, lag_ms: int, max_ts: int) -> dict[str, Any]:
+def ordering_violation(key: str, event: Event, lag_ms: int) -> dict[str, Any]:
     return {
         "kind": "ordering", "key": key, "eventId": event.event_id,
-        "timestamp": format_iso_ms(event.ts), "lagMs": lag_ms, "maxTimestamp": format_iso_ms(max_ts),
+        "timestamp": event.stamp, "lagMs": lag_ms, "maxTimestamp": format_iso_ms(event.ts + lag_ms),
         "modelId": event.model_id,
     }
 
@@ -59,7 +52,7 @@ def ordering_violation(key: str, event: Event, lag_ms: int, max_ts: int) -> dict
 def conflict_violation(key: str, event: Event, found: dict[str, Any], policy: str) -> dict[str, Any]:
     record = {
         "kind": "conflict", "key": key, "eventId": event.event_id,
-        "timestamp": format_iso_ms(event.ts), "policy": policy, "modelId": event.model_id,
+        "timestamp": event.stamp, "policy": policy, "modelId": event.model_id,
     }
     record.update(found)
     return record

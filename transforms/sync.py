@@ -30,8 +30,9 @@ def sync_step(state: UserState | None, event: Event, settings: SyncSettings) -> 
     if state is None:
         state = new_user_state()
     _, duplicate = dedup_step(state["dedup"], event.event_id, event.ts, settings.dedup_retention_ms)
+    seq = event.seq
     if duplicate:
-        return state, [tagged(DUPLICATE, event.seq, duplicate_record(event))]
+        return state, [tagged(DUPLICATE, seq, duplicate_record(event))]
     outputs: list[str] = []
     views: list[str] = []
     keys: list[str] = []
@@ -40,25 +41,23 @@ def sync_step(state: UserState | None, event: Event, settings: SyncSettings) -> 
     violation = conflict = False
     policy = settings.conflict_policy
     aggs = state["aggs"]
-    for sub in event.sub_events:
-        key = aggregate_key(sub.category, event.user_id)
+    user_id = event.user_id
+    for category, updates in event.sub_events:
+        key = aggregate_key(category, user_id)
         keys.append(key)
-        agg = aggs.get(sub.category)
+        agg = aggs.get(category)
         if agg is None:
-            agg = aggs[sub.category] = new_aggregate()
-        _, outcome = aggregate_step(agg, sub, event, policy)
-        if outcome.lag_ms is not None:
+            agg = aggs[category] = new_aggregate()
+        lag_ms, found, changed = aggregate_step(agg, updates, event, policy, applied, stale)
+        if lag_ms is not None:
             violation = True
-            outputs.append(tagged(ORDERING, event.seq, ordering_violation(key, event, outcome.lag_ms, outcome.max_ts)))
-        if outcome.conflict is not None:
+            outputs.append(tagged(ORDERING, seq, ordering_violation(key, event, lag_ms)))
+        if found is not None:
             conflict = True
-            outputs.append(tagged(CONFLICT, event.seq, conflict_violation(key, event, outcome.conflict, policy)))
-        if outcome.applied:
-            applied.extend(outcome.applied)
-            view = view_record(sub.category, event.user_id, agg)
-            views.append(tagged(VIEW, event.seq, view, dumps_compact(key)))
-        stale.extend(outcome.stale)
+            outputs.append(tagged(CONFLICT, seq, conflict_violation(key, event, found, policy)))
+        if changed:
+            views.append(tagged(VIEW, seq, view_record(category, user_id, agg), dumps_compact(key)))
     outputs.extend(views)
     history = history_record(event, keys, applied, stale, violation, conflict)
-    outputs.append(tagged(HISTORY, event.seq, history, str(len(stale))))
+    outputs.append(tagged(HISTORY, seq, history, str(len(stale))))
     return state, outputs

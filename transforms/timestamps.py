@@ -1,13 +1,21 @@
-"""ISO-8601 timestamps <-> epoch milliseconds, without datetime objects (hot path, exact, any year)."""
+"""ISO-8601 timestamps <-> epoch milliseconds (contract v1: zone required, millisecond precision, any year).
+
+Producers almost always write the canonical output form (`2026-11-24T10:00:00.123Z`): that form is read
+by `datetime.fromisoformat` (C speed) and kept as text, so it is never formatted again. Every other
+spelling goes through the exact regex parser.
+"""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from functools import lru_cache
 
 _ISO = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
     r"(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
+_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+_UNIX_EPOCH_ORDINAL = 719_163  # datetime(1970, 1, 1).toordinal()
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
@@ -38,11 +46,36 @@ def _civil_from_days(z: int) -> tuple[int, int, int]:
     return y + (m <= 2), m, d
 
 
+def parse_iso(text: str) -> tuple[int, str] | None:
+    """(epoch milliseconds, canonical text) of an ISO-8601 timestamp with a zone, or None if it is not one.
+
+    The canonical text is `text` itself when it is already in output form (no formatting needed).
+    """
+    if len(text) == 24 and _CANONICAL.fullmatch(text) is not None:
+        try:
+            d = datetime.fromisoformat(text)
+        except ValueError:  # e.g. year 0000, which datetime cannot hold: the exact parser decides
+            pass
+        else:
+            return (
+                (d.toordinal() - _UNIX_EPOCH_ORDINAL) * 86_400_000 + d.hour * 3_600_000
+                + d.minute * 60_000 + d.second * 1000 + d.microsecond // 1000
+            ), text
+    ms = _parse_any(text)
+    return None if ms is None else (ms, format_iso_ms(ms))
+
+
 def parse_iso_ms(text: str) -> int | None:
     """Epoch milliseconds of an ISO-8601 timestamp with a zone, or None if it is not one.
 
     Fractions finer than a millisecond are truncated: event time has millisecond precision.
     """
+    parsed = parse_iso(text)
+    return None if parsed is None else parsed[0]
+
+
+def _parse_any(text: str) -> int | None:
+    """The exact parser for every spelling the contract accepts (offsets, 0-9 fraction digits, year 0000)."""
     match = _ISO.fullmatch(text)
     if match is None:
         return None

@@ -8,14 +8,16 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from transforms.json_values import is_scalar, loads_strict
-from transforms.model import DeadLetter, Event, SubEvent, Update
+from transforms.json_values import loads_strict
+from transforms.model import DeadLetter, Event, Update
 from transforms.settings import SyncSettings
-from transforms.timestamps import format_iso_ms, parse_iso_ms
+from transforms.timestamps import parse_iso
 
 EVENT_TYPES = ("context.updated", "context.deleted")
 PRIORITIES = ("low", "normal", "high", "critical")
 MAX_EVENT_ID_CHARS = 128
+_SCALARS = (str, bool, int, float)  # with None: a JSON scalar (see json_values.is_scalar)
+_NUMBERS = (int, float)  # booleans are ints in Python: excluded where a number is checked
 
 
 class Invalid(Exception):
@@ -69,39 +71,54 @@ def _whole_number(value: Any) -> int | None:
     return None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _update_path(attribute: str) -> str:
+    return f"contextDelta.updates.{attribute}"
 
 
-def _updates(delta: dict[str, Any], deleted: bool) -> list[Update]:
+def _grouped_updates(
+    delta: dict[str, Any], deleted: bool, settings: SyncSettings
+) -> dict[str, list[Update]]:
+    """The updates, checked in order and grouped by category (insertion order = first appearance)."""
     raw_updates = _object(delta, "updates", "contextDelta.updates")
     if not raw_updates:
         raise Invalid("invalid_field", "field 'contextDelta.updates' must hold at least one attribute")
-    updates = []
+    categories, default = settings.categories, settings.default_category
+    by_category: dict[str, list[Update]] = {}
     for attribute, body in raw_updates.items():
-        path = f"contextDelta.updates.{attribute}"
         if not attribute:
             raise Invalid("invalid_field", "an attribute name in 'contextDelta.updates' is empty")
         if not isinstance(body, dict):
-            raise _wrong(path, "an object", body)
+            raise _wrong(_update_path(attribute), "an object", body)
         if "current" not in body:
-            raise _missing(path + ".current")
+            raise _missing(_update_path(attribute) + ".current")
         current = body["current"]
-        if not is_scalar(current):
-            raise _wrong(path + ".current", "a JSON scalar or null", current)
-        if deleted and current is not None:
-            raise Invalid("delete_with_value", f"context.deleted must set '{path}.current' to null")
+        if current is not None:
+            if not isinstance(current, _SCALARS):
+                raise _wrong(_update_path(attribute) + ".current", "a JSON scalar or null", current)
+            if deleted:
+                raise Invalid(
+                    "delete_with_value", f"context.deleted must set '{_update_path(attribute)}.current' to null"
+                )
         if "confidence" not in body:
-            raise _missing(path + ".confidence")
+            raise _missing(_update_path(attribute) + ".confidence")
         confidence = body["confidence"]
-        if not _is_number(confidence) or not 0 <= confidence <= 1:
-            raise _wrong(path + ".confidence", "a number between 0 and 1", confidence)
-        has_previous = "previous" in body
-        previous = body.get("previous")
-        if has_previous and not is_scalar(previous):
-            raise _wrong(path + ".previous", "a JSON scalar or null", previous)
-        updates.append(Update(attribute, current, float(confidence), has_previous, previous))
-    return updates
+        if not isinstance(confidence, _NUMBERS) or confidence is True or confidence is False \
+                or not 0 <= confidence <= 1:
+            raise _wrong(_update_path(attribute) + ".confidence", "a number between 0 and 1", confidence)
+        if "previous" in body:
+            previous = body["previous"]
+            if previous is not None and not isinstance(previous, _SCALARS):
+                raise _wrong(_update_path(attribute) + ".previous", "a JSON scalar or null", previous)
+            update = (attribute, current, float(confidence), True, previous)
+        else:
+            update = (attribute, current, float(confidence), False, None)
+        category = categories.get(attribute, default)
+        group = by_category.get(category)
+        if group is None:
+            by_category[category] = [update]
+        else:
+            group.append(update)
+    return by_category
 
 
 def _propagation(doc: dict[str, Any]) -> tuple[tuple[str, ...], int | None]:
@@ -111,10 +128,12 @@ def _propagation(doc: dict[str, Any]) -> tuple[tuple[str, ...], int | None]:
     if not isinstance(rules, dict):
         raise _wrong("propagationRules", "an object", rules)
     targets = rules.get("targetModels")
-    if targets is not None and (
-        not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets)
-    ):
-        raise _wrong("propagationRules.targetModels", "a list of non-empty strings", targets)
+    if targets is not None:
+        if not isinstance(targets, list):
+            raise _wrong("propagationRules.targetModels", "a list of non-empty strings", targets)
+        for target in targets:
+            if not target or not isinstance(target, str):
+                raise _wrong("propagationRules.targetModels", "a list of non-empty strings", targets)
     priority = rules.get("priority")
     if priority is not None and priority not in PRIORITIES:
         raise _wrong("propagationRules.priority", "one of " + ", ".join(PRIORITIES), priority)
@@ -123,22 +142,27 @@ def _propagation(doc: dict[str, Any]) -> tuple[tuple[str, ...], int | None]:
         ttl = _whole_number(rules["ttl"])
         if ttl is None or ttl <= 0:
             raise _wrong("propagationRules.ttl", "an integer number of seconds > 0", rules["ttl"])
-    return tuple(targets or ()), ttl
+    return (tuple(targets) if targets else ()), ttl
 
 
 def validate_document(
     doc: dict[str, Any], seq: int, origin: str, now_ms: int, settings: SyncSettings
 ) -> Event:
-    """Check a parsed JSON object against every rule of contract v1 section 1; raise Invalid if broken."""
+    """Check a parsed JSON object against every rule of contract v1 section 1; raise Invalid if broken.
+
+    The checks run in a fixed order (the first broken rule names the dead letter) and build the Event's
+    parts as they go, so a valid event is read once.
+    """
     event_id = _text(doc, "eventId", "eventId")
     if len(event_id) > MAX_EVENT_ID_CHARS:
         raise _wrong("eventId", f"at most {MAX_EVENT_ID_CHARS} characters", event_id)
     if "timestamp" not in doc:
         raise _missing("timestamp")
-    stamp = doc["timestamp"]
-    ts = parse_iso_ms(stamp) if isinstance(stamp, str) else None
-    if ts is None:
-        raise _wrong("timestamp", "ISO-8601 with a zone, e.g. 2026-11-24T10:00:00.123Z", stamp)
+    text = doc["timestamp"]
+    parsed = parse_iso(text) if isinstance(text, str) else None
+    if parsed is None:
+        raise _wrong("timestamp", "ISO-8601 with a zone, e.g. 2026-11-24T10:00:00.123Z", text)
+    ts, stamp = parsed
     if "eventType" not in doc:
         raise _missing("eventType")
     event_type = doc["eventType"]
@@ -157,27 +181,27 @@ def validate_document(
         expected_version = _whole_number(delta["expectedVersion"])
         if expected_version is None or expected_version < 0:
             raise _wrong("contextDelta.expectedVersion", "an integer >= 0", delta["expectedVersion"])
-    updates = _updates(delta, event_type == "context.deleted")
+    by_category = _grouped_updates(delta, event_type == "context.deleted", settings)
     targets, ttl = _propagation(doc)
     if ts > now_ms + settings.future_skew_ms:
         raise Invalid(
             "future_timestamp",
-            f"timestamp {stamp} is more than {settings.future_skew_ms // 1000} s ahead of the "
+            f"timestamp {text} is more than {settings.future_skew_ms // 1000} s ahead of the "
             "processing clock",
         )
-    by_category: dict[str, list[Update]] = {}
-    for update in updates:
-        by_category.setdefault(settings.category_of(update.attribute), []).append(update)
-    if expected_version is not None and len(by_category) > 1:
-        raise Invalid(
-            "multi_category_expected_version",
-            "an event with contextDelta.expectedVersion must touch one category, this one touches "
-            + ", ".join(sorted(by_category)),
-        )
-    sub_events = tuple(SubEvent(c, tuple(by_category[c])) for c in sorted(by_category))
-    doc["timestamp"] = format_iso_ms(ts)
+    if len(by_category) == 1:
+        sub_events = tuple([(category, tuple(group)) for category, group in by_category.items()])
+    else:
+        if expected_version is not None:
+            raise Invalid(
+                "multi_category_expected_version",
+                "an event with contextDelta.expectedVersion must touch one category, this one touches "
+                + ", ".join(sorted(by_category)),
+            )
+        sub_events = tuple([(category, tuple(by_category[category])) for category in sorted(by_category)])
+    doc["timestamp"] = stamp
     return Event(
-        seq, origin, event_id, ts, user_id, model_id, expected_version, sub_events, targets, ttl, doc
+        seq, origin, event_id, ts, stamp, user_id, model_id, expected_version, sub_events, targets, ttl, doc
     )
 
 
