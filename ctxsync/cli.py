@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 from ctxsync import __version__
-from ctxsync.cluster import ClusterError
-from ctxsync.config import ConfigError
+from ctxsync.errors import debug_enabled, explain
 
 COMMANDS = ("run", "jobs", "generate", "validate", "drift-report", "dev", "replay", "view", "history", "connect", "cluster", "submit")
 
@@ -18,8 +19,10 @@ examples:
   ctxsync jobs
   ctxsync generate --events 100000 --users 1000 --seed 7 events.jsonl
 
-Exit codes: 0 ok, 2 usage or configuration error, 1 job failure. Bad events never fail a job:
-they go to the dead-letter output with the reason and the original bytes.
+Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure (a job failed, a server is down),
+130 interrupted (Ctrl-C), 141 output pipe closed (`| head`). Errors are one line on stderr; --debug (or CTXSYNC_DEBUG=1) adds the traceback.
+Bad events never fail a job: they go to the dead-letter output with the reason and the original bytes.
+`ctxsync COMMAND --help` explains each command, with examples.
 """
 
 
@@ -31,26 +34,42 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"ctxsync {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"ctxsync.commands.{name.replace('-', '_')}").register(sub)
     return parser
 
 
+def _command(args: argparse.Namespace) -> str:
+    return " ".join(filter(None, (args.command, getattr(args, "action", None))))
+
+
+def _quiet_stdout() -> None:
+    """The reader of our stdout went away (`| head`): drop what is still buffered instead of failing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends here as one line on stderr (errors.py) and an exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"ctxsync: {exc}", file=sys.stderr)
-        return 2
-    except ClusterError as exc:  # the Flink cluster refused or is unreachable: say which command met it
-        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
-        print(f"ctxsync {command}: {exc}", file=sys.stderr)
-        return 1
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the policy, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141  # like a process killed by SIGPIPE, as shells and git report it
     except KeyboardInterrupt:
-        print("ctxsync: interrupted", file=sys.stderr)
+        print(f"ctxsync {_command(args)}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place errors become messages
+        if args.debug or debug_enabled():
+            traceback.print_exc(file=sys.stderr)
+        error = explain(exc)
+        print(f"ctxsync {_command(args)}: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

@@ -28,12 +28,13 @@ from typing import Any
 import yaml
 
 from ctxsync import paths
+from ctxsync.errors import RuntimeFailure
 from ctxsync.servers import free_port
 
 STATE_FILE = "cluster.json"
 
 
-class ClusterError(RuntimeError):
+class ClusterError(RuntimeFailure):
     """The cluster could not be started, reached or stopped; the message names the log to read."""
 
 
@@ -179,8 +180,9 @@ class Cluster:
         result = subprocess.run([str(flink_home() / "bin" / name), *args], env=self.env(),
                                 capture_output=True, text=True, timeout=60)
         if result.returncode != 0:
-            raise ClusterError(f"{name} {' '.join(args)} failed ({result.returncode}):\n"
-                               f"{result.stdout}{result.stderr}\nlogs: {self.log_dir}")
+            output = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+            raise ClusterError(f"{name} {' '.join(args)} failed ({result.returncode}): "
+                               f"{output[-1].strip() if output else 'no output'}", f"logs: {self.log_dir}")
 
     def pids(self, role: str) -> list[int]:
         """Live pids of our 'standalonesession' (JobManager) or 'taskexecutor' processes."""
@@ -255,9 +257,10 @@ class Cluster:
             if self.is_ready():
                 return
             if not self.pids("standalonesession"):
-                raise ClusterError(f"the JobManager exited while starting; see {self.log_dir}\n" + self._log_tail())
+                raise ClusterError(f"the JobManager exited while starting: {self._log_cause()}",
+                                   f"logs: {self.log_dir}")
             time.sleep(0.25)
-        raise ClusterError(f"cluster not ready after {timeout_s:.0f}s; see {self.log_dir}\n" + self._log_tail())
+        raise ClusterError(f"cluster not ready after {timeout_s:.0f}s: {self._log_cause()}", f"logs: {self.log_dir}")
 
     def down(self, timeout_s: float = 20.0) -> None:
         """Stop TaskManagers then the JobManager (SIGTERM, SIGKILL after `timeout_s`)."""
@@ -274,11 +277,13 @@ class Cluster:
             for pid_file in (self.home / "pids").glob(f"flink-*-{role}.pid"):
                 pid_file.unlink()
 
-    def _log_tail(self, lines: int = 20) -> str:
+    def _log_cause(self) -> str:
+        """The JobManager log's last ERROR line (else its last line): why it did not come up."""
         logs = sorted(self.log_dir.glob("*standalonesession*.log"))
-        if not logs:
-            return ""
-        return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:])
+        lines = [line.strip() for line in logs[-1].read_text(errors="replace").splitlines()
+                 if line.strip()] if logs else []
+        errors = [line for line in lines if " ERROR " in line]
+        return (errors or lines or ["no JobManager log"])[-1]
 
     # -- REST ------------------------------------------------------------------------------------
     def rest(self, path: str, method: str = "GET", body: dict[str, Any] | None = None, timeout: float = 10) -> Any:
@@ -298,6 +303,24 @@ class Cluster:
         return info
 
 
+def rest_error(body: bytes) -> str:
+    """Flink's REST error body (`{"errors": ["<Java exception>\\n\\tat ..."]}`) reduced to its messages."""
+    try:
+        errors = json.loads(body).get("errors") or []
+    except (ValueError, AttributeError):
+        errors = [body.decode(errors="replace")]
+    noise = ("Internal server error.", "<Exception on server side:")
+    messages = []
+    for error in errors:
+        first = next((line.strip() for line in str(error).splitlines() if line.strip() and line.strip() not in noise
+                      and not line.strip().startswith("at ")), "")
+        name, sep, message = first.partition(": ")
+        message = message if sep and "." in name and " " not in name else first  # drop the Java class name
+        if message and message not in messages:
+            messages.append(message)
+    return "; ".join(messages) or "no detail"
+
+
 def rest_call(base_url: str, path: str, method: str = "GET", body: dict[str, Any] | None = None,
               timeout: float = 10) -> Any:
     """One call to Flink's REST API; errors carry Flink's own error text."""
@@ -308,8 +331,9 @@ def rest_call(base_url: str, path: str, method: str = "GET", body: dict[str, Any
         with urllib.request.urlopen(request, timeout=timeout) as response:
             text = response.read()
     except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        raise ClusterError(f"{method} {path}: HTTP {exc.code}: {detail[:2000]}") from exc
+        hint = "check the job id with `ctxsync status`" if exc.code == 404 else None
+        raise ClusterError(f"Flink answered HTTP {exc.code}: {rest_error(exc.read())}", hint) from exc
     except OSError as exc:
-        raise ClusterError(f"cannot reach Flink at {base_url}: {exc}") from exc
+        raise ClusterError(f"cannot reach Flink at {base_url}: {getattr(exc, 'reason', exc)}",
+                           "is the cluster up? `ctxsync cluster up` starts a local one") from exc
     return json.loads(text) if text else {}

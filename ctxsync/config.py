@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from ctxsync.errors import UsageError
 from transforms.drift import DriftSettings
 from transforms.expectations import load_compiled
 from transforms.settings import SyncSettings
@@ -18,7 +19,7 @@ _DURATION = re.compile(r"([0-9]+)\s*(ms|s|m|h|d)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """jobs.yaml (or a --set override) is wrong; the message says where and how to fix it."""
 
 
@@ -276,7 +277,7 @@ def _format_errors(exc: ValidationError, source: str, lines: dict[tuple[Any, ...
         where = f"{source}:{line}" if line else source
         key = ".".join(str(p) for p in loc) or "(top level)"
         messages.append(f"{where}: {key}: {error['msg']}")
-    return "invalid jobs file:\n  " + "\n  ".join(messages)
+    return "invalid jobs file: " + "; ".join(messages)
 
 
 def load_jobs(path: Path) -> JobsFile:
@@ -284,12 +285,17 @@ def load_jobs(path: Path) -> JobsFile:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read jobs file {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot read jobs file {path}: {exc.strerror}",
+                          "give the right path with --jobs, or run from the project folder") from exc
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x})",
+                          "save the file as UTF-8") from exc
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     if node is None:
         raise ConfigError(f"{path}: the file is empty")
     try:
@@ -344,7 +350,7 @@ def _expand(value: str, where: str, dev_endpoints: dict[str, str] | None) -> str
         if name.startswith("dev:"):
             service = name[4:]
             if dev_endpoints is None or service not in dev_endpoints:
-                raise ConfigError(f"{where}: needs the local servers ({service}): run `ctxsync dev up` first")
+                raise ConfigError(f"{where}: needs the local servers ({service})", "run `ctxsync dev up` first")
             return dev_endpoints[service]
         found = os.environ.get(name, default)
         if found is None:

@@ -87,18 +87,24 @@ def run_command(sub: Submission) -> list[str]:
 
 def submit(sub: Submission, timeout_s: float = 300) -> str:
     """Submit with Flink's CLI; returns the JobID."""
-    result = subprocess.run(run_command(sub), env=client_env(sub.jobmanager), capture_output=True, text=True,
-                            timeout=timeout_s, cwd=PROJECT_ROOT)
+    env = client_env(sub.jobmanager)
+    result = subprocess.run(run_command(sub), env=env, capture_output=True, text=True, timeout=timeout_s,
+                            cwd=PROJECT_ROOT)
     output = result.stdout + result.stderr
     match = _JOB_ID.search(output)
     if result.returncode != 0 or match is None:
-        raise SubmitError(f"flink run failed (exit {result.returncode}):\n{_trim(output)}")
+        raise SubmitError(f"flink run failed (exit {result.returncode}): {cli_cause(output)}",
+                          f"Flink's client log: {env['FLINK_LOG_DIR']}")
     return match.group(1)
 
 
-def _trim(text: str, lines: int = 40) -> str:
-    kept = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(kept[-lines:])
+def cli_cause(output: str) -> str:
+    """The reason in `flink run`'s output: the innermost `Caused by:` (a Python error of the job's main
+    comes last), else the first exception line, else the last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by: ")]
+    errors = [line for line in lines if "Error" in line.split(":")[0] or "Exception" in line.split(":")[0]]
+    return (causes or errors[:1] or lines[-1:] or ["no output"])[-1]
 
 
 def job_detail(jobmanager: str, job_id: str) -> dict[str, Any]:

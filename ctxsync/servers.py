@@ -19,12 +19,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ctxsync.errors import RuntimeFailure
+
 SERVICES = ("redis", "noida", "tansu")
 DEFAULT_SERVICES = ("redis", "noida")
 STATE_FILE = "servers.json"
 
 
-class ServerError(RuntimeError):
+class ServerError(RuntimeFailure):
     """A server could not be started, or did not become ready in time; the message names its log."""
 
 
@@ -173,6 +175,10 @@ class LocalServers:
     servers: dict[str, Server] = field(default_factory=dict)
     _children: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        # servers start inside their data dirs, so a relative run dir would resolve against the wrong cwd
+        self.run_dir = Path(self.run_dir).absolute()
+
     @classmethod
     def load(cls, run_dir: Path) -> "LocalServers":
         state = run_dir / STATE_FILE
@@ -220,13 +226,14 @@ class LocalServers:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if child.poll() is not None:
-                raise ServerError(f"{name} exited with code {child.returncode} while starting; see {log_path}:\n"
-                                  + _tail(log_path))
+                raise ServerError(f"{name} exited with code {child.returncode} while starting: "
+                                  f"{_last_line(log_path)}", f"see {log_path}")
             if is_ready(server):
                 return server
             time.sleep(0.1)
         self.stop(name)
-        raise ServerError(f"{name} did not become ready within {timeout_s:.0f}s; see {log_path}:\n" + _tail(log_path))
+        raise ServerError(f"{name} did not become ready within {timeout_s:.0f}s: {_last_line(log_path)}",
+                          f"see {log_path}")
 
     def stop(self, name: str, timeout_s: float = 15.0) -> None:
         """Stop one server gracefully (SIGINT: noida-db and redis save their data), SIGKILL if it hangs.
@@ -280,18 +287,19 @@ def _is_our_server(server: Server) -> bool:
     return any(word in Path(cmdline).name for word in ("redis", "noida", "tansu"))
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def _last_line(path: Path) -> str:
+    """The last non-blank line of a server log: usually the reason it stopped."""
     try:
-        text = path.read_text(errors="replace").splitlines()
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
-        return ""
-    return "\n".join("  " + line for line in text[-lines:])
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"
 
 
 def default_run_dir() -> Path:
-    """Where `ctxsync dev` keeps state: $CTXSYNC_DEV_DIR or ./.ctxsync/dev."""
-    return Path(os.environ.get("CTXSYNC_DEV_DIR", ".ctxsync/dev"))
-
+    """Where `ctxsync dev` keeps state: $CTXSYNC_DEV_DIR or ./.ctxsync/dev, made absolute here because the
+    servers run in their own data directories (a relative --dir would point nowhere from there)."""
+    return Path(os.environ.get("CTXSYNC_DEV_DIR", ".ctxsync/dev")).absolute()
 
 
 def running_endpoints(run_dir: Path | None = None) -> dict[str, str]:

@@ -54,8 +54,9 @@ def publish_to_es(client: Any, records: Iterable[dict[str, Any]], origin: str) -
 def publish_to_kafka(client_config: dict[str, Any], records: Iterable[dict[str, Any]],
                      topic: str = DRIFT_TOPIC, timeout_s: float = 30.0) -> int:
     """Produce every record (JSON, keyed by category/attribute); raise if any delivery failed."""
-    from ctxsync.io.kafka_io import producer
+    from ctxsync.io.kafka_io import check_reachable, producer
 
+    check_reachable(client_config)
     errors: list[str] = []
 
     def delivered(error: Any, _message: Any) -> None:

@@ -14,11 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ctxsync.errors import RuntimeFailure, java_cause
+
 TERMINAL = {"FAILED", "CANCELED", "FINISHED"}
 
 
-class JobFailed(RuntimeError):
-    """The job ended on its own (failed after its restarts, or was cancelled) before it was stopped."""
+class JobFailed(RuntimeFailure):
+    """The job failed (after its restarts), or ended on its own before it was stopped."""
 
 
 def job_status(client: Any) -> str:
@@ -33,13 +35,14 @@ def _root_cause(exc: BaseException) -> str:
     text = str(exc)
     marker = "Caused by: "
     causes = [line.strip() for line in text.splitlines() if line.strip().startswith(marker)]
-    return causes[-1][len(marker):] if causes else text.splitlines()[0] if text else repr(exc)
+    return causes[-1][len(marker):] if causes else java_cause(exc) or (text.splitlines()[0] if text else repr(exc))
 
 
 @contextmanager
 def stop_requests() -> Iterator[threading.Event]:
-    """An event set by Ctrl-C or SIGTERM: the caller stops the job with a savepoint. A second Ctrl-C
-    raises KeyboardInterrupt (abort without one). Signals never interrupt a call into the JVM half-way."""
+    """An event set by Ctrl-C or SIGTERM, acted on by the caller at a safe point (a Kafka run stops with a
+    savepoint, a file run cancels). A second Ctrl-C raises KeyboardInterrupt (abort at once). Signals
+    never interrupt a call into the JVM half-way."""
     requested = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield requested

@@ -7,10 +7,13 @@ deterministic order, so parallelism 1 and N write identical files.
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from pipelines.flink_control import JobFailed, stop_requests
 
 if TYPE_CHECKING:
     from pipelines.runners import RunRequest
@@ -74,10 +77,14 @@ def run_to_files(request: "RunRequest", build: Callable[[Path], Any], collector:
         shutil.rmtree(parts)
     parts.mkdir(parents=True)
     request.progress.note("starting Flink (local mini-cluster)")
-    env = build(parts)
-    started = time.perf_counter()
-    client = env.execute_async(f"ctxsync {request.job_name}")
-    _wait(client, parts, request)
+    # Ctrl-C is taken between calls into the JVM, never inside one (py4j would log a traceback of its own)
+    with stop_requests() as interrupted:
+        env = build(parts)
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        started = time.perf_counter()
+        client = env.execute_async(f"ctxsync {request.job_name}")
+        _wait(client, parts, request, interrupted)
     if timings is not None:
         timings["engine_s"] = time.perf_counter() - started
     unfinished = [p for p in parts.rglob(".*") if p.is_file()]
@@ -93,8 +100,9 @@ def run_to_files(request: "RunRequest", build: Callable[[Path], Any], collector:
     return result
 
 
-def _wait(client: Any, parts: Path, request: "RunRequest") -> None:
-    """Block until the job ends, reporting bytes written while it runs; raise if it failed."""
+def _wait(client: Any, parts: Path, request: "RunRequest", interrupted: threading.Event) -> None:
+    """Block until the job ends, reporting bytes written while it runs; raise if it failed, cancel the job
+    and raise KeyboardInterrupt on Ctrl-C."""
     from pyflink.common import JobStatus
 
     done = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED}
@@ -105,25 +113,30 @@ def _wait(client: Any, parts: Path, request: "RunRequest") -> None:
             break
         if status in done:
             break
+        if interrupted.is_set():
+            client.cancel().result()
+            raise KeyboardInterrupt
         written = sum(p.stat().st_size for p in parts.rglob("*") if p.is_file())
         request.progress.note(f"running, {written / 1e6:,.1f} MB of outputs written", force=False)
         time.sleep(0.5)
     try:
         client.get_job_execution_result().result()
-    except Exception as exc:  # Py4JJavaError: surface the Python frames, not only the Java stack
-        python_error = udf_traceback(exc)
+    except Exception as exc:  # Py4JJavaError: surface the Python error, not the Java stack
+        python_error = udf_error(exc)
         if python_error is None:
             raise
-        raise RuntimeError(f"a Python function of the job failed: {python_error}") from exc
+        raise JobFailed(f"a Python function of the job failed: {python_error}",
+                        "--debug prints the Python frames") from exc
 
 
-def udf_traceback(exc: BaseException) -> str | None:
-    """The Python error and frames inside a Flink job failure (pemja's PythonException), if any."""
+def udf_error(exc: BaseException) -> str | None:
+    """The Python error inside a Flink job failure (pemja's PythonException) and its innermost frame."""
     cause = getattr(exc, "java_exception", None)
     while cause is not None:
         if cause.getClass().getName() == "pemja.core.PythonException":
-            frames = [f"  {el.getFileName()}:{el.getLineNumber()} in {el.getMethodName()}"
+            frames = [f"{el.getFileName()}:{el.getLineNumber()}"
                       for el in cause.getStackTrace() if str(el.getFileName()).endswith(".py")]
-            return "\n".join([str(cause.getMessage()), *frames])
+            message = " ".join(str(cause.getMessage()).split())
+            return f"{message} (at {frames[0]})" if frames else message
         cause = cause.getCause()
     return None

@@ -98,14 +98,11 @@ def _input_config(profile: Any) -> dict[str, Any]:
     return {"bootstrap.servers": source.bootstrap, **source.security.client_config()}
 
 
-def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restore: str | None,
-             source: _Input, base: Offsets, progress: Any) -> tuple[str, Offsets]:
-    """Run the job until its input is covered (bounded) or it is interrupted; (savepoint, offsets then)."""
+def _start_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restore: str | None) -> Any:
+    """Build the Kafka job (checkpoints retained under `state`, restored from `restore`) and start it."""
     from ctxsync.jars import kafka_jars
-    from pipelines.flink_control import JobFailed, stop_requests, stop_with_savepoint, watch
     from pipelines.flink_env import flink_environment
 
-    progress.note("starting Flink (JVM, job graph, Python workers: 10-30 s here)")
     flink = {**RUN_DEFAULTS, **job.flink,
              "execution.checkpointing.storage": "filesystem",
              "execution.checkpointing.dir": (state / "checkpoints").resolve().as_uri(),
@@ -116,38 +113,49 @@ def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restor
     env.enable_checkpointing(spec.checkpoint_interval_ms)
     cache_size = int(job.flink.get("python.state.cache-size", "10000"))
     build_kafka_job(env, replace(spec, bounded=False), job.settings.to_settings(), parallelism, cache_size)
-    client = env.execute_async(f"ctxsync context-sync ({spec.input_topic})")
-    bounded, targets = spec.bounded, source.high
-    total = sum(max(targets[p] - base.get(p, 0), 0) for p in targets)
-    last: Offsets | None = None
+    return env.execute_async(f"ctxsync context-sync ({spec.input_topic})")
 
-    def done() -> bool:
-        nonlocal last
-        committed = source.committed()
-        ends = targets if bounded else committed  # unbounded: everything since the start counts
-        covered = sum(max(min(committed[p], ends[p]) - base.get(p, 0), 0) for p in targets)
-        progress.update(covered, "input records committed" if bounded else "committed (Ctrl-C stops with a savepoint)")
-        if not bounded:
-            return False
-        if committed == last:  # unchanged since the last poll: maybe only markers are left
-            return source.covered(committed, targets)
-        last = committed
-        return all(committed[p] >= t for p, t in targets.items())
 
-    def starting(status: str) -> None:
-        if status != "RUNNING":
-            progress.note(f"Flink job {status.lower()}", force=False)
+def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restore: str | None,
+             source: _Input, base: Offsets, progress: Any) -> tuple[str, Offsets]:
+    """Run the job until its input is covered (bounded) or it is interrupted; (savepoint, offsets then)."""
+    from pipelines.flink_control import JobFailed, stop_requests, stop_with_savepoint, watch
 
-    progress.total = total if bounded else None
-    progress.note(f"Flink job submitted ({'until the input is covered' if bounded else 'unbounded'}; "
-                  f"{total:,} new input records)")
+    # Ctrl-C from here on asks for a stop with a savepoint, also while Flink starts: a signal never
+    # interrupts a call into the JVM half-way (py4j would log its own traceback)
     with stop_requests() as interrupted:
+        progress.note("starting Flink (JVM, job graph, Python workers: 10-30 s here)")
+        client = _start_job(spec, job, parallelism, state, restore)
+        bounded, targets = spec.bounded, source.high
+        total = sum(max(targets[p] - base.get(p, 0), 0) for p in targets)
+        last: Offsets | None = None
+
+        def done() -> bool:
+            nonlocal last
+            committed = source.committed()
+            ends = targets if bounded else committed  # unbounded: everything since the start counts
+            covered = sum(max(min(committed[p], ends[p]) - base.get(p, 0), 0) for p in targets)
+            progress.update(covered, "input records committed" if bounded else "committed (Ctrl-C stops with a savepoint)")
+            if not bounded:
+                return False
+            if committed == last:  # unchanged since the last poll: maybe only markers are left
+                return source.covered(committed, targets)
+            last = committed
+            return all(committed[p] >= t for p, t in targets.items())
+
+        def starting(status: str) -> None:
+            if status != "RUNNING":
+                progress.note(f"Flink job {status.lower()}", force=False)
+
+        progress.total = total if bounded else None
+        progress.note(f"Flink job submitted ({'until the input is covered' if bounded else 'unbounded'}; "
+                      f"{total:,} new input records)")
         try:
             watch(client, lambda: interrupted.is_set() or done(), on_poll=starting, poll_s=1.0)
         except JobFailed as exc:
             if restore:  # e.g. a savepoint of an older job graph: the way out is to start over
-                raise JobFailed(f"{exc}\n(the job continued from {restore}; if that state does not fit this "
-                                "version of the job, run with --fresh)") from exc
+                raise JobFailed(exc.args[0], f"the job continued from {restore}; if that state does not fit "
+                                "this version of the job, run with --fresh") from exc
             raise
         if interrupted.is_set():
             progress.note("stopping with a savepoint (the next run continues from it; Ctrl-C again aborts)")
@@ -162,12 +170,13 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
     from ctxsync.config import resolve_profile
     from ctxsync.io.clients import kafka_config, kafka_sink
     from ctxsync.io.connectors import profile_connectors, run_all
-    from ctxsync.io.kafka_io import TopicSpec, ensure_topics, topic_ends
+    from ctxsync.io.kafka_io import TopicSpec, check_reachable, ensure_topics, topic_ends
     from ctxsync.servers import running_endpoints
 
     profile = resolve_profile(job.profiles[profile_name], profile_name, running_endpoints())
     spec = job_spec(profile, job_name)
     config, sink = kafka_config(profile), kafka_sink(profile)
+    check_reachable(config)
     outputs = [spec.views_topic, spec.history_topic, spec.violations_topic, spec.dlq_topic]
     if sink.create_topics:
         n = sink.partitions
@@ -230,37 +239,3 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
     covered = sum(max(offsets.get(p, 0) - base.get(p, 0), 0) for p in source.high)
     return KafkaRunResult(covered, restore, new_savepoint, {t: after[t] - before[t] for t in outputs}, stats,
                           job_seconds, job_ran=not nothing_new)
-
-
-def run_profile_cli(args: Any, job: Any) -> int:
-    """The `ctxsync run --profile local|prod` front end: progress, a result table, exit codes."""
-    import sys
-    import traceback
-
-    from ctxsync.config import ConfigError
-    from ctxsync.progress import Progress
-
-    if args.runner != "flink":
-        raise ConfigError(f"profile {args.profile!r} runs on the flink runner only")
-    progress = Progress(f"{args.job} [{args.profile}]")
-    try:
-        result = run_kafka_profile(args.job, job, args.profile, job.parallelism, progress, fresh=args.fresh)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        print(f"ctxsync: job {args.job} failed in profile {args.profile}: {exc}", file=sys.stderr)
-        return 1
-    progress.done(f"{result.input_records:,} input records")
-    unchanged = "" if result.job_ran else " (no new input since the last run: the Flink job was not started)"
-    print(f"\nnew input records: {result.input_records:,}{unchanged}")
-    print(f"continued from: {result.restored_from or 'fresh state (start of the input)'}")
-    print(f"next run continues from: {result.savepoint}")
-    print("\noutput topic              offsets advanced")
-    for topic, count in result.offsets_advanced.items():
-        print(f"{topic:<26}{count:>16,}")
-    for name, stats in result.connectors.items():
-        print(f"connector {name}: {stats.consumed:,} records in {stats.seconds:.1f}s ({stats.rate():,.0f}/s), "
-              f"written {stats.written:,}, not newer {stats.skipped:,}, dead-lettered {stats.dead_lettered:,}, "
-              f"retries {stats.retries}")
-    return 0

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# System packages the test suite needs: a real redis-server (and Java for Flink). Idempotent.
+# System packages the test suite needs: a real redis-server, Java for Flink, Chromium for the drift-report
+# page check, the compose client. Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+# headless Chromium renders the drift-report page (tests/test_drift_report.py finds it with shutil.which)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 # the compose client validates deploy/docker-compose.yml in the tests (no Docker engine needed)
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
 # Flink's Kafka connector jars into the ctxsync cache (ctxsync/jars.py; the runner also fetches on first use)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -12,12 +13,16 @@ from tests.fixtures_drift import DRIFT_AT, drift_streams, drifted_run  # noqa: F
 from tests.fixtures_servers import es_client, kafka_config, servers  # noqa: F401 (fixtures)
 from tests.png_colors import distinct_colours, pixels
 
-CHROMIUM = "/usr/bin/chromium"
+def chromium() -> str:
+    """Debian's chromium, installed by scripts/install-system-deps.sh (`make test`); a missing one fails."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "chromium is not installed: run `make test` (scripts/install-system-deps.sh installs it)"
+    return found
 
 
 def screenshot(page, png, profile) -> None:
     subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={profile}", f"--screenshot={png}", "--window-size=1200,900", page.as_uri()],
         check=True, capture_output=True, timeout=120,
@@ -47,7 +52,7 @@ def test_report_rejects_files_that_are_not_drift_records(tmp_path, capsys):
     bad = tmp_path / "x.jsonl"
     bad.write_text('{"a": 1}\n')
     assert main(["drift-report", str(bad), "--html", str(tmp_path / "x.html")]) == 2
-    assert "no 'scores'" in capsys.readouterr().err
+    assert "x.jsonl:1 is not a drift record" in capsys.readouterr().err
     assert main(["drift-report", str(bad)]) == 2
     assert "--html FILE" in capsys.readouterr().err
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from ctxsync.servers import DEFAULT_SERVICES, SERVICES, LocalServers, ServerError, default_run_dir
+from ctxsync.servers import DEFAULT_SERVICES, SERVICES, LocalServers, default_run_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,11 +37,7 @@ def _print_status(local: LocalServers) -> int:
 def run(args: argparse.Namespace) -> int:
     local = LocalServers.load(default_run_dir())
     if args.action == "up":
-        try:
-            local.up([*DEFAULT_SERVICES, *args.extra])
-        except ServerError as exc:
-            print(f"ctxsync dev up: {exc}")
-            return 1
+        local.up([*DEFAULT_SERVICES, *args.extra])
         _print_status(local)
         print(f"\nstate, logs and data: {local.run_dir}/   stop with: ctxsync dev down")
         return 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ctxsync.drift_report import render_report
+from ctxsync.errors import UsageError, check_writable_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,27 +32,42 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not (args.html or args.kafka or args.es):
-        print("ctxsync drift-report: say where to: --html FILE, --kafka BOOTSTRAP and/or --es URL", file=sys.stderr)
-        return 2
-    try:
-        lines = args.drift.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        print(f"ctxsync drift-report: cannot read {args.drift}: {exc.strerror}", file=sys.stderr)
-        return 2
-    try:
-        records = [json.loads(line) for line in lines if line.strip()]
-    except ValueError as exc:
-        print(f"ctxsync drift-report: {args.drift} is not JSON Lines: {exc}", file=sys.stderr)
-        return 2
-    if records and "scores" not in records[0]:
-        print(f"ctxsync drift-report: {args.drift} does not hold drift records (no 'scores')", file=sys.stderr)
-        return 2
+        raise UsageError("say where to", "give --html FILE, --kafka BOOTSTRAP and/or --es URL")
+    if args.html:
+        check_writable_file(args.html, "HTML page")
+    records = _read_records(args.drift)
     alerts = sum(1 for r in records if r["alerts"])
     if args.html:
-        args.html.parent.mkdir(parents=True, exist_ok=True)
         args.html.write_text(render_report(records, args.title or f"Context drift – {args.drift}"), encoding="utf-8")
         print(f"{len(records)} window records, {alerts} with alerts -> {args.html}")
     return _publish(args, records)
+
+
+DRIFT_FIELDS = ("windowStart", "category", "attribute", "scores", "thresholds", "alerts", "categorical")
+
+
+def _read_records(path: Path) -> list[dict]:
+    """The drift records of a context-drift run; anything else is refused with what it is."""
+    hint = "give the drift.jsonl that `ctxsync run context-drift` writes"
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", "check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text (byte {exc.start})", hint) from exc
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{path}:{number} is not JSON: {exc.msg}", hint) from exc
+        missing = [k for k in DRIFT_FIELDS if k not in record] if isinstance(record, dict) else DRIFT_FIELDS
+        if missing:
+            raise UsageError(f"{path}:{number} is not a drift record (no {', '.join(missing)})", hint)
+        records.append(record)
+    return records
 
 
 def _publish(args: argparse.Namespace, records: list[dict]) -> int:

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ctxsync.errors import check_writable_file
 from ctxsync.generate import GeneratorOptions, generate_lines, parse_drift
 from ctxsync.progress import Progress
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         late_rate=args.late_rate, conflict_rate=args.conflict_rate, invalid_rate=args.invalid_rate,
         delete_rate=args.delete_rate, drift=drift,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable_file(args.out)
     progress = Progress("generate", total=args.events)
     with args.out.open("wb") as handle:
         for n, line in enumerate(generate_lines(options), start=1):

@@ -149,7 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctxsync.io.clients import kafka_config, kafka_sink, kafka_source
-    from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer
+    from ctxsync.io.kafka_io import TopicSpec, check_reachable, ensure_topics, producer
     from ctxsync.servers import running_endpoints
 
     if not args.file.is_file():
@@ -163,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     source, sink = kafka_source(profile), kafka_sink(profile)
     topic = args.topic or source.topic
     config = {"bootstrap.servers": source.bootstrap, **source.security.client_config()}
+    check_reachable(config)
     if sink.create_topics:
         ensure_topics(kafka_config(profile), [TopicSpec(topic, sink.partitions)])
     progress = Progress(f"replay -> {topic}")

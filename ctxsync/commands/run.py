@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import traceback
 from pathlib import Path
 
 from ctxsync.config import ConfigError, apply_overrides, resolve_job
+from ctxsync.errors import check_writable_dir
 from ctxsync.progress import Progress
 from pipelines.file_outputs import OUTPUT_FILES, Summary
+from pipelines.kafka_run import KafkaRunResult, run_kafka_profile
 from pipelines.runners import RUNNERS, RunRequest, get_runner
 
 DESCRIPTION = """\
@@ -63,23 +63,42 @@ def run(args: argparse.Namespace) -> int:
     if args.profile not in job.profiles:
         raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}; profiles: {', '.join(job.profiles)}")
     if args.profile != "embedded":  # Kafka in and out, plus the Redis/Elasticsearch connectors
-        from pipelines.kafka_run import run_profile_cli
-
-        return run_profile_cli(args, job)
+        return _run_kafka(args, job)
     if args.input is None or args.out is None:
         raise ConfigError("the embedded profile needs --input FILE.jsonl and --out DIR")
     if not args.input.is_file():
         raise ConfigError(f"input file {args.input} does not exist")
+    check_writable_dir(args.out)
     progress = Progress(f"{args.job} [{args.runner}]")
     request = RunRequest(args.job, job, args.input, args.out, job.parallelism, progress)
-    try:
-        summary = get_runner(args.runner, job.type).run_embedded(request)
-    except ConfigError:
-        raise
-    except Exception as exc:  # an engine failure: say what failed, keep the traceback for the log
-        traceback.print_exc(file=sys.stderr)
-        print(f"ctxsync: job {args.job} failed on {args.runner}: {exc}", file=sys.stderr)
-        return 1
+    summary = get_runner(args.runner, job.type).run_embedded(request)
     progress.done(f"{summary.read:,} events read")
     print_summary(summary, args.out)
     return 0
+
+
+def _run_kafka(args: argparse.Namespace, job) -> int:
+    """`--profile local|prod`: the Kafka job, continued from the last run, then the connectors."""
+    if args.runner != "flink":
+        raise ConfigError(f"profile {args.profile!r} runs on the flink runner only")
+    progress = Progress(f"{args.job} [{args.profile}]")
+    result = run_kafka_profile(args.job, job, args.profile, job.parallelism, progress, fresh=args.fresh)
+    progress.done(f"{result.input_records:,} input records")
+    _print_kafka_result(result)
+    return 0
+
+
+def _print_kafka_result(result: KafkaRunResult) -> None:
+    unchanged = "" if result.job_ran else " (no new input since the last run: the Flink job was not started)"
+    print(f"\nnew input records: {result.input_records:,}{unchanged}")
+    print(f"continued from: {result.restored_from or 'fresh state (start of the input)'}")
+    print(f"next run continues from: {result.savepoint}")
+    print("\noutput topic              offsets advanced")
+    for topic, count in result.offsets_advanced.items():
+        print(f"{topic:<26}{count:>16,}")
+    for name, stats in result.connectors.items():
+        print(f"connector {name}: {stats.consumed:,} records in {stats.seconds:.1f}s ({stats.rate():,.0f}/s), "
+              f"written {stats.written:,}, not newer {stats.skipped:,}, dead-lettered {stats.dead_lettered:,}, "
+              f"retries {stats.retries}")
+    if result.connectors:
+        print("views are in Redis (`ctxsync view USER`), history is searchable (`ctxsync history --user USER`)")

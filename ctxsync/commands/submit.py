@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ctxsync.cluster import ClusterError
-from ctxsync.config import ConfigError, resolve_job
+from ctxsync.config import ConfigError, resolve_job, resolve_profile
 from ctxsync.progress import Progress
 
 SUBMIT_DESCRIPTION = """\
@@ -94,6 +94,13 @@ def run_submit(args: argparse.Namespace) -> int:
         raise ConfigError(f"profile {args.profile!r} reads a file: give --input FILE and --out DIR")
     if file_profile and not args.input.is_file():
         raise ConfigError(f"input file {args.input} does not exist")
+    if not file_profile:  # the endpoints resolve and answer here, not in a stack trace from the cluster
+        from ctxsync.io.clients import kafka_config
+        from ctxsync.io.kafka_io import check_reachable
+        from ctxsync.servers import running_endpoints
+
+        profile = resolve_profile(job.profiles[args.profile], args.profile, running_endpoints(args.dev_dir))
+        check_reachable(kafka_config(profile))
     jobmanager = _jobmanager(args)
     submission = fc.Submission(args.job, args.profile, jobmanager, args.parallelism, args.from_savepoint,
                                tuple(args.overrides), args.jobs, args.input, args.out, args.dev_dir)
@@ -106,8 +113,8 @@ def run_submit(args: argparse.Namespace) -> int:
         return 0
     state = fc.wait_for_state(jobmanager, job_id, fc.TERMINAL, timeout_s=24 * 3600, progress=progress)
     if state != "FINISHED":
-        print(f"job {job_id} ended {state}: {fc.failure_cause(jobmanager, job_id)}")
-        return 1
+        raise ClusterError(f"job {job_id} ended {state}: {fc.failure_cause(jobmanager, job_id)}",
+                           f"web UI: http://{jobmanager}/#/job/completed/{job_id}/exceptions")
     progress.done(f"job {job_id} finished")
     if file_profile:
         from ctxsync.commands.run import print_summary

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import orjson
 
+from ctxsync.errors import RuntimeFailure, UsageError, check_writable_file
 from ctxsync.progress import Progress
 from ctxsync.quality import run_ge
 from ctxsync.validation_report import render_validation
@@ -31,20 +31,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, metavar="FILE.jsonl")
     p.add_argument("--suite", default="context_events", help="suite name or path (default: context_events)")
     p.add_argument("--report", type=Path, required=True, help="HTML report to write, e.g. out/validation.html")
-    p.add_argument("--strict", action="store_true", help="exit 1 when any expectation fails")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when any expectation fails, or when no line holds a JSON object to validate")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.input.is_file():
-        print(f"ctxsync validate: input file {args.input} does not exist", file=sys.stderr)
-        return 2
+        raise UsageError(f"input file {args.input} does not exist", "check the path")
     try:
         suite_dict = load_suite_dict(args.suite)
         compiled = compile_suite(suite_dict)
     except ValueError as exc:
-        print(f"ctxsync validate: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc), "name a suite in schemas/expectations/ or give a suite file") from exc
+    check_writable_file(args.report, "report")
     progress = Progress("validate")
     now = int(time.time() * 1000)
     rows, origins, unparseable, lines = [], [], [], 0
@@ -69,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
         for check in failures(row, compiled):
             fast[check.name].append(index)
     agrees = all(r.unexpected_rows == fast[r.name] for r in results)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(render_validation(
         str(args.input), compiled.name, results, len(rows), lines, unparseable, origins, agrees), encoding="utf-8")
     failed = [r for r in results if not r.success]
@@ -77,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     for r in failed:
         print(f"  {r.name}: {len(r.unexpected_rows)} unexpected")
     if not agrees:
-        print("ctxsync validate: the compiled fast path disagrees with GE on this file (a bug: please report)",
-              file=sys.stderr)
-        return 1
+        raise RuntimeFailure("the compiled fast path disagrees with GE on this file", "a bug: please report it")
+    if args.strict and not rows:
+        raise RuntimeFailure(f"nothing was validated: none of the {lines:,} lines of {args.input} holds a JSON "
+                             f"object with updates", "is it a JSON Lines file of context events?")
     return 1 if failed and args.strict else 0

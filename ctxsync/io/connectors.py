@@ -68,6 +68,9 @@ class Handler:
     def write(self, messages: list[Any], stats: ConnectorStats) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def settle(self) -> None:
+        """Make everything written so far visible to readers; called when a bounded run has caught up."""
+
 
 class RedisViewsHandler(Handler):
     """context.views -> Redis hashes (CAS on version) + change streams."""
@@ -123,6 +126,11 @@ class ElasticsearchHandler(Handler):
 
     def __init__(self, writer: EsBulkWriter) -> None:
         self.writer = writer
+
+    def settle(self) -> None:
+        """Refresh the indices, so `ctxsync history` finds the run's events as soon as the run returns
+        (Elasticsearch makes new documents searchable only at its next refresh, ~1 s later)."""
+        self.writer.refresh()
 
     def write(self, messages: list[Any], stats: ConnectorStats) -> list[dict[str, Any]]:
         docs, dead = [], []
@@ -199,6 +207,7 @@ class SinkConnector:
                     if self.on_batch is not None:
                         self.on_batch(self.stats)
                 if until_caught_up and not batch and self._caught_up(consumer, assigned, at_end):
+                    self.handler.settle()
                     break
                 if until_caught_up and time.monotonic() - last_progress > idle_timeout_s:
                     raise TimeoutError(f"connector {self.group_id}: no progress for {idle_timeout_s:.0f}s")

@@ -158,6 +158,11 @@ class EsBulkWriter:
             delay = min(delay * 2, self.backoff_s[1])
         return done, rejected
 
+    def refresh(self) -> None:
+        """Make the written documents searchable now (history and violations indices)."""
+        self.client.indices.refresh(index=f"{HISTORY_PREFIX}*,{VIOLATIONS_INDEX}*", ignore_unavailable=True,
+                                    allow_no_indices=True)
+
     def _bulk(self, docs: list[EsDoc]) -> list[dict[str, Any]]:
         from elasticsearch import ApiError, ConnectionError as EsConnectionError, ConnectionTimeout
 

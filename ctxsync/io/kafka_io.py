@@ -5,10 +5,13 @@ in the same partition whichever client wrote it, and one user's events stay in o
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from ctxsync.errors import RuntimeFailure
 
 EVENTS, VIEWS, HISTORY, VIOLATIONS, DLQ = (
     "context.events", "context.views", "context.history", "context.violations", "context.dlq",
@@ -82,13 +85,31 @@ def ensure_topics(client_config: dict[str, Any], specs: list[TopicSpec], timeout
                 raise
 
 
+# librdkafka's own log lines (connection retries) go to Python logging, not straight onto the user's stderr.
+RDKAFKA_LOG = logging.getLogger("ctxsync.librdkafka")
+
+
 def producer(client_config: dict[str, Any], **extra: Any) -> Any:
     """A confluent-kafka Producer partitioning keys like Java clients (murmur2), idempotent, lz4."""
     from confluent_kafka import Producer
 
     config = {"partitioner": "murmur2_random", "enable.idempotence": True, "linger.ms": 20,
-              "compression.type": "lz4", "batch.num.messages": 10_000, **client_config, **extra}
+              "compression.type": "lz4", "batch.num.messages": 10_000, "logger": RDKAFKA_LOG,
+              **client_config, **extra}
     return Producer(config)
+
+
+def check_reachable(client_config: dict[str, Any], timeout_s: float = 10.0) -> None:
+    """Fail fast, in one line, when no broker answers: librdkafka itself would retry forever."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    bootstrap = client_config.get("bootstrap.servers", "?")
+    try:
+        AdminClient({**client_config, "logger": RDKAFKA_LOG}).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise RuntimeFailure(f"cannot reach Kafka at {bootstrap}: {exc.args[0].str() if exc.args else exc}",
+                             "is it running? `ctxsync dev up` starts the local one") from exc
 
 
 def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.0,

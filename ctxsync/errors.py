@@ -1,0 +1,136 @@
+"""The CLI's one error policy: every failure becomes one line `ctxsync <command>: <what> (<what to do>)`.
+
+Exit codes: 2 for usage and configuration mistakes, 1 for runtime failures (a server that is down, an engine
+that failed), 130 for Ctrl-C. Tracebacks are for `--debug` / CTXSYNC_DEBUG=1 only. Code below the CLI raises
+`UsageError` or `RuntimeFailure` (or lets a library error through); `explain` turns anything into a message,
+so no command needs its own try/except for reporting.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+
+class CtxsyncError(Exception):
+    """An error whose message is meant for the user as it is; `hint` says what to do about it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class UsageError(CtxsyncError):
+    """Wrong arguments, a missing or unreadable input, a broken config: exit 2."""
+
+    exit_code = 2
+
+
+class RuntimeFailure(CtxsyncError):
+    """A server that is down, an engine or cluster that failed: exit 1."""
+
+    exit_code = 1
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("CTXSYNC_DEBUG", "") not in ("", "0", "false", "no")
+
+
+# Library errors that mean "a server is not reachable", by (module, class name) -> the server's name: matched
+# by name so that this module imports none of the client libraries (most commands never load them).
+_UNREACHABLE = {
+    ("redis", "ConnectionError"): "Redis", ("redis", "TimeoutError"): "Redis",
+    ("redis", "AuthenticationError"): "Redis",
+    ("elasticsearch", "ConnectionError"): "Elasticsearch", ("elasticsearch", "ConnectionTimeout"): "Elasticsearch",
+    ("elastic_transport", "ConnectionError"): "Elasticsearch",
+    ("elastic_transport", "ConnectionTimeout"): "Elasticsearch",
+    ("confluent_kafka", "KafkaException"): "Kafka", ("cimpl", "KafkaException"): "Kafka",
+}
+
+
+def _unreachable_server(exc: BaseException) -> str | None:
+    for cls in type(exc).__mro__:
+        found = _UNREACHABLE.get((cls.__module__.split(".")[0], cls.__name__))
+        if found:
+            return found
+    return None
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+
+
+def java_cause(exc: BaseException) -> str | None:
+    """The innermost cause of a py4j Java exception, as `Class: message` (no Java stack)."""
+    java = getattr(exc, "java_exception", None)
+    if java is None:
+        return None
+    try:
+        while java.getCause() is not None and java.getCause() is not java:
+            java = java.getCause()
+        name = java.getClass().getSimpleName()
+        message = java.getMessage()
+    except Exception:  # noqa: BLE001 - the gateway may be gone already (Ctrl-C, JVM exit)
+        return _first_line(str(exc))
+    return f"{name}: {_first_line(message)}" if message else name
+
+
+def _os_error(exc: OSError) -> CtxsyncError:
+    where = exc.filename if exc.filename is not None else ""
+    what = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return UsageError(f"cannot use {where}: {what}", "choose a path you can write, or fix its permissions")
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return UsageError(f"{where}: {what}", "check the path")
+    if exc.errno == errno.ENOSPC:
+        return RuntimeFailure(f"{where}: {what}", "free some disk space")
+    return RuntimeFailure(f"{where}: {what}" if where else what)
+
+
+def explain(exc: BaseException) -> CtxsyncError:
+    """Any exception, as the message and exit code the user gets."""
+    if isinstance(exc, CtxsyncError):
+        return exc
+    if isinstance(exc, UnicodeDecodeError):
+        return UsageError(f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                          "save it as UTF-8")
+    server = _unreachable_server(exc)
+    if server is not None:
+        return RuntimeFailure(f"cannot reach {server}: {_first_line(str(exc)) or type(exc).__name__}",
+                              "is it running? `ctxsync dev up` starts the local ones")
+    cause = java_cause(exc)
+    if cause is not None:
+        return RuntimeFailure(f"the Flink job failed: {cause}", "rerun with --debug for the full trace")
+    if isinstance(exc, OSError):
+        return _os_error(exc)
+    return RuntimeFailure(f"unexpected {type(exc).__name__}: {_first_line(str(exc))}",
+                          "rerun with --debug for the traceback, and please report it")
+
+
+def check_writable_dir(path: Path, what: str = "output directory") -> None:
+    """Create `path` (and parents) and prove it can take files, before any work is done."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".ctxsync-write-check-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except FileExistsError as exc:
+        raise UsageError(f"{what} {path} exists and is not a directory", "choose another path") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot write the {what} {path}: {exc.strerror}",
+                         "choose a path you can write, or fix its permissions") from exc
+
+
+def check_writable_file(path: Path, what: str = "output file") -> None:
+    """The file's directory can be created and written, and the path is not a directory."""
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory", "give a file name")
+    check_writable_dir(path.parent, f"directory of the {what}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"cannot write the {what} {path}: permission denied", "choose another path")
