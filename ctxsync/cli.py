@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 import traceback
+from typing import NoReturn
 
 from ctxsync import __version__
 from ctxsync.errors import debug_enabled, explain
@@ -26,8 +27,16 @@ Bad events never fail a job: they go to the dead-letter output with the reason a
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error policy: a usage mistake is one line and exit 2 (subcommand parsers are
+    made from this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ctxsync",
         description="Real-time context synchronization for fleets of AI models (PyFlink and Apache Beam).",
         epilog=EPILOG,

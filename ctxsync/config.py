@@ -2,6 +2,7 @@
 submit time on a typo costs a data engineer far more than a clear message up front."""
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -304,6 +305,66 @@ def load_jobs(path: Path) -> JobsFile:
         raise ConfigError(_format_errors(exc, str(path), _line_index(node))) from exc
 
 
+# Keys of `flink:` that ctxsync sets itself (the worker's interpreter, jars, where checkpoints go): an
+# override would break the job or be overwritten, so it is refused instead of silently ignored.
+MANAGED_FLINK_KEYS = ("python.executable", "python.client.executable", "python.pythonpath", "pipeline.jars",
+                      "execution.checkpointing.dir", "execution.checkpointing.storage",
+                      "execution.state-recovery.path")
+_FLINK_KEY = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+")
+
+
+def _duration_text(ms: int) -> str:
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def override_keys_help() -> str:
+    """The `--set` keys, with defaults and units, for `ctxsync run --help` (defaults read off the model)."""
+    d = SyncSettingsModel()
+    rows = [
+        ("conflict_policy", f"last-writer-wins or reject (default {d.conflict_policy})"),
+        ("dedup_retention", f"how long an eventId is remembered, a duration like 90s, 5m, 24h, 2d "
+                            f"(default {_duration_text(d.dedup_retention)})"),
+        ("future_skew", f"how far past the wall clock an event time may be, a duration "
+                        f"(default {_duration_text(d.future_skew)})"),
+        ("max_event_bytes", f"larger events are dead-lettered, bytes (default {d.max_event_bytes:,})"),
+        ("default_category", f"category of unmapped attributes (default {d.default_category})"),
+        ("expectations", "a GE suite enforced in the stream, name or path (default: off)"),
+        ("parallelism", "engine parallelism, 1..64 (default: the job's)"),
+        ("flink.<key>", "a Flink configuration key, passed to Flink as is; Flink ignores keys it does not"),
+        ("", "know, so check the spelling in Flink's docs; keys ctxsync sets itself are refused"),
+        ("profiles.<p>.<key>", "a key of a profile, e.g. profiles.local.source.bounded=false"),
+    ]
+    return "\n".join(f"  {key:<19} {text}" for key, text in rows)
+
+
+def _known_paths(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted key path of the job, for suggestions; settings keys also by their bare name."""
+    found = []
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        found.append(path)
+        if isinstance(value, dict) and key != "categories":
+            found.extend(_known_paths(value, path + "."))
+    return found + (list(SyncSettingsModel.model_fields) if not prefix else [])
+
+
+def _unknown_key(key: str, data: dict[str, Any]) -> ConfigError:
+    close = difflib.get_close_matches(key, _known_paths(data), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else "`ctxsync run --help` lists the keys"
+    return ConfigError(f"--set {key}: unknown key", hint)
+
+
+def _check_flink_key(key: str) -> None:
+    if not _FLINK_KEY.fullmatch(key):
+        raise ConfigError(f"--set flink.{key}: not a Flink configuration key (they look like "
+                          "python.state.cache-size)", "see Flink's configuration docs")
+    if key in MANAGED_FLINK_KEYS:
+        raise ConfigError(f"--set flink.{key}: ctxsync sets this key itself", "leave it out")
+
+
 def apply_overrides(job: JobConfig, overrides: list[str]) -> JobConfig:
     """Apply `--set key=value` overrides; a bare key is looked up in `settings` first, then the job.
 
@@ -313,20 +374,25 @@ def apply_overrides(job: JobConfig, overrides: list[str]) -> JobConfig:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r}", "e.g. --set conflict_policy=reject")
         path = key.split(".")
         if len(path) == 1 and path[0] in SyncSettingsModel.model_fields:
             path = ["settings", path[0]]
+        if path[0] == "flink":  # flink.<dotted Flink key>: one key, not a path
+            if len(path) < 2:
+                raise ConfigError("--set flink needs a key: flink.<Flink key>=<value>")
+            flink_key = ".".join(path[1:])
+            _check_flink_key(flink_key)
+            data["flink"][flink_key] = raw
+            continue
         target = data
         for part in path[:-1]:
             if not isinstance(target.get(part), dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a section of the job")
+                raise _unknown_key(key, data)
             target = target[part]
-        known = path[-1] in target or path[0] == "flink" or (path[0] == "settings" and path[-1] in SyncSettingsModel.model_fields)
+        known = path[-1] in target or (path[0] == "settings" and path[-1] in SyncSettingsModel.model_fields)
         if not known:
-            raise ConfigError(
-                f"--set {key}: unknown key; settings keys are {', '.join(SyncSettingsModel.model_fields)}"
-            )
+            raise _unknown_key(key, data)
         target[path[-1]] = yaml.safe_load(raw) if raw else ""
     try:
         return JobConfig.model_validate(data)

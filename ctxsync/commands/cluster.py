@@ -14,6 +14,7 @@ JobManager and N TaskManagers, no ssh, no Docker. Its config, logs, pid files, c
 live under --home (default ~/.cache/ctxsync/cluster, or $CTXSYNC_CLUSTER_HOME). It needs about 1.5 GB of
 memory and 15-60 s to start, depending on the machine's load.
 
+examples:
   ctxsync cluster up                 start it, print the web UI address
   ctxsync submit context-sync --profile local --dev-dir .ctxsync/dev
   ctxsync cluster status             TaskManagers, slots, jobs
@@ -28,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--home", type=Path, help=f"state dir (default: {default_home()})")
     p.add_argument("--taskmanagers", type=int, default=1, help="TaskManagers to start (up; default 1)")
     p.add_argument("--slots", type=int, default=2, help="slots per TaskManager (up; default 2)")
-    p.add_argument("--checkpoint-interval", default="2s", help="cluster default checkpoint interval (up)")
-    p.add_argument("--json", action="store_true", help="status as JSON")
+    p.add_argument("--checkpoint-interval", default="2s", help="cluster default checkpoint interval, a Flink duration such as 2s or 500ms (up; default 2s)")
+    p.add_argument("--json", action="store_true", help="status as JSON (exit 3 when no cluster answers)")
     p.set_defaults(func=run)
 
 

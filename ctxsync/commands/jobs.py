@@ -10,7 +10,9 @@ from pipelines.graphs import STEPS
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="list jobs and their steps",
-                       description="List the jobs defined in jobs.yaml, their profiles and the steps of each job graph.")
+                       description="List the jobs defined in jobs.yaml, their profiles and the steps of each job "
+                                   "graph.\n\nexamples:\n  ctxsync jobs\n  ctxsync jobs --jobs my-jobs.yaml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"), help="jobs file (default: jobs.yaml)")
     p.set_defaults(func=run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ctxsync.config import ConfigError, apply_overrides, resolve_job
+from ctxsync.config import ConfigError, apply_overrides, override_keys_help, resolve_job
 from ctxsync.errors import check_writable_dir
 from ctxsync.progress import Progress
 from pipelines.file_outputs import OUTPUT_FILES, Summary
@@ -22,12 +22,22 @@ connectors write Redis views and Elasticsearch history (README: Local profile). 
 the last one stopped: it restores the last run's savepoint (state and input offsets) and processes only
 new records, so running a job twice changes nothing. A bounded source stops once the input that existed
 at start is processed; an unbounded one runs until Ctrl-C, then stops with a savepoint.
+
+examples:
+  ctxsync run context-sync --input sample_data/context_events.jsonl --out out/
+  ctxsync run context-sync --input events.jsonl --out out/ --set conflict_policy=reject --parallelism 2
+  ctxsync run context-sync --input events.jsonl --out out/ --runner beam
+  ctxsync run context-drift --input events.jsonl --out out/drift
+  ctxsync dev up && ctxsync replay sample_data/context_events.jsonl && ctxsync run context-sync --profile local
+
+--set KEY=VALUE keys (repeatable; values are YAML scalars; a bare settings key needs no `settings.`):
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a job (default: embedded profile on local Flink)",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=DESCRIPTION + override_keys_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job", metavar="JOB", help="job name in jobs.yaml, e.g. context-sync")
     p.add_argument("--input", type=Path, help="JSON Lines input file (embedded profile)")
     p.add_argument("--out", type=Path, help="output directory, created if missing (embedded profile)")
@@ -36,8 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="engine: flink (default), beam, or reference (plain Python, the parity oracle)")
     p.add_argument("--profile", default="embedded", help="profile of the job (default: embedded)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a job key, e.g. --set conflict_policy=reject --set dedup_retention=1h")
-    p.add_argument("--parallelism", type=int, help="engine parallelism (default: the job's)")
+                   help="override a job key (keys above), e.g. --set conflict_policy=reject --set dedup_retention=1h")
+    p.add_argument("--parallelism", type=int, help="engine parallelism, 1..64 (default: the job's, 1 in jobs.yaml)")
     p.add_argument("--fresh", action="store_true",
                    help="Kafka profiles: forget the state and input position of earlier runs and recompute "
                         "from the source's start (log topics such as context.dlq get those records again)")

@@ -5,6 +5,7 @@ One module for the four because they share the --jobmanager option and ctxsync/f
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +27,19 @@ examples:
   ctxsync cancel <JOB_ID> --savepoint          # stop with a savepoint, prints its path
   ctxsync submit context-sync --profile local --from-savepoint <PATH> --parallelism 2
 """
+
+
+def _job_id(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{32}", text):
+        raise argparse.ArgumentTypeError(f"a Flink job id is 32 hex digits (see `ctxsync status`), got {text!r}")
+    return text
+
+
+def _control_parser(sub: argparse._SubParsersAction, name: str, summary: str, examples: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}.\n\nexamples:\n{examples}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _jobmanager_arg(p)
+    return p
 
 
 def _jobmanager_arg(p: argparse.ArgumentParser) -> None:
@@ -51,21 +65,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="wait until a bounded job ends (file profile: then merge outputs into --out)")
     p.set_defaults(func=run_submit)
 
-    p = sub.add_parser("savepoint", help="take a savepoint of a running job")
-    p.add_argument("job_id", metavar="JOB_ID")
-    _jobmanager_arg(p)
-    p.add_argument("--dir", help="target directory (default: the cluster's savepoint dir)")
+    p = _control_parser(sub, "savepoint", "take a savepoint of a running job (it keeps running); prints its path",
+                        "  ctxsync savepoint 3f2a...e9 \n  ctxsync savepoint 3f2a...e9 --dir file:///backups/sp "
+                        "--jobmanager flink:8081")
+    p.add_argument("job_id", metavar="JOB_ID", type=_job_id, help="32 hex digits, as `ctxsync status` lists")
+    p.add_argument("--dir", help="target directory URI (default: the cluster's state.savepoints.dir)")
     p.set_defaults(func=run_savepoint)
 
-    p = sub.add_parser("cancel", help="cancel a job, optionally stopping it with a savepoint")
-    p.add_argument("job_id", metavar="JOB_ID")
-    _jobmanager_arg(p)
+    p = _control_parser(sub, "cancel", "cancel a job, or stop it with a savepoint (--savepoint)",
+                        "  ctxsync cancel 3f2a...e9\n  ctxsync cancel 3f2a...e9 --savepoint   # prints the path "
+                        "to restore with submit --from-savepoint")
+    p.add_argument("job_id", metavar="JOB_ID", type=_job_id, help="32 hex digits, as `ctxsync status` lists")
     p.add_argument("--savepoint", action="store_true", help="stop with a savepoint and print its path")
-    p.add_argument("--dir", help="savepoint directory (default: the cluster's savepoint dir)")
+    p.add_argument("--dir", help="savepoint directory URI (default: the cluster's state.savepoints.dir)")
     p.set_defaults(func=run_cancel)
 
-    p = sub.add_parser("status", help="jobs on a Flink cluster, with their last checkpoint")
-    _jobmanager_arg(p)
+    p = _control_parser(sub, "status", "list the jobs on a Flink cluster, with their state and last checkpoint",
+                        "  ctxsync status\n  ctxsync status --jobmanager flink-jobmanager:8081")
     p.set_defaults(func=run_status)
 
 

@@ -10,7 +10,11 @@ from ctxsync.commands.profile_args import add_profile_args, profile_from_args
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("view", help="show a user's context views from Redis",
                        description="Read the views of one user (all categories, or one) from Redis: "
-                                   "version, attributes with confidence, source event and model, TTL left.")
+                                   "version, attributes with confidence, source event and model, TTL left. "
+                                   "Exit 1 when the user has no view.\n\nexamples:\n"
+                                   "  ctxsync view user-00042\n"
+                                   "  ctxsync view user-00042 --category financial --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("user", metavar="USER", help="userId")
     p.add_argument("--category", help="only this category (e.g. financial)")
     p.add_argument("--json", action="store_true", help="print the view records as JSON lines")
