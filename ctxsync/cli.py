@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command(args: argparse.Namespace) -> str:
+def _command(args: argparse.Namespace | None) -> str:
+    if args is None:
+        return ""
     return " ".join(filter(None, (args.command, getattr(args, "action", None))))
 
 
@@ -62,8 +64,9 @@ def _quiet_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure ends here as one line on stderr (errors.py) and an exit code."""
-    args = build_parser().parse_args(argv)
+    args = None
     try:
+        args = build_parser().parse_args(argv)  # inside: `--help | head` is a closed pipe too
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, inside the policy, not at interpreter exit
         return code
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ctxsync {_command(args)}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place errors become messages
-        if args.debug or debug_enabled():
+        if (args is not None and args.debug) or debug_enabled():
             traceback.print_exc(file=sys.stderr)
         error = explain(exc)
         print(f"ctxsync {_command(args)}: {error}", file=sys.stderr)

@@ -332,7 +332,7 @@ def rest_call(base_url: str, path: str, method: str = "GET", body: dict[str, Any
             text = response.read()
     except urllib.error.HTTPError as exc:
         hint = "check the job id with `ctxsync status`" if exc.code == 404 else None
-        raise ClusterError(f"Flink answered HTTP {exc.code}: {rest_error(exc.read())}", hint) from exc
+        raise ClusterError(f"Flink answered HTTP {exc.code} to {method} {path}: {rest_error(exc.read())}", hint) from exc
     except OSError as exc:
         raise ClusterError(f"cannot reach Flink at {base_url}: {getattr(exc, 'reason', exc)}",
                            "is the cluster up? `ctxsync cluster up` starts a local one") from exc

@@ -98,11 +98,16 @@ def submit(sub: Submission, timeout_s: float = 300) -> str:
     return match.group(1)
 
 
+# `Caused by:` lines that only wrap the real cause (the Python driver's exit, the JobMaster's start)
+_WRAPPERS = ("Python process exits with code", "Could not start the JobMaster")
+
+
 def cli_cause(output: str) -> str:
-    """The reason in `flink run`'s output: the innermost `Caused by:` (a Python error of the job's main
-    comes last), else the first exception line, else the last line."""
+    """The reason in `flink run`'s output: the innermost `Caused by:` that is not a mere wrapper, else the
+    first exception line, else the last line."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by: ")]
+    causes = [line.removeprefix("Caused by: ") for line in lines
+              if line.startswith("Caused by: ") and not any(w in line for w in _WRAPPERS)]
     errors = [line for line in lines if "Error" in line.split(":")[0] or "Exception" in line.split(":")[0]]
     return (causes or errors[:1] or lines[-1:] or ["no output"])[-1]
 

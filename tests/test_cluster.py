@@ -40,6 +40,23 @@ def test_file_profile_submitted_with_the_cli_equals_reference(flink_cluster, tmp
     assert cli.main(["cluster", "status"]) == 0 and flink_cluster.url in capsys.readouterr().out
 
 
+def test_cluster_mistakes_are_one_line_without_java_stacks(flink_cluster, tmp_path):  # noqa: F811
+    """An unknown job id, a profile whose servers are down, a savepoint that does not exist: the
+    cluster's or Flink CLI's answer reduced to its cause."""
+    from tests.test_cli_errors import JOBS, assert_one_line_error, ctxsync
+
+    unknown = "0" * 32
+    for command in ("cancel", "savepoint"):
+        assert_one_line_error(ctxsync(command, unknown), command, 1, unknown)
+    no_servers = {"CTXSYNC_DEV_DIR": str(tmp_path / "no-servers")}
+    assert_one_line_error(ctxsync("submit", "context-sync", "--jobs", JOBS, "--profile", "local", env=no_servers),
+                          "submit", 2, "ctxsync dev up")
+    missing = tmp_path / "no-such-savepoint"
+    result = ctxsync("submit", "context-sync", "--jobs", JOBS, "--profile", "embedded", "--input", str(SAMPLE),
+                     "--out", str(tmp_path / "out"), "--from-savepoint", str(missing))
+    assert_one_line_error(result, "submit", 1, "flink run failed", "Cannot find checkpoint or savepoint", missing.name)
+
+
 # --- Kafka in, Kafka out (profile `local`), Redis and Elasticsearch through the idempotent connectors ---
 
 PARTS, USERS = (3000, 1500, 1500), 300
