@@ -244,6 +244,12 @@ class JobConfig(_Strict):
     flink: dict[str, str] = Field(default_factory=dict)
     profiles: dict[str, Profile]
 
+    def profile(self, name: str) -> Profile:
+        """The named profile, or a ConfigError that lists the ones there are."""
+        if name not in self.profiles:
+            raise ConfigError(f"the job has no profile {name!r}", f"profiles: {', '.join(self.profiles)}")
+        return self.profiles[name]
+
     @field_validator("flink", mode="before")
     @classmethod
     def _as_strings(cls, value: Any) -> Any:
@@ -270,7 +276,8 @@ def _line_index(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, 
     return lines
 
 
-def _format_errors(exc: ValidationError, source: str, lines: dict[tuple[Any, ...], int]) -> str:
+def _format_errors(exc: ValidationError, source: str, lines: dict[tuple[Any, ...], int],
+                   what: str = "invalid jobs file") -> str:
     messages = []
     for error in exc.errors():
         loc = tuple(str(p) if not isinstance(p, int) else p for p in error["loc"])
@@ -278,7 +285,7 @@ def _format_errors(exc: ValidationError, source: str, lines: dict[tuple[Any, ...
         where = f"{source}:{line}" if line else source
         key = ".".join(str(p) for p in loc) or "(top level)"
         messages.append(f"{where}: {key}: {error['msg']}")
-    return "invalid jobs file: " + "; ".join(messages)
+    return f"{what}: " + "; ".join(messages)
 
 
 def load_jobs(path: Path) -> JobsFile:
@@ -397,7 +404,7 @@ def apply_overrides(job: JobConfig, overrides: list[str]) -> JobConfig:
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, "--set", {})) from exc
+        raise ConfigError(_format_errors(exc, "--set", {}, "invalid override")) from exc
 
 
 def resolve_job(jobs_path: Path, name: str, overrides: list[str]) -> JobConfig:
@@ -447,4 +454,4 @@ def resolve_profile(profile: Profile, name: str, dev_endpoints: dict[str, str] |
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, f"profile {name}", {})) from exc
+        raise ConfigError(_format_errors(exc, f"profile {name}", {}, "invalid profile")) from exc

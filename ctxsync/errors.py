@@ -113,6 +113,16 @@ def explain(exc: BaseException) -> CtxsyncError:
                           "rerun with --debug for the traceback, and please report it")
 
 
+def check_input_file(path: Path, what: str = "input file") -> None:
+    """An input that exists, is a file and can be read; said before any work starts."""
+    if not path.exists():
+        raise UsageError(f"{what} {path} does not exist", "check the path")
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory", "give a file, e.g. events.jsonl")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"cannot read the {what} {path}: permission denied", "fix its permissions")
+
+
 def check_writable_dir(path: Path, what: str = "output directory") -> None:
     """Create `path` (and parents) and prove it can take files, before any work is done."""
     try:

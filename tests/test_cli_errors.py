@@ -66,6 +66,15 @@ def test_a_missing_jobs_file_says_how_to_point_at_one(tmp_path):
     assert_one_line_error(ctxsync("jobs", cwd=tmp_path), "jobs", 2, "jobs.yaml", "--jobs")
 
 
+def test_inputs_that_are_missing_or_directories_are_named(tmp_path):
+    for args in (["run", "context-sync", "--jobs", JOBS, "--out", str(tmp_path / "o"), "--input"],
+                 ["validate", "--report", str(tmp_path / "r.html")], ["replay", "--jobs", JOBS]):
+        assert_one_line_error(ctxsync(*args, str(tmp_path)), args[0], 2, "is a directory")
+        assert_one_line_error(ctxsync(*args, str(tmp_path / "missing.jsonl")), args[0], 2, "does not exist")
+    assert_one_line_error(ctxsync("run", "context-sync", "--jobs", JOBS, "--profile", "nope"), "run", 2,
+                          "no profile 'nope'", "embedded, local")
+
+
 def test_unwritable_outputs_are_refused_before_any_work(a_file, tmp_path):
     out = a_file / "out"
     started = time.monotonic()

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ctxsync.config import ConfigError, resolve_job, resolve_profile
+from ctxsync.config import resolve_job, resolve_profile
 
 
 def add_profile_args(parser: argparse.ArgumentParser, what: str) -> None:
@@ -20,6 +20,4 @@ def profile_from_args(args: argparse.Namespace) -> Any:
     from ctxsync.servers import running_endpoints
 
     job = resolve_job(args.jobs, args.job, [])
-    if args.profile not in job.profiles:
-        raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}")
-    return resolve_profile(job.profiles[args.profile], args.profile, running_endpoints())
+    return resolve_profile(job.profile(args.profile), args.profile, running_endpoints())

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ctxsync.config import ConfigError, resolve_job, resolve_profile
+from ctxsync.errors import check_input_file
 from ctxsync.progress import Progress
 from pipelines.reference import read_lines
 from transforms.timestamps import parse_iso_ms
@@ -152,14 +153,11 @@ def run(args: argparse.Namespace) -> int:
     from ctxsync.io.kafka_io import TopicSpec, check_reachable, ensure_topics, producer
     from ctxsync.servers import running_endpoints
 
-    if not args.file.is_file():
-        raise ConfigError(f"input file {args.file} does not exist")
+    check_input_file(args.file)
     if args.rate is not None and args.rate <= 0:
         raise ConfigError("--rate must be > 0")
     job = resolve_job(args.jobs, args.job, [])
-    if args.profile not in job.profiles:
-        raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}; profiles: {', '.join(job.profiles)}")
-    profile = resolve_profile(job.profiles[args.profile], args.profile, running_endpoints())
+    profile = resolve_profile(job.profile(args.profile), args.profile, running_endpoints())
     source, sink = kafka_source(profile), kafka_sink(profile)
     topic = args.topic or source.topic
     config = {"bootstrap.servers": source.bootstrap, **source.security.client_config()}

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ctxsync.config import ConfigError, apply_overrides, override_keys_help, resolve_job
-from ctxsync.errors import check_writable_dir
+from ctxsync.errors import check_input_file, check_writable_dir
 from ctxsync.progress import Progress
 from pipelines.file_outputs import OUTPUT_FILES, Summary
 from pipelines.kafka_run import KafkaRunResult, run_kafka_profile
@@ -70,14 +70,12 @@ def run(args: argparse.Namespace) -> int:
     job = resolve_job(args.jobs, args.job, args.overrides)
     if args.parallelism is not None:
         job = apply_overrides(job, [f"parallelism={args.parallelism}"])
-    if args.profile not in job.profiles:
-        raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}; profiles: {', '.join(job.profiles)}")
+    job.profile(args.profile)  # exists
     if args.profile != "embedded":  # Kafka in and out, plus the Redis/Elasticsearch connectors
         return _run_kafka(args, job)
     if args.input is None or args.out is None:
         raise ConfigError("the embedded profile needs --input FILE.jsonl and --out DIR")
-    if not args.input.is_file():
-        raise ConfigError(f"input file {args.input} does not exist")
+    check_input_file(args.input)
     check_writable_dir(args.out)
     progress = Progress(f"{args.job} [{args.runner}]")
     request = RunRequest(args.job, job, args.input, args.out, job.parallelism, progress)

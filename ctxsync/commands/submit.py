@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ctxsync.cluster import ClusterError
 from ctxsync.config import ConfigError, resolve_job, resolve_profile
+from ctxsync.errors import check_input_file
 from ctxsync.progress import Progress
 
 SUBMIT_DESCRIPTION = """\
@@ -103,19 +104,17 @@ def run_submit(args: argparse.Namespace) -> int:
     from ctxsync import flink_client as fc
 
     job = resolve_job(args.jobs, args.job, args.overrides)  # fail here, not inside the Flink client
-    if args.profile not in job.profiles:
-        raise ConfigError(f"job {args.job!r} has no profile {args.profile!r}; profiles: {', '.join(job.profiles)}")
-    file_profile = job.profiles[args.profile].source.type == "file"
+    file_profile = job.profile(args.profile).source.type == "file"
     if file_profile and (args.input is None or args.out is None):
         raise ConfigError(f"profile {args.profile!r} reads a file: give --input FILE and --out DIR")
-    if file_profile and not args.input.is_file():
-        raise ConfigError(f"input file {args.input} does not exist")
+    if file_profile:
+        check_input_file(args.input)
     if not file_profile:  # the endpoints resolve and answer here, not in a stack trace from the cluster
         from ctxsync.io.clients import kafka_config
         from ctxsync.io.kafka_io import check_reachable
         from ctxsync.servers import running_endpoints
 
-        profile = resolve_profile(job.profiles[args.profile], args.profile, running_endpoints(args.dev_dir))
+        profile = resolve_profile(job.profile(args.profile), args.profile, running_endpoints(args.dev_dir))
         check_reachable(kafka_config(profile))
     jobmanager = _jobmanager(args)
     submission = fc.Submission(args.job, args.profile, jobmanager, args.parallelism, args.from_savepoint,

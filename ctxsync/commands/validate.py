@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from ctxsync.errors import RuntimeFailure, UsageError, check_writable_file
+from ctxsync.errors import RuntimeFailure, UsageError, check_input_file, check_writable_file
 from ctxsync.progress import Progress
 from ctxsync.quality import run_ge
 from ctxsync.validation_report import render_validation
@@ -37,8 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.input.is_file():
-        raise UsageError(f"input file {args.input} does not exist", "check the path")
+    check_input_file(args.input)
     try:
         suite_dict = load_suite_dict(args.suite)
         compiled = compile_suite(suite_dict)
