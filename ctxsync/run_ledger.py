@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from ctxsync.config import ConfigError
+from transforms.state_layout import STATE_LAYOUT
 
 LEDGER_FILE = "ledger.json"
 
@@ -32,6 +33,7 @@ class RunLedger:
     offsets: dict[int, int]  # per input partition: the committed position when the run stopped
     settings: dict[str, Any]  # the job settings the state was built with
     stopped_at: str
+    state_layout: int = STATE_LAYOUT  # shape of the saved keyed state (transforms/state_layout.py)
 
 
 def state_path(state_dir: Path, job: str, profile: str, group_id: str) -> Path:
@@ -46,6 +48,7 @@ def load(path: Path) -> RunLedger | None:
         return None
     data = json.loads(file.read_text())
     data["offsets"] = {int(p): int(o) for p, o in data["offsets"].items()}
+    data.setdefault("state_layout", 1)  # ledgers written before the layout was recorded
     return RunLedger(**data)
 
 
@@ -69,6 +72,9 @@ def check_continuation(ledger: RunLedger, bootstrap: str, topic: str, settings: 
                        high: dict[int, int], path: Path) -> None:
     """ConfigError unless the saved state fits this run's input and settings."""
     fresh = f"run with --fresh to recompute from the start of the input (state in {path})"
+    if ledger.savepoint and ledger.state_layout != STATE_LAYOUT:
+        raise ConfigError(f"the saved state has layout {ledger.state_layout}, written by an older ctxsync; this "
+                          f"version keeps layout {STATE_LAYOUT} and cannot read it: {fresh}")
     if (ledger.bootstrap, ledger.input_topic) != (bootstrap, topic):
         raise ConfigError(f"the saved state was built from {ledger.input_topic} at {ledger.bootstrap}, "
                           f"not {topic} at {bootstrap}: {fresh}")

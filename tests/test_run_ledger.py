@@ -64,3 +64,16 @@ def test_state_that_does_not_fit_is_refused_with_the_way_out(tmp_path: Path, hig
         run_ledger.check_continuation(ledger("file:/x"), "127.0.0.1:9092", topic, settings, high, tmp_path)
     message = str(caught.value)
     assert all(word in message for word in words) and "--fresh" in message and str(tmp_path) in message
+
+
+def test_state_of_an_older_layout_is_refused(tmp_path: Path) -> None:
+    """A ledger written before layouts were recorded names a savepoint of layout 1: refused, not misread."""
+    state = tmp_path / "s"
+    run_ledger.save(state, ledger(savepoint_dir(state, "savepoint-old")))
+    file = state / run_ledger.LEDGER_FILE
+    file.write_text(file.read_text().replace('  "state_layout": 2,\n', ""))
+    old = run_ledger.load(state)
+    assert old.state_layout == 1
+    with pytest.raises(ConfigError) as caught:
+        run_ledger.check_continuation(old, "127.0.0.1:9092", "context.events", dict(SETTINGS), {0: 10, 1: 5}, state)
+    assert "layout 1" in str(caught.value) and "--fresh" in str(caught.value)

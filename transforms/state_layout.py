@@ -1,0 +1,7 @@
+"""The version of the per-user state layout the engines keep (aggregates, remembered eventIds).
+
+Bumped whenever the shape of that state changes, so a saved Flink state (a Kafka run's savepoint) of an
+older layout is refused with a pointer to `--fresh` instead of being misread. Layouts: 1 = up to 2026-12-01
+(NamedTuple-shaped aggregates); 2 = 6-field aggregates with sorted attributes and timestamps as text.
+"""
+STATE_LAYOUT = 2
