@@ -9,6 +9,7 @@ Entries are tuples of atoms: the garbage collector stops tracking them, which ma
 """
 from __future__ import annotations
 
+from bisect import insort
 from typing import Any
 
 from transforms.json_values import json_equal
@@ -28,21 +29,21 @@ def new_aggregate() -> Aggregate:
 
 
 def _conflict(agg: Aggregate, updates: tuple[Update, ...], expected_version: int | None) -> dict[str, Any] | None:
-    found: dict[str, Any] = {}
+    found: dict[str, Any] | None = None
     if expected_version is not None and expected_version != agg[VERSION]:
-        found["expectedVersion"] = expected_version
-        found["actualVersion"] = agg[VERSION]
-    mismatches = []
-    attrs = agg[ATTRS]
+        found = {"expectedVersion": expected_version, "actualVersion": agg[VERSION]}
+    mismatches = None
     for attribute, _, _, has_previous, previous in updates:
         if has_previous:
-            stored = attrs.get(attribute)
+            stored = agg[ATTRS].get(attribute)
             actual = None if stored is None else stored[A_VALUE]
             if not json_equal(previous, actual):
+                mismatches = mismatches or []
                 mismatches.append({"attribute": attribute, "expected": previous, "actual": actual})
     if mismatches:
+        found = found or {}
         found["mismatches"] = mismatches
-    return found or None
+    return found
 
 
 def aggregate_step(
@@ -86,6 +87,5 @@ def aggregate_step(
         targets = agg[TARGETS]
         for target in event.targets:
             if target not in targets:
-                agg[TARGETS] = sorted(set(targets).union(event.targets))
-                break
+                insort(targets, target)
     return lag, conflict, changed

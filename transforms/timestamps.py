@@ -14,7 +14,9 @@ _ISO = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
     r"(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
-_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+# The separators of `YYYY-MM-DDTHH:MM:SS.mmmZ` sit every 3 characters from index 4. With them in place,
+# fromisoformat accepts only ASCII digits in the other positions (tests/test_timestamps.py checks it).
+_CANONICAL_SEPARATORS = "--T::."
 _UNIX_EPOCH_ORDINAL = 719_163  # datetime(1970, 1, 1).toordinal()
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
@@ -51,7 +53,7 @@ def parse_iso(text: str) -> tuple[int, str] | None:
 
     The canonical text is `text` itself when it is already in output form (no formatting needed).
     """
-    if len(text) == 24 and _CANONICAL.fullmatch(text) is not None:
+    if len(text) == 24 and text[23] == "Z" and text[4:20:3] == _CANONICAL_SEPARATORS:
         try:
             d = datetime.fromisoformat(text)
         except ValueError:  # e.g. year 0000, which datetime cannot hold: the exact parser decides

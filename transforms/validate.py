@@ -138,7 +138,7 @@ def _propagation(doc: dict[str, Any]) -> tuple[tuple[str, ...], int | None]:
     if priority is not None and priority not in PRIORITIES:
         raise _wrong("propagationRules.priority", "one of " + ", ".join(PRIORITIES), priority)
     ttl = rules.get("ttl")
-    if ttl is not None:
+    if ttl is not None and (type(ttl) is not int or ttl <= 0):
         ttl = _whole_number(rules["ttl"])
         if ttl is None or ttl <= 0:
             raise _wrong("propagationRules.ttl", "an integer number of seconds > 0", rules["ttl"])
@@ -153,7 +153,11 @@ def validate_document(
     The checks run in a fixed order (the first broken rule names the dead letter) and build the Event's
     parts as they go, so a valid event is read once.
     """
-    event_id = _text(doc, "eventId", "eventId")
+    # Each required text field is taken directly when it is a non-empty str; otherwise _text raises the
+    # contract's error for it.
+    event_id = doc.get("eventId")
+    if type(event_id) is not str or not event_id:
+        event_id = _text(doc, "eventId", "eventId")
     if len(event_id) > MAX_EVENT_ID_CHARS:
         raise _wrong("eventId", f"at most {MAX_EVENT_ID_CHARS} characters", event_id)
     if "timestamp" not in doc:
@@ -169,10 +173,16 @@ def validate_document(
     if event_type not in EVENT_TYPES:
         raise _wrong("eventType", "context.updated or context.deleted", event_type)
     source = _object(doc, "source", "source")
-    model_id = _text(source, "modelId", "source.modelId")
-    _text(source, "instanceId", "source.instanceId")
+    model_id = source.get("modelId")
+    if type(model_id) is not str or not model_id:
+        model_id = _text(source, "modelId", "source.modelId")
+    instance_id = source.get("instanceId")
+    if type(instance_id) is not str or not instance_id:
+        _text(source, "instanceId", "source.instanceId")
     delta = _object(doc, "contextDelta", "contextDelta")
-    user_id = _text(delta, "userId", "contextDelta.userId")
+    user_id = delta.get("userId")
+    if type(user_id) is not str or not user_id:
+        user_id = _text(delta, "userId", "contextDelta.userId")
     session = delta.get("sessionId")
     if session is not None and not isinstance(session, str):
         raise _wrong("contextDelta.sessionId", "a string", session)
@@ -226,12 +236,13 @@ def parse_event(
             "decode",
         )
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return dead_letter(raw, seq, origin, "not_utf8", f"payload is not UTF-8: {exc}", "decode")
-    try:
         doc = loads_strict(raw)
     except ValueError as exc:
+        # orjson also rejects every non-UTF-8 payload, so the decoder runs only to name the reason.
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as not_utf8:
+            return dead_letter(raw, seq, origin, "not_utf8", f"payload is not UTF-8: {not_utf8}", "decode")
         return dead_letter(raw, seq, origin, "invalid_json", f"payload is not JSON: {exc}", "parse")
     if not isinstance(doc, dict):
         return dead_letter(raw, seq, origin, "not_object",
