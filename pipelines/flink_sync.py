@@ -9,6 +9,7 @@ Events cross the shuffle in their marshal wire form (transforms.model.event_to_w
 """
 from __future__ import annotations
 
+import gc
 import marshal
 import time
 from typing import Any
@@ -70,6 +71,7 @@ class SyncByUser(KeyedProcessFunction):
         self.blob = runtime_context.get_state(ValueStateDescriptor("user", Types.PICKLED_BYTE_ARRAY()))
         self.seen = runtime_context.get_map_state(MapStateDescriptor("seen", Types.STRING(), Types.LONG()))
         self.cache = {}
+        gc.freeze()  # setup done: full collections need not walk the worker's modules (PyFlink, Beam)
 
     def _load(self) -> UserState | None:
         blob = self.blob.value()

@@ -9,7 +9,7 @@ import base64
 from typing import Any
 
 from transforms.json_values import loads_strict
-from transforms.model import DeadLetter, Event, Update
+from transforms.model import DeadLetter, Event, SubEvent, Update
 from transforms.settings import SyncSettings
 from transforms.timestamps import parse_iso
 
@@ -200,7 +200,8 @@ def validate_document(
             "processing clock",
         )
     if len(by_category) == 1:
-        sub_events = tuple([(category, tuple(group)) for category, group in by_category.items()])
+        ((category, group),) = by_category.items()
+        sub_events: tuple[SubEvent, ...] = ((category, tuple(group)),)
     else:
         if expected_version is not None:
             raise Invalid(
