@@ -43,6 +43,7 @@ DIGIT_POSITIONS = [i for i, c in enumerate(CANONICAL) if c.isdigit()]
 def test_canonical_text_is_reused_and_other_spellings_are_normalized():
     assert parse_iso(CANONICAL)[1] is CANONICAL
     assert parse_iso("2026-11-24T09:00:00.123+01:00") == (parse_iso_ms(CANONICAL), CANONICAL)
+    assert parse_iso("2026-11-24T08:00:00.123-00:00") == (parse_iso_ms(CANONICAL), CANONICAL)
     assert parse_iso("0000-01-01T00:00:00.000Z") == (parse_iso_ms("0000-01-01T00:00:00Z"), "0000-01-01T00:00:00.000Z")
 
 
@@ -59,6 +60,6 @@ def test_fast_path_agrees_with_the_exact_parser(edits, moment):
     text = list(f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z")
     for position, char in edits:
         text[position] = char
-    text = "".join(text)
-    exact = _parse_any(text)
-    assert parse_iso(text) == (None if exact is None else (exact, format_iso_ms(exact)))
+    for text in ("".join(text), "".join(text[:23]) + "+00:00", "".join(text[:23]) + "-00:00"):
+        exact = _parse_any(text)
+        assert parse_iso(text) == (None if exact is None else (exact, format_iso_ms(exact)))

@@ -17,6 +17,7 @@ _ISO = re.compile(
 # The separators of `YYYY-MM-DDTHH:MM:SS.mmmZ` sit every 3 characters from index 4. With them in place,
 # fromisoformat accepts only ASCII digits in the other positions (tests/test_timestamps.py checks it).
 _CANONICAL_SEPARATORS = "--T::."
+_UTC_OFFSETS = ("+00:00", "-00:00")  # zero offsets: `...+00:00` (29 chars) reads as `...Z`
 _UNIX_EPOCH_ORDINAL = 719_163  # datetime(1970, 1, 1).toordinal()
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
@@ -53,6 +54,8 @@ def parse_iso(text: str) -> tuple[int, str] | None:
 
     The canonical text is `text` itself when it is already in output form (no formatting needed).
     """
+    if len(text) == 29 and text[23:] in _UTC_OFFSETS:
+        text = text[:23] + "Z"  # the same instant, spelled as the output writes it
     if len(text) == 24 and text[23] == "Z" and text[4:20:3] == _CANONICAL_SEPARATORS:
         try:
             d = datetime.fromisoformat(text)
