@@ -5,6 +5,7 @@ import pytest
 
 import pipelines.flink_sync as flink_sync
 from ctxsync.generate import GeneratorOptions, generate_lines
+from pipelines.flink_control import JobFailed
 from pipelines.flink_sync import SyncByUser
 from tests.helpers import SAMPLE, event, raw, read_jsonl
 from tests.runs import assert_same_files, run_with
@@ -83,11 +84,11 @@ class BrokenSync(SyncByUser):
 
 
 def test_a_failing_python_function_reports_its_python_error(tmp_path, monkeypatch):
-    """An operator bug (not bad input) fails the job with the Python error and its frames."""
+    """An operator bug (not bad input) fails the job with the Python error and where it was raised."""
     monkeypatch.setattr(flink_sync, "SyncByUser", BrokenSync)
     path = tmp_path / "one.jsonl"
     path.write_bytes(raw(event()) + b"\n")
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(JobFailed) as info:
         run_with("flink", path, tmp_path / "out")
     message = str(info.value)
     assert "ZeroDivisionError" in message and "operator bug for the test" in message
