@@ -6,6 +6,7 @@ deterministic order, so parallelism 1 and N write identical files.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -136,7 +137,7 @@ def udf_error(exc: BaseException) -> str | None:
         if cause.getClass().getName() == "pemja.core.PythonException":
             frames = [f"{el.getFileName()}:{el.getLineNumber()}"
                       for el in cause.getStackTrace() if str(el.getFileName()).endswith(".py")]
-            message = " ".join(str(cause.getMessage()).split())
+            message = re.sub(r"<class '([\w.]+)'>", r"\1", " ".join(str(cause.getMessage()).split()))
             return f"{message} (at {frames[0]})" if frames else message
         cause = cause.getCause()
     return None
