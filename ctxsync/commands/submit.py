@@ -109,7 +109,7 @@ def run_submit(args: argparse.Namespace) -> int:
         raise ConfigError(f"profile {args.profile!r} reads a file: give --input FILE and --out DIR")
     if file_profile:
         check_input_file(args.input)
-    if not file_profile:  # the endpoints resolve and answer here, not in a stack trace from the cluster
+    else:  # the endpoints resolve and answer here, not in a stack trace from the cluster
         from ctxsync.io.clients import kafka_config
         from ctxsync.io.kafka_io import check_reachable
         from ctxsync.servers import running_endpoints

@@ -85,8 +85,10 @@ def ensure_topics(client_config: dict[str, Any], specs: list[TopicSpec], timeout
                 raise
 
 
-# librdkafka's own log lines (connection retries) go to Python logging, not straight onto the user's stderr.
+# librdkafka's own log lines (connection retries) go to Python logging, not straight onto the user's stderr:
+# shown where logging is configured (`ctxsync connect`), silent in one-shot commands.
 RDKAFKA_LOG = logging.getLogger("ctxsync.librdkafka")
+RDKAFKA_LOG.addHandler(logging.NullHandler())
 
 
 def producer(client_config: dict[str, Any], **extra: Any) -> Any:
