@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from ctxsync.errors import RuntimeFailure
 from ctxsync.io.es_history import EsBulkWriter, EsDoc, Rejected
 
 DRIFT_INDEX = "context-drift"
@@ -72,5 +73,5 @@ def publish_to_kafka(client_config: dict[str, Any], records: Iterable[dict[str, 
         count += 1
     remaining = p.flush(timeout_s)
     if remaining or errors:
-        raise RuntimeError(f"Kafka: {remaining} drift records undelivered after {timeout_s:.0f}s; errors: {errors[:3]}")
+        raise RuntimeFailure(f"Kafka: {remaining} drift records undelivered after {timeout_s:.0f}s; errors: {errors[:3]}")
     return count

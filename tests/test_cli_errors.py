@@ -141,6 +141,9 @@ def test_set_typos_suggest_the_close_key(tmp_path):
 def test_argparse_mistakes_are_one_line_too():
     assert_one_line_error(ctxsync("run"), "run", 2, "JOB", "--help")
     assert_one_line_error(ctxsync("generate", "--invalid-rate", "2", "x.jsonl"), "generate", 2, "between 0 and 1")
+    assert_one_line_error(ctxsync("history", "--user", "u", "--since", "yesterday"), "history", 2, "ISO-8601")
+    assert_one_line_error(ctxsync("history", "--user", "u", "--limit", "0"), "history", 2, "at least 1")
+    assert_one_line_error(ctxsync("replay", str(SAMPLE), "--to", "2026-11-24"), "replay", 2, "with a zone")
 
 
 def test_validate_strict_fails_when_nothing_was_valid(tmp_path):

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from ctxsync.commands.arg_types import iso_time_ms, positive_int
 from ctxsync.commands.profile_args import add_profile_args, profile_from_args
+from transforms.timestamps import format_iso_ms
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,10 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "  ctxsync history --user user-00042 --model risk-model --json --limit 50",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--user", required=True, help="userId")
-    p.add_argument("--since", metavar="T", help="only events at or after T (ISO-8601 with a zone, e.g. 2026-11-24T08:00:00Z)")
+    p.add_argument("--since", metavar="T", type=iso_time_ms, help="only events at or after T (ISO-8601 with a zone, e.g. 2026-11-24T08:00:00Z)")
     p.add_argument("--attr", metavar="A", help="only events that touched attribute A")
     p.add_argument("--model", metavar="M", help="only events from source.modelId M")
-    p.add_argument("--limit", type=int, default=1000, help="at most this many events (default 1000)")
+    p.add_argument("--limit", type=positive_int, default=1000, help="at most this many events (default 1000)")
     p.add_argument("--json", action="store_true", help="print the history records as JSON lines")
     add_profile_args(p, "Elasticsearch")
     p.set_defaults(func=run)
@@ -31,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from ctxsync.io.es_history import search_history
 
     profile = profile_from_args(args)
-    records = search_history(es_client(profile.elasticsearch), args.user, args.since, args.attr, args.model,
-                             args.limit)
+    since = format_iso_ms(args.since) if args.since is not None else None
+    records = search_history(es_client(profile.elasticsearch), args.user, since, args.attr, args.model, args.limit)
     if not records:
         print(f"no history for user {args.user!r} with these filters")
         return 1

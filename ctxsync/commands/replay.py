@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
+from ctxsync.commands.arg_types import iso_time_ms
 from ctxsync.config import ConfigError, resolve_job, resolve_profile
-from ctxsync.errors import check_input_file
+from ctxsync.errors import RuntimeFailure, check_input_file
 from ctxsync.progress import Progress
 from pipelines.reference import read_lines
 from transforms.timestamps import parse_iso_ms
@@ -118,15 +119,8 @@ def replay(path: Path, producer: Any, topic: str, flt: ReplayFilter, rate: float
     remaining = producer.flush(60)
     stats.seconds = time.monotonic() - start
     if remaining or failures:
-        raise RuntimeError(f"{remaining + len(failures)} events not delivered: {failures[:3]}")
+        raise RuntimeFailure(f"{remaining + len(failures)} events not delivered: {failures[:3]}")
     return stats
-
-
-def _time(text: str) -> int:
-    value = parse_iso_ms(text)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected ISO-8601 with a zone, e.g. 2026-11-24T08:00:00Z, got {text!r}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -135,8 +129,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", type=Path, metavar="FILE", help="JSON Lines file of context events")
     p.add_argument("--topic", help="topic (default: the profile's source topic, context.events)")
     p.add_argument("--rate", type=float, metavar="EV_PER_S", help="events per second (default: as fast as possible)")
-    p.add_argument("--from", dest="since", type=_time, metavar="T1", help="only events with timestamp >= T1")
-    p.add_argument("--to", dest="until", type=_time, metavar="T2", help="only events with timestamp < T2")
+    p.add_argument("--from", dest="since", type=iso_time_ms, metavar="T1", help="only events with timestamp >= T1")
+    p.add_argument("--to", dest="until", type=iso_time_ms, metavar="T2", help="only events with timestamp < T2")
     p.add_argument("--user", help="only this userId")
     p.add_argument("--model", help="only events from this source.modelId")
     p.add_argument("--format", choices=("json", "avro"), default="json",

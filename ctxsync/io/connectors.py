@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ctxsync.errors import RuntimeFailure
 from ctxsync.io.es_history import EsBulkWriter, history_doc, violation_doc
 from ctxsync.io.kafka_io import DLQ, HISTORY, VIEWS, VIOLATIONS
 from ctxsync.io.redis_views import RedisViewSink, ViewWrite
@@ -198,7 +199,7 @@ class SinkConnector:
                     elif error.code() == KafkaError._PARTITION_EOF:
                         at_end.add((message.topic(), message.partition()))
                     elif not error.retriable() and error.fatal():
-                        raise RuntimeError(f"kafka consumer: {error}")
+                        raise RuntimeFailure(f"kafka consumer: {error}")
                 if batch:
                     self._write(batch, dlq)
                     self._commit(consumer)
@@ -210,7 +211,7 @@ class SinkConnector:
                     self.handler.settle()
                     break
                 if until_caught_up and time.monotonic() - last_progress > idle_timeout_s:
-                    raise TimeoutError(f"connector {self.group_id}: no progress for {idle_timeout_s:.0f}s")
+                    raise RuntimeFailure(f"connector {self.group_id}: no progress for {idle_timeout_s:.0f}s")
         finally:
             self.stats.seconds = time.monotonic() - start
             consumer.close()
@@ -230,7 +231,7 @@ class SinkConnector:
                 log.warning("commit failed: %s; retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, self.backoff_s[1])
-        raise RuntimeError(f"connector {self.group_id}: could not commit offsets; the batch will be re-read")
+        raise RuntimeFailure(f"connector {self.group_id}: could not commit offsets; the batch will be re-read")
 
     def _assign(self, consumer: Any) -> set[tuple[str, int]]:
         """Read every partition of the topics from the group's committed offsets (else the earliest).
@@ -245,7 +246,8 @@ class SinkConnector:
         metadata = consumer.list_topics(timeout=10).topics
         missing = [t for t in self.topics if t not in metadata or metadata[t].error is not None]
         if missing:
-            raise RuntimeError(f"connector {self.group_id}: topic(s) {', '.join(missing)} do not exist")
+            raise RuntimeFailure(f"connector {self.group_id}: topic(s) {', '.join(missing)} do not exist",
+                                 "the job creates them: run it first, e.g. `ctxsync run context-sync --profile local`")
         partitions = [(t, p) for t in self.topics for p in sorted(metadata[t].partitions)]
         consumer.assign([TopicPartition(t, p) for t, p in partitions])
         return set(partitions)
@@ -281,7 +283,7 @@ class SinkConnector:
                 dlq.produce(self.dlq_topic, key=record["origin"].encode(), value=orjson.dumps(record),
                             headers=dlq_headers(record))
             if dlq.flush(30) != 0:
-                raise RuntimeError("dead letters could not be delivered to Kafka; offsets not committed")
+                raise RuntimeFailure("dead letters could not be delivered to Kafka; offsets not committed")
             self.stats.dead_lettered += len(dead)
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ctxsync.errors import RuntimeFailure
+
 log = logging.getLogger(__name__)
 
 HISTORY_PREFIX = "context-history-"
@@ -151,7 +153,7 @@ class EsBulkWriter:
                 if not pending:
                     break
             if time.monotonic() + delay > deadline:
-                raise TimeoutError(f"Elasticsearch still failing after {self.give_up_after_s:.0f}s: {problem}")
+                raise RuntimeFailure(f"Elasticsearch still failing after {self.give_up_after_s:.0f}s: {problem}")
             self.retries += 1
             log.warning("elasticsearch: %s; retrying %d documents in %.1fs", problem, len(pending), delay)
             self.sleep(delay)

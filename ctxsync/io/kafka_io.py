@@ -138,7 +138,7 @@ def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.
             batch = consumer.consume(10_000, timeout=0.2)  # returns early only when 10,000 arrived
             if not batch:
                 if time.monotonic() - last > timeout_s:
-                    raise TimeoutError(f"no progress reading {topic} for {timeout_s}s (partitions {sorted(pending)})")
+                    raise RuntimeFailure(f"no progress reading {topic} for {timeout_s}s (partitions {sorted(pending)})")
                 continue
             last = time.monotonic()
             for message in batch:
@@ -147,7 +147,7 @@ def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.
                     if error.code() == error._PARTITION_EOF:
                         pending.discard(message.partition())
                         continue
-                    raise RuntimeError(f"reading {topic}: {error}")
+                    raise RuntimeFailure(f"reading {topic}: {error}")
                 yield message
     finally:
         consumer.close()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ctxsync.errors import RuntimeFailure
+
 Offsets = dict[int, int]  # partition -> offset
 
 
@@ -89,12 +91,12 @@ def has_readable(client_config: dict[str, Any], topic: str, starts: Offsets, end
         deadline = time.monotonic() + timeout_s
         while pending:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} partitions {sorted(pending)} to their end in {timeout_s}s")
+                raise RuntimeFailure(f"could not read {topic} partitions {sorted(pending)} to their end in {timeout_s}s")
             for message in consumer.consume(100, timeout=0.2):
                 p, error = message.partition(), message.error()
                 if error is not None:
                     if error.code() != error._PARTITION_EOF:
-                        raise RuntimeError(f"reading {topic}/{p}: {error}")
+                        raise RuntimeFailure(f"reading {topic}/{p}: {error}")
                     pending.pop(p, None)
                 elif p in pending:
                     if message.offset() < pending[p]:
