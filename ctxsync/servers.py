@@ -297,9 +297,9 @@ def _last_line(path: Path) -> str:
 
 
 def default_run_dir() -> Path:
-    """Where `ctxsync dev` keeps state: $CTXSYNC_DEV_DIR or ./.ctxsync/dev, made absolute here because the
-    servers run in their own data directories (a relative --dir would point nowhere from there)."""
-    return Path(os.environ.get("CTXSYNC_DEV_DIR", ".ctxsync/dev")).absolute()
+    """Where `ctxsync dev` keeps state: $CTXSYNC_DEV_DIR or ./.ctxsync/dev, relative to the working directory
+    (LocalServers makes it absolute)."""
+    return Path(os.environ.get("CTXSYNC_DEV_DIR", ".ctxsync/dev"))
 
 
 def running_endpoints(run_dir: Path | None = None) -> dict[str, str]:
