@@ -77,7 +77,7 @@ def bench(args: argparse.Namespace, servers: LocalServers, events: Path) -> None
         for line in run_reference(read_lines(events), str(events), job.settings.to_settings()):
             seq = int(line.split("\t", 1)[0][1:])
             if last is not None and seq != last:
-                for key, value, topic, headers in route_lines("\n".join(joined), spec):
+                for key, value, topic, headers in route_lines(joined, spec):
                     p.produce(topic, key=key, value=value, headers=list(headers.items()))
                     p.poll(0)
                 joined = []

@@ -40,7 +40,7 @@ def start_job(spec: KafkaJobSpec, job):
 
     env = flink_environment(job.flink, parallelism=1, jars=[str(p) for p in kafka_jars()])
     env.enable_checkpointing(spec.checkpoint_interval_ms)
-    build_kafka_job(env, spec, job.settings.to_settings(), 1)
+    build_kafka_job(env, spec, job.settings.to_settings(), 1, job.batching.to_batching())
     return env.execute_async("ctxsync latency bench")
 
 

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from ctxsync.errors import UsageError
+from transforms.batching import Batching
 from transforms.drift import DriftSettings
 from transforms.expectations import load_compiled
 from transforms.settings import SyncSettings
@@ -82,6 +83,22 @@ class SyncSettingsModel(_Strict):
             max_event_bytes=self.max_event_bytes,
             expectations=load_compiled(self.expectations) if self.expectations else None,
         )
+
+
+class BatchingModel(_Strict):
+    """The `batching:` section: how the PyFlink job hands events to Python (transforms/batching.py)."""
+
+    window: int = Field(default=50, gt=0, description="batch window, milliseconds")
+    buckets: int = Field(default=32, ge=1, le=65_536, description="fixed for the life of a job's state")
+    max_events: int = Field(default=2_000, ge=1, description="most events per emitted output record")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int:
+        return duration_ms(value)
+
+    def to_batching(self) -> Batching:
+        return Batching(window_ms=self.window, buckets=self.buckets, max_events=self.max_events)
 
 
 class DriftSettingsModel(_Strict):
@@ -241,6 +258,7 @@ class JobConfig(_Strict):
     parallelism: int = Field(default=1, ge=1, le=64)
     settings: SyncSettingsModel = Field(default_factory=SyncSettingsModel)
     drift: DriftSettingsModel | None = None  # context-drift jobs only
+    batching: BatchingModel = Field(default_factory=BatchingModel)
     flink: dict[str, str] = Field(default_factory=dict)
     profiles: dict[str, Profile]
 

@@ -1,6 +1,6 @@
 """The context-drift graph on PyFlink: a thin adapter around transforms/drift.py.
 
-    FileSource -> IngestLines (parse+validate, parallelism 1, from flink_sync)
+    FileSource -> IngestLines (parse+validate, parallelism 1)
                -> key_by(constant) -> StampWindows (windows + watermark from the data, parallelism 1)
                -> key_by(category/attribute) -> DriftByKey (statistics, scores, alerts; any parallelism)
                -> FileSink of tagged lines -> drift.jsonl, dead_letter.jsonl, summary.json
@@ -10,14 +10,17 @@ reference runner's byte for byte. Flink's own end-of-input watermark only fires 
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.drift_outputs import DriftCollector, DriftSummary
-from transforms.model import event_from_wire
 from pipelines.drift_reference import drift_settings
 from pipelines.flink_env import flink_environment
 from pipelines.flink_files import CHECKPOINT_INTERVAL_MS, local_file_job_config, run_to_files, tagged_line_sink, text_lines
+from transforms.ingest import ingest, is_blank
+from transforms.model import event_from_wire, event_to_wire
+from transforms.settings import SyncSettings
 from transforms.drift import (
     DriftSettings, drift_line, drift_step, flush, new_key_state, new_stamp_state, stamp_event, stats_line,
 )
@@ -32,8 +35,24 @@ PASS_THROUGH = ""  # key of lines that need no drift state (dead letters, the fi
 def _functions():
     """The operator classes; defined lazily so importing this module does not start PyFlink."""
     from pyflink.common import Types
-    from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+    from pyflink.datastream import FlatMapFunction, KeyedProcessFunction, RuntimeContext
     from pyflink.datastream.state import ValueStateDescriptor
+
+    class IngestLines(FlatMapFunction):
+        """Numbers the lines of one file and parses each into (userId, event wire form) or a dead letter."""
+
+        def __init__(self, settings: SyncSettings, origin: str) -> None:
+            self.settings = settings
+            self.origin = origin
+            self.line = 0
+
+        def flat_map(self, value: str):
+            self.line += 1
+            raw = value.encode("latin-1")  # ISO-8859-1 maps bytes 1:1: the line's original bytes
+            if not is_blank(raw):
+                key, parsed = ingest(raw, self.line, f"{self.origin}:{self.line}", int(time.time() * 1000),
+                                     self.settings)
+                yield key, parsed if isinstance(parsed, str) else event_to_wire(parsed)
 
     class StampWindows(KeyedProcessFunction):
         """One global instance (constant key): window assignment, watermark, lateness, window closes."""
@@ -85,15 +104,13 @@ def _functions():
                 yield drift_line(record)
             self.state.update(state)
 
-    return StampWindows, DriftByKey
+    return IngestLines, StampWindows, DriftByKey
 
 
 def build_embedded_job(request: "RunRequest", parts: Path):
     from pyflink.common import Types, WatermarkStrategy
 
-    from pipelines.flink_sync import IngestLines
-
-    StampWindows, DriftByKey = _functions()
+    IngestLines, StampWindows, DriftByKey = _functions()
     job = request.job
     drift = drift_settings(job)
     env = flink_environment({**local_file_job_config(parts), **job.flink}, parallelism=1)

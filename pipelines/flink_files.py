@@ -24,9 +24,8 @@ CHECKPOINTS_DIR = "_checkpoints"
 # Checkpoints of a file job only commit part files; the last one is taken as soon as the input ends,
 # whatever the interval, so a long interval saves snapshotting all users' state every second.
 CHECKPOINT_INTERVAL_MS = 60_000
-# A file job must fail, not restore: line numbers (seq, origin) are counted by the parse operator and are
-# not checkpointed, so a restart from a checkpoint would renumber lines. With checkpointing on, Flink's
-# default strategy would also retry a broken operator forever instead of reporting it.
+# A file job fails instead of restarting: with checkpointing on, Flink's default strategy would retry a
+# broken operator forever instead of reporting it, and a file run is cheap to start again.
 FILE_JOB_CONFIG = {"restart-strategy.type": "disable"}
 
 

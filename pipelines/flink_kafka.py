@@ -1,10 +1,12 @@
 """The PyFlink job of the `local` and `prod` profiles: Kafka in -> context-sync -> Kafka out.
 
-    Kafka `context.events` (Table API source: raw bytes + topic/partition/offset metadata)
-      -> IngestRecords (Avro -> JSON if configured; parse+validate; origin = topic/partition/offset)
-      -> key_by(userId) -> SyncByUser (pipelines/flink_sync.py, the same operator as the embedded job)
-      -> RouteOutputs (tagged lines -> Kafka records: topic, key, value, headers)
+    Kafka `context.events` (Table API source: raw bytes + partition/offset metadata)
+      -> batches per bucket of users and window, built in Java (pipelines/flink_batches.py)
+      -> key_by(bucket) -> SyncKafkaBuckets (the embedded job's operator, pipelines/flink_sync.py, with
+         Avro -> JSON if configured, origin = topic/partition/offset, outputs routed to Kafka records)
       -> Kafka sink (Table API: topic and headers are writable metadata; exactly-once with transactions)
+
+Avro payloads cannot be read in SQL, so an Avro input is batched in a single bucket.
 
 Why the Table API connector around a DataStream core: PyFlink's DataStream KafkaSource only hands over
 the value (no partition/offset for `origin`), and its KafkaSink cannot set record headers (the dead-letter
@@ -18,12 +20,14 @@ checkpoint hook to flush a buffered sink.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
 from ctxsync.io.avro import avro_payload_to_json
+from pipelines.flink_batches import TIME_COLUMNS_SQL, batches
+from transforms.batching import Batching
 from transforms.ingest import ingest
 from transforms.records import CONFLICT, DEAD_LETTER, HISTORY, ORDERING, VIEW, untag
 from transforms.settings import SyncSettings
@@ -87,8 +91,8 @@ def source_ddl(spec: KafkaJobSpec, table: str = "ctx_events") -> str:
     if spec.bounded:
         options["scan.bounded.mode"] = "latest-offset"
     return (f"CREATE TEMPORARY TABLE {table} (\n  payload BYTES,\n  `topic` STRING METADATA VIRTUAL,\n"
-            f"  `partition` INT METADATA VIRTUAL,\n  `offset` BIGINT METADATA VIRTUAL\n) WITH (\n  "
-            f"{_with(options)}\n)")
+            f"  `partition` INT METADATA VIRTUAL,\n  `offset` BIGINT METADATA VIRTUAL,\n  {TIME_COLUMNS_SQL}\n"
+            f") WITH (\n  {_with(options)}\n)")
 
 
 def sink_ddl(spec: KafkaJobSpec, table: str = "ctx_outputs") -> str:
@@ -113,13 +117,12 @@ def ingest_record(payload: bytes | None, topic: str, partition: int, offset: int
                   original=raw if decoded is not raw else None)
 
 
-def route_lines(joined: str, spec: KafkaJobSpec) -> list[tuple[bytes | None, bytes, str, dict[str, bytes]]]:
+def route_lines(lines: list[str], spec: KafkaJobSpec) -> list[tuple[bytes | None, bytes, str, dict[str, bytes]]]:
     """Kafka records (key, value, topic, headers) for the tagged output lines of one event.
 
     Views are keyed by aggregate key (the compacted changelog) and carry the TTL of the event that produced
     them (`ttl`, from propagationRules.ttl) for the Redis connector. Duplicates produce no record.
     """
-    lines = joined.split("\n")
     ttl = None
     records: list[tuple[bytes | None, bytes, str, dict[str, bytes]]] = []
     parsed = [untag(line) for line in lines]
@@ -143,41 +146,41 @@ def route_lines(joined: str, spec: KafkaJobSpec) -> list[tuple[bytes | None, byt
 
 
 def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parallelism: int,
-                    cache_size: int = 10_000) -> Any:
+                    batching: Batching, cache_size: int = 10_000) -> Any:
     """Add the job to `env` (a StreamExecutionEnvironment with the Kafka jars); returns the statement set."""
     from pyflink.common import Row, Types
-    from pyflink.datastream import FlatMapFunction
     from pyflink.table import StreamTableEnvironment
 
-    from pipelines.flink_sync import SyncByUser, to_keyed_record
+    from pipelines.flink_sync import SyncBuckets, keyed_batches
 
-    avro, schema_id = spec.format == "avro", spec.schema_id
+    avro, schema_id, topic = spec.format == "avro", spec.schema_id, spec.input_topic
+    if avro:
+        batching = replace(batching, buckets=1)
 
-    class IngestRecords(FlatMapFunction):
-        def __init__(self, settings: SyncSettings) -> None:
-            self.settings = settings
+    class SyncKafkaBuckets(SyncBuckets):
+        def origin(self, seq: int, part: int) -> str:
+            return f"{topic}/{part}/{seq}"
 
-        def flat_map(self, row):
-            yield to_keyed_record(ingest_record(row[0], row[1], row[2], row[3], self.settings, avro,
-                                                schema_id, int(time.time() * 1000)))
+        def parse(self, seq: int, part: int, payload: str, now_ms: int):
+            return ingest_record(payload.encode("latin-1"), topic, part, seq, self.settings, avro, schema_id,
+                                 now_ms)
 
-    class RouteOutputs(FlatMapFunction):
-        def flat_map(self, joined: str):
-            for key, value, topic, headers in route_lines(joined, spec):
-                yield Row(key, value, topic, headers)
+        def emit(self, outputs: list[list[str]]):
+            for lines in outputs:
+                for key, value, out_topic, headers in route_lines(lines, spec):
+                    yield Row(key, value, out_topic, headers)
 
     t_env = StreamTableEnvironment.create(env)
     t_env.execute_sql(source_ddl(spec))
     t_env.execute_sql(sink_ddl(spec))
-    rows = t_env.to_data_stream(t_env.from_path("ctx_events"))
-    keyed = (rows.flat_map(IngestRecords(settings), output_type=Types.PICKLED_BYTE_ARRAY())
-             .name("parse+validate").key_by(lambda record: record[0], key_type=Types.STRING()))
-    lines = keyed.process(SyncByUser(settings, cache_size), output_type=Types.STRING()) \
-        .set_parallelism(parallelism).name("sync by user")
+    table = batches(t_env, "ctx_events", "COALESCE(DECODE(payload, 'ISO-8859-1'), '')",
+                    "DECODE(payload, 'UTF-8')", "`offset`", "`partition`", batching, spec.bounded)
     bytes_type = Types.PRIMITIVE_ARRAY(Types.BYTE())
     out_type = Types.ROW_NAMED(["k", "v", "topic", "headers"],
                                [bytes_type, bytes_type, Types.STRING(), Types.MAP(Types.STRING(), bytes_type)])
-    records = lines.flat_map(RouteOutputs(), output_type=out_type).name("route outputs")
+    records = (keyed_batches(t_env, table)
+               .process(SyncKafkaBuckets(settings, batching, cache_size), output_type=out_type)
+               .set_parallelism(parallelism).name("sync by bucket"))
     statements = t_env.create_statement_set()
     statements.add_insert("ctx_outputs", t_env.from_data_stream(records))
     statements.attach_as_datastream()

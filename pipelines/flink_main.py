@@ -63,8 +63,7 @@ def environment(conf: dict[str, str], parallelism: int):
 def build_file_job(job: JobConfig, input_path: Path, out_dir: Path, parallelism: int):
     """FileSource -> context-sync -> FileSink; part files are committed by checkpoints.
 
-    Like the embedded runner's, this job fails instead of restoring (FILE_JOB_CONFIG): line numbers are
-    counted by the parse operator and are not checkpointed.
+    Like the embedded runner's, this job fails instead of restarting (FILE_JOB_CONFIG).
     """
     from pipelines.flink_files import FILE_JOB_CONFIG, PARTS_DIR, tagged_line_sink, text_lines
     from pipelines.flink_sync import sync_stream
@@ -72,7 +71,8 @@ def build_file_job(job: JobConfig, input_path: Path, out_dir: Path, parallelism:
     env = environment({**job_flink_conf(job, []), **FILE_JOB_CONFIG}, 1)
     lines = text_lines(env, input_path).uid("read-lines")
     cache_size = int(job.flink.get("python.state.cache-size", "10000"))
-    outputs = sync_stream(lines, job.settings.to_settings(), str(input_path), parallelism, cache_size)
+    outputs = sync_stream(env, lines, job.settings.to_settings(), str(input_path), parallelism,
+                          job.batching.to_batching(), cache_size)
     outputs.sink_to(tagged_line_sink(out_dir.resolve() / PARTS_DIR)).set_parallelism(parallelism) \
         .name("tagged outputs").uid("file-sink")
     return env
@@ -96,7 +96,7 @@ def build_kafka_job(job: JobConfig, job_name: str, profile_name: str, parallelis
     env = environment(job_flink_conf(job, jars), parallelism)
     env.enable_checkpointing(spec.checkpoint_interval_ms)
     cache_size = int(job.flink.get("python.state.cache-size", "10000"))
-    add_kafka_job(env, spec, job.settings.to_settings(), parallelism, cache_size)
+    add_kafka_job(env, spec, job.settings.to_settings(), parallelism, job.batching.to_batching(), cache_size)
     return env
 
 

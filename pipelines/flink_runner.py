@@ -23,8 +23,8 @@ def build_embedded_job(request: "RunRequest", parts: Path) -> Any:
     env.enable_checkpointing(CHECKPOINT_INTERVAL_MS)
     lines = text_lines(env, request.input_path)
     cache_size = int(job.flink.get("python.state.cache-size", "10000"))
-    outputs = sync_stream(lines, job.settings.to_settings(), str(request.input_path), request.parallelism,
-                          cache_size)
+    outputs = sync_stream(env, lines, job.settings.to_settings(), str(request.input_path), request.parallelism,
+                          job.batching.to_batching(), cache_size)
     outputs.sink_to(tagged_line_sink(parts)).set_parallelism(request.parallelism).name("tagged outputs")
     return env
 

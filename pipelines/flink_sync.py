@@ -1,125 +1,151 @@
-"""The context-sync graph on PyFlink: two Python crossings per event, state read only on a cache miss,
-two small state writes per accepted event.
+"""The context-sync operator on PyFlink: Python is called once per batch (one bucket of users, one window),
+not once per event; the batches come from pipelines/flink_batches.py.
 
-    source -> IngestLines (parse+validate+key, chained with the source, parallelism 1: keeps line order)
-           -> key_by(userId) -> SyncByUser (dedup, split, ordering, conflicts, views)
-           -> tagged output lines (one string per event)
+    batches (bucket, framed payloads) -> key_by(bucket) -> SyncBuckets (ingest + sync_step per event)
+      -> tagged output lines (embedded profile) or Kafka rows (pipelines/flink_kafka.py)
 
-Events cross the shuffle in their marshal wire form (transforms.model.event_to_wire).
+State: one MapState per bucket, userId -> marshalled (aggregates, dedup clock, purge limit, seen ids).
+Each user touched by a batch is written once at the end of the batch; a read cache skips state reads
+for recent users (only this operator instance touches its keys and a restore creates a fresh instance,
+so the cache cannot go stale).
 """
 from __future__ import annotations
 
 import gc
 import marshal
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import DataStream, FlatMapFunction, KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import MapStateDescriptor
 
-from transforms.ingest import ingest, is_blank
-from transforms.model import Event, event_from_wire, event_to_wire
+from pipelines.flink_batches import line_batches
+from transforms.batching import Batching, bucket_of, split_batch
+from transforms.ingest import dead_letter_line, ingest, is_blank
+from transforms.model import Event
+from transforms.records import DUPLICATE
 from transforms.settings import SyncSettings
 from transforms.sync import UserState, sync_step
+from transforms.validate import dead_letter
+
+Parsed = tuple[str, Event | str]
 
 
-class IngestLines(FlatMapFunction):
-    """Numbers the lines of one file (line numbers order the outputs) and parses each into (key, value).
+def _state_from_blob(blob: bytes) -> UserState:
+    aggs, clock, limit, seen = marshal.loads(blob)
+    return {"dedup": {"seen": seen, "clock": clock, "limit": limit}, "aggs": aggs}
 
-    Lines arrive decoded as ISO-8859-1, which maps bytes 1:1, so `.encode('latin-1')` gives back the
-    original bytes and non-UTF-8 input reaches the dead-letter output intact.
+
+def _blob(state: UserState) -> bytes:
+    dedup = state["dedup"]
+    return marshal.dumps((state["aggs"], dedup["clock"], dedup["limit"], dedup["seen"]))
+
+
+class SyncBuckets(KeyedProcessFunction):
+    """Runs `sync_step` over each batch in arrival order, keeping users' state in the bucket's MapState.
+
+    Subclasses say how a framed payload is parsed (`parse`) and how a batch's outputs leave (`emit`).
     """
 
-    def __init__(self, settings: SyncSettings, origin: str) -> None:
+    def __init__(self, settings: SyncSettings, batching: Batching, cache_size: int = 10_000) -> None:
         self.settings = settings
-        self.origin = origin
-        self.line = 0
-
-    def flat_map(self, value: str):
-        self.line += 1
-        raw = value.encode("latin-1")
-        if not is_blank(raw):
-            yield to_keyed_record(
-                ingest(raw, self.line, f"{self.origin}:{self.line}", int(time.time() * 1000), self.settings))
-
-
-def to_keyed_record(record: tuple[str, Event | str]) -> tuple[str, bytes | str]:
-    """(userId, event wire bytes) or (dead-letter key, dead-letter line): what SyncByUser receives."""
-    key, value = record
-    return (key, value) if isinstance(value, str) else (key, event_to_wire(value))
-
-
-class SyncByUser(KeyedProcessFunction):
-    """Holds transforms.sync state per user in Flink keyed state and runs `sync_step`.
-
-    The state is split by how it changes: the dedup id set grows by one id per accepted event, so it
-    lives in a MapState (one put, instead of re-serializing every remembered id); everything else is
-    small and is one marshalled ValueState blob. A Python-side read cache skips state reads for recent
-    users: only this operator instance touches its keys and a restore creates a fresh instance, so the
-    cache cannot go stale.
-    """
-
-    def __init__(self, settings: SyncSettings, cache_size: int = 10_000) -> None:
-        self.settings = settings
+        self.batching = batching
         self.cache_size = cache_size
         self.cache: dict[str, UserState] = {}
-        self.blob: Any = None
-        self.seen: Any = None
+        self.users: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.blob = runtime_context.get_state(ValueStateDescriptor("user", Types.PICKLED_BYTE_ARRAY()))
-        self.seen = runtime_context.get_map_state(MapStateDescriptor("seen", Types.STRING(), Types.LONG()))
+        self.users = runtime_context.get_map_state(
+            MapStateDescriptor("users", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.cache = {}
         gc.freeze()  # setup done: full collections need not walk the worker's modules (PyFlink, Beam)
 
-    def _load(self) -> UserState | None:
-        blob = self.blob.value()
-        if blob is None:
+    def parse(self, seq: int, part: int, payload: str, now_ms: int) -> Parsed | None:
+        raise NotImplementedError
+
+    def emit(self, outputs: list[list[str]]) -> Iterable[Any]:
+        raise NotImplementedError
+
+    def origin(self, seq: int, part: int) -> str:
+        raise NotImplementedError
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        bucket, buckets = value[0], self.batching.buckets
+        settings, cache, users = self.settings, self.cache, self.users
+        now_ms = int(time.time() * 1000)
+        outputs: list[list[str]] = []
+        dirty: dict[str, UserState] = {}
+        for seq, part, payload in split_batch(value[1]):
+            parsed = self.parse(seq, part, payload, now_ms)
+            if parsed is None:
+                continue
+            key, event = parsed
+            if isinstance(event, str):  # a dead-letter line: no state involved
+                outputs.append([event])
+                continue
+            if bucket_of(key, buckets) != bucket:
+                outputs.append([self._misrouted(event, payload, part)])
+                continue
+            state = cache.pop(key, None)
+            if state is None:
+                blob = users.get(key)
+                state = None if blob is None else _state_from_blob(blob)
+                if len(cache) >= self.cache_size:
+                    del cache[next(iter(cache))]
+            state, lines = sync_step(state, event, settings)
+            cache[key] = state
+            if len(lines) > 1 or lines[0][0] != DUPLICATE:  # a duplicate changes nothing
+                dirty[key] = state
+            outputs.append(lines)
+            if len(outputs) >= self.batching.max_events:
+                yield from self.emit(outputs)
+                outputs = []
+        for key, state in dirty.items():
+            users.put(key, _blob(state))
+        if outputs:
+            yield from self.emit(outputs)
+
+    def _misrouted(self, event: Event, payload: str, part: int) -> str:
+        """The engine's JSON reading of userId differed from ours (never seen; guarded, not assumed)."""
+        return dead_letter_line(dead_letter(
+            payload.encode("latin-1"), event.seq, self.origin(event.seq, part), "unroutable",
+            "contextDelta.userId reads differently in the engine's key extraction than in validation "
+            "(a duplicated key?)", "route"))
+
+
+class SyncFileBuckets(SyncBuckets):
+    """Batches of one file's lines: seq is the line number; blank lines are skipped; tagged lines out."""
+
+    def __init__(self, settings: SyncSettings, batching: Batching, path: str, cache_size: int = 10_000) -> None:
+        super().__init__(settings, batching, cache_size)
+        self.path = path
+
+    def origin(self, seq: int, part: int) -> str:
+        return f"{self.path}:{seq}"
+
+    def parse(self, seq: int, part: int, payload: str, now_ms: int) -> Parsed | None:
+        raw = payload.encode("latin-1")  # ISO-8859-1 maps bytes 1:1: the line's original bytes
+        if is_blank(raw):
             return None
-        aggs, clock, limit = marshal.loads(blob)
-        return {"dedup": {"seen": dict(self.seen.items()), "clock": clock, "limit": limit}, "aggs": aggs}
+        return ingest(raw, seq, f"{self.path}:{seq}", now_ms, self.settings)
 
-    def _store(self, state: UserState, event: Event, seen_before: dict[str, int]) -> None:
-        dedup = state["dedup"]
-        seen = dedup["seen"]
-        if seen is not seen_before:  # dedup purged expired ids into a new dict
-            for event_id in seen_before.keys() - seen.keys():
-                self.seen.remove(event_id)
-        self.seen.put(event.event_id, event.ts)
-        self.blob.update(marshal.dumps((state["aggs"], dedup["clock"], dedup["limit"])))
-
-    def process_element(self, value: tuple[str, bytes | str], ctx: KeyedProcessFunction.Context):
-        key, payload = value
-        if isinstance(payload, str):  # a dead-letter line: no state involved
-            yield payload
-            return
-        event = event_from_wire(payload)
-        cache = self.cache
-        user_state = cache.pop(key, None)
-        if user_state is None:
-            user_state = self._load()
-            if len(cache) >= self.cache_size:
-                del cache[next(iter(cache))]
-        seen_before = user_state["dedup"]["seen"] if user_state is not None else {}
-        user_state, outputs = sync_step(user_state, event, self.settings)
-        cache[key] = user_state
-        if len(outputs) > 1 or outputs[0][0] != "U":  # a duplicate changes nothing
-            self._store(user_state, event, seen_before)
-        yield "\n".join(outputs)
+    def emit(self, outputs: list[list[str]]) -> Iterable[str]:
+        yield "\n".join([line for lines in outputs for line in lines])
 
 
-def sync_stream(lines: DataStream, settings: SyncSettings, origin: str, parallelism: int,
-                cache_size: int = 10_000) -> DataStream:
+def keyed_batches(t_env: Any, table: Any) -> Any:
+    """The batches table as a DataStream keyed by bucket (one Python key call per batch)."""
+    return t_env.to_data_stream(table).key_by(lambda row: row[0], key_type=Types.INT())
+
+
+def sync_stream(env: Any, lines: Any, settings: SyncSettings, origin: str, parallelism: int,
+                batching: Batching, cache_size: int = 10_000) -> Any:
     """Tagged output lines (transforms.records) of context-sync over a stream of latin-1 text lines."""
-    keyed = (
-        lines.flat_map(IngestLines(settings, origin), output_type=Types.PICKLED_BYTE_ARRAY())
-        .set_parallelism(1)
-        .name("parse+validate")
-        .key_by(lambda record: record[0], key_type=Types.STRING())
-    )
-    return (
-        keyed.process(SyncByUser(settings, cache_size), output_type=Types.STRING())
-        .set_parallelism(parallelism)
-        .name("sync by user")
-    )
+    from pyflink.table import StreamTableEnvironment
+
+    t_env = StreamTableEnvironment.create(env)
+    keyed = keyed_batches(t_env, line_batches(t_env, lines, batching))
+    return (keyed.process(SyncFileBuckets(settings, batching, origin, cache_size), output_type=Types.STRING())
+            .set_parallelism(parallelism).name("sync by bucket"))

@@ -112,7 +112,8 @@ def _start_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, rest
     env = flink_environment(flink, parallelism=1, jars=[str(p) for p in kafka_jars()])
     env.enable_checkpointing(spec.checkpoint_interval_ms)
     cache_size = int(job.flink.get("python.state.cache-size", "10000"))
-    build_kafka_job(env, replace(spec, bounded=False), job.settings.to_settings(), parallelism, cache_size)
+    build_kafka_job(env, replace(spec, bounded=False), job.settings.to_settings(), parallelism,
+                    job.batching.to_batching(), cache_size)
     return env.execute_async(f"ctxsync context-sync ({spec.input_topic})")
 
 
@@ -129,6 +130,16 @@ def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restor
         bounded, targets = spec.bounded, source.high
         total = sum(max(targets[p] - base.get(p, 0), 0) for p in targets)
         last: Offsets | None = None
+        # Committed offsets cover records that may still sit in an open batch window (processing time):
+        # the stop waits until every such window has closed, so the savepoint holds no unprocessed input.
+        settle_s = 2 * job.batching.window / 1000 + 0.5
+        covered_at: float | None = None
+
+        def settled() -> bool:
+            nonlocal covered_at
+            if covered_at is None:
+                covered_at = time.monotonic()
+            return time.monotonic() - covered_at >= settle_s
 
         def done() -> bool:
             nonlocal last
@@ -138,10 +149,12 @@ def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restor
             progress.update(covered, "input records committed" if bounded else "committed (Ctrl-C stops with a savepoint)")
             if not bounded:
                 return False
+            if covered_at is not None:
+                return settled()
             if committed == last:  # unchanged since the last poll: maybe only markers are left
-                return source.covered(committed, targets)
+                return source.covered(committed, targets) and settled()
             last = committed
-            return all(committed[p] >= t for p, t in targets.items())
+            return all(committed[p] >= t for p, t in targets.items()) and settled()
 
         def starting(status: str) -> None:
             if status != "RUNNING":

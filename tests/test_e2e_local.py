@@ -296,12 +296,12 @@ def publish_reference_outputs(events_file: Path, job, config: dict, spec: KafkaJ
         expected.add(line)
         seq = int(line.split("\t", 1)[0][1:])
         if last_seq is not None and seq != last_seq:
-            for key, value, topic, headers in route_lines("\n".join(joined), spec):
+            for key, value, topic, headers in route_lines(joined, spec):
                 p.produce(topic, key=key, value=value, headers=list(headers.items()))
             joined = []
         joined.append(line)
         last_seq = seq
-    for key, value, topic, headers in route_lines("\n".join(joined), spec):
+    for key, value, topic, headers in route_lines(joined, spec):
         p.produce(topic, key=key, value=value, headers=list(headers.items()))
     assert p.flush(30) == 0
     expected.finish()

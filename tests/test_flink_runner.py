@@ -6,7 +6,7 @@ import pytest
 import pipelines.flink_sync as flink_sync
 from ctxsync.generate import GeneratorOptions, generate_lines
 from pipelines.flink_control import JobFailed
-from pipelines.flink_sync import SyncByUser
+from pipelines.flink_sync import SyncFileBuckets
 from tests.helpers import SAMPLE, event, raw, read_jsonl
 from tests.runs import assert_same_files, run_with
 
@@ -76,7 +76,7 @@ def test_non_ascii_users_and_values_survive_every_stage(tmp_path):
     assert view["attributes"]["lastAction"]["value"] == "日本語"
 
 
-class BrokenSync(SyncByUser):
+class BrokenSync(SyncFileBuckets):
     """An operator with a bug; the Flink worker imports it from this module by reference."""
 
     def process_element(self, value, ctx):
@@ -85,7 +85,7 @@ class BrokenSync(SyncByUser):
 
 def test_a_failing_python_function_reports_its_python_error(tmp_path, monkeypatch):
     """An operator bug (not bad input) fails the job with the Python error and where it was raised."""
-    monkeypatch.setattr(flink_sync, "SyncByUser", BrokenSync)
+    monkeypatch.setattr(flink_sync, "SyncFileBuckets", BrokenSync)
     path = tmp_path / "one.jsonl"
     path.write_bytes(raw(event()) + b"\n")
     with pytest.raises(JobFailed) as info:

@@ -83,7 +83,7 @@ def test_route_lines_sends_each_kind_to_its_topic_with_keys_headers_and_ttl():
     from transforms.sync import sync_step
 
     _, lines = sync_step(None, parsed, SETTINGS)
-    records = route_lines("\n".join(lines), SPEC)
+    records = route_lines(lines, SPEC)
     topics = [r[2] for r in records]
     assert topics == ["context.views", "context.history"] and key == "u1"
     view_key, view_value, _, headers = records[0]
@@ -93,7 +93,7 @@ def test_route_lines_sends_each_kind_to_its_topic_with_keys_headers_and_ttl():
     assert orjson.loads(records[1][1])["eventId"] == "e9"
 
     dl_key, dl_line = ingest_record(b"\xff not json", "context.events", 0, 7, SETTINGS, False, None, 0)
-    [(key, value, topic, headers)] = route_lines(dl_line, SPEC)
+    [(key, value, topic, headers)] = route_lines([dl_line], SPEC)
     record = orjson.loads(value)
     assert topic == "context.dlq" and key == b"context.events/0/7"
     assert headers == {"reason": b"not_utf8", "stage": record["stage"].encode(), "origin": b"context.events/0/7"}

@@ -71,7 +71,7 @@ def test_state_of_an_older_layout_is_refused(tmp_path: Path) -> None:
     state = tmp_path / "s"
     run_ledger.save(state, ledger(savepoint_dir(state, "savepoint-old")))
     file = state / run_ledger.LEDGER_FILE
-    file.write_text(file.read_text().replace('  "state_layout": 2,\n', ""))
+    file.write_text(file.read_text().replace('  "state_layout": 3,\n', ""))
     old = run_ledger.load(state)
     assert old.state_layout == 1
     with pytest.raises(ConfigError) as caught:

@@ -2,6 +2,7 @@
 
 Bumped whenever the shape of that state changes, so a saved Flink state (a Kafka run's savepoint) of an
 older layout is refused with a pointer to `--fresh` instead of being misread. Layouts: 1 = up to 2026-12-01
-(NamedTuple-shaped aggregates); 2 = 6-field aggregates with sorted attributes and timestamps as text.
+(NamedTuple-shaped aggregates); 2 = 6-field aggregates with sorted attributes and timestamps as text;
+3 = batched engine: one MapState per bucket of users, userId -> (aggregates, clock, limit, seen ids).
 """
-STATE_LAYOUT = 2
+STATE_LAYOUT = 3
