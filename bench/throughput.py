@@ -2,9 +2,11 @@
 
     python bench/throughput.py --events 1000000 --runner flink [--runner beam] [--users 10000]
 
-Per runner it measures the full job (embedded profile, generated events), and for flink a pass-through
-job with the same source and sink (the engine's floor); once per run, the plain-Python loop over the same
-transforms/ (the logic's own cost, the `limit`). The last line per runner is one JSON object.
+Per runner it measures the full job (embedded profile, generated events), and for flink two pass-through
+jobs with the same source and sink: the per-event shape (parse, key_by userId, emit: two Python crossings
+per event, the reference floor) and the batched shape the job uses (bench/flink_batched_passthrough.py);
+once per run, the plain-Python loop over the same transforms/ (the logic's own cost, the `limit`).
+The last line per runner is one JSON object. `--window`/`--buckets` override the job's batching.
 """
 from __future__ import annotations
 
@@ -72,13 +74,17 @@ def measure_job(runner: str, path: Path, job, events: int, parallelism: int) -> 
         shutil.rmtree(out, ignore_errors=True)
 
 
-def measure_flink_passthrough(path: Path, job, events: int, parallelism: int) -> float:
-    from bench.flink_passthrough import build
+def measure_flink_passthrough(path: Path, job, events: int, parallelism: int, batched: bool) -> float:
+    """Events/s of a pass-through job: the per-event shape, or the batched one (`batched`)."""
+    from bench import flink_batched_passthrough, flink_passthrough
 
     work = Path(tempfile.mkdtemp(prefix="bench-passthrough-"))
     parts = work / "_parts"
     try:
-        env = build(path, parts, job.flink, parallelism)
+        if batched:
+            env = flink_batched_passthrough.build(path, parts, job.flink, parallelism, job.batching.to_batching())
+        else:
+            env = flink_passthrough.build(path, parts, job.flink, parallelism)
         start = time.perf_counter()
         env.execute("ctxsync passthrough")
         elapsed = time.perf_counter() - start
@@ -96,9 +102,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runner", action="append", choices=["flink", "beam"], help="default: flink")
     parser.add_argument("--parallelism", type=int, default=1)
+    parser.add_argument("--window", help="batch window, e.g. 50ms (default: jobs.yaml)")
+    parser.add_argument("--buckets", type=int, help="user buckets (default: jobs.yaml)")
     args = parser.parse_args()
     runners = args.runner or ["flink"]
-    job = resolve_job(ROOT / "jobs.yaml", "context-sync", [])
+    overrides = ([f"batching.window={args.window}"] if args.window else []) + \
+        ([f"batching.buckets={args.buckets}"] if args.buckets else [])
+    job = resolve_job(ROOT / "jobs.yaml", "context-sync", overrides)
     path = events_file(args.events, args.users, args.seed)
     events = sum(1 for _ in read_lines(path))
     limit = measure_limit(path, job.settings.to_settings())
@@ -109,9 +119,12 @@ def main() -> None:
                   "end_to_end_events_per_s": round(end_to_end), "limit_events_per_s": round(limit),
                   "ratio_to_limit": round(engine_rate / limit, 3), "parallelism": args.parallelism}
         if runner == "flink":
-            floor = measure_flink_passthrough(path, job, events, args.parallelism)
-            result["passthrough_events_per_s"] = round(floor)
-            result["ratio_to_passthrough"] = round(engine_rate / floor, 3)
+            floor = measure_flink_passthrough(path, job, events, args.parallelism, batched=False)
+            batched = measure_flink_passthrough(path, job, events, args.parallelism, batched=True)
+            result.update(passthrough_events_per_s=round(floor), ratio_to_passthrough=round(engine_rate / floor, 3),
+                          batched_passthrough_events_per_s=round(batched),
+                          ratio_to_batched_passthrough=round(engine_rate / batched, 3),
+                          window_ms=job.batching.window, buckets=job.batching.buckets)
         print(json.dumps(result), flush=True)
 
 

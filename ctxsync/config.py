@@ -347,7 +347,7 @@ def _duration_text(ms: int) -> str:
 
 def override_keys_help() -> str:
     """The `--set` keys, with defaults and units, for `ctxsync run --help` (defaults read off the model)."""
-    d = SyncSettingsModel()
+    d, b = SyncSettingsModel(), BatchingModel()
     rows = [
         ("conflict_policy", f"last-writer-wins or reject (default {d.conflict_policy})"),
         ("dedup_retention", f"how long an eventId is remembered, a duration like 90s, 5m, 24h, 2d "
@@ -358,6 +358,9 @@ def override_keys_help() -> str:
         ("default_category", f"category of unmapped attributes (default {d.default_category})"),
         ("expectations", "a GE suite enforced in the stream, name or path (default: off)"),
         ("parallelism", "engine parallelism, 1..64 (default: the job's)"),
+        ("batching.window", f"PyFlink batch window, a duration; bounds added latency (default {b.window}ms)"),
+        ("batching.buckets", f"user buckets, the batched job's key space; fixed for the life of a Kafka "
+                             f"run's state (default {b.buckets})"),
         ("flink.<key>", "a Flink configuration key, passed to Flink as is; Flink ignores keys it does not"),
         ("", "know, so check the spelling in Flink's docs; keys ctxsync sets itself are refused"),
         ("profiles.<p>.<key>", "a key of a profile, e.g. profiles.local.source.bounded=false"),

@@ -202,7 +202,8 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
                                   job_name, profile_name, spec.group_id)
     if fresh:
         shutil.rmtree(state, ignore_errors=True)
-    settings_doc = job.settings.model_dump(mode="json")
+    # the bucket count places each user's state (transforms/batching.py): a change must not restore it
+    settings_doc = {**job.settings.model_dump(mode="json"), "batching.buckets": job.batching.buckets}
     ledger = run_ledger.load(state)
     if ledger is not None:
         run_ledger.check_continuation(ledger, source.config["bootstrap.servers"], spec.input_topic, settings_doc,
