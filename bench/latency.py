@@ -1,12 +1,19 @@
-"""p95 propagation latency: an event produced to Kafka -> its history record readable downstream.
+"""Propagation latency: an event produced to Kafka -> its view applied in Redis (what a model reads).
 
-    python bench/latency.py [--rate 500] [--seconds 30] [--delivery at-least-once|exactly-once]
+    python bench/latency.py [--rate 500 --rate 2000 --rate 5000] [--seconds 20]
+                            [--delivery at-least-once|exactly-once] [--checkpoint-ms 1000] [--window 50ms]
 
-Starts loopback servers (noida-db), runs the context-sync Kafka job unbounded on local Flink, produces
-generated events at a fixed rate, and consumes `context.history` (read_committed). Latency per event =
-time its history record was consumed - time it was produced. With exactly-once delivery, records become
-visible only when the checkpoint that commits their transaction completes, so latency is bounded below by
-the checkpoint interval; at-least-once shows the pipeline's own latency. Not a test: numbers depend on load.
+Starts loopback servers (noida-db, redis-server), runs the context-sync Kafka job unbounded on local Flink
+and the Redis view connector beside it, then for each rate produces generated events at that fixed rate
+and follows the models' change streams in Redis (XREAD; an entry is written when the connector applies a
+view). Latency per event = time the first view carrying its eventId was applied - time it was produced.
+One JSON line per rate with p50/p95/p99 and how many events were seen (a view that a newer event of the
+same aggregate replaced before it was applied never shows that event, so `measured` < `events` is normal).
+
+What bounds it: the batch window (`batching.window`) plus the watermark-free processing-time trigger, the
+Python batch itself, the Kafka sink's flush (at-least-once) or transaction commit at each checkpoint
+(exactly-once: bounded below by the checkpoint interval), and the connector's poll (0.2 s max wait,
+returns as soon as records arrive). Not a test: numbers depend on load.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from itertools import islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from ctxsync.config import resolve_job  # noqa: E402
 from ctxsync.generate import GeneratorOptions, generate_lines  # noqa: E402
+from ctxsync.io.connectors import redis_connector  # noqa: E402
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer  # noqa: E402
 from ctxsync.servers import LocalServers  # noqa: E402
 from pipelines.flink_kafka import KafkaJobSpec, build_kafka_job  # noqa: E402
@@ -44,72 +53,101 @@ def start_job(spec: KafkaJobSpec, job):
     return env.execute_async("ctxsync latency bench")
 
 
+class AppliedViews:
+    """Follows every `ctx:changes:*` stream; records when each eventId first appears in an applied view."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.seen: dict[str, float] = {}
+        self.positions: dict[str, str] = {}
+
+    def poll(self) -> None:
+        for key in self.client.scan_iter(match="ctx:changes:*", count=1000):
+            self.positions.setdefault(key, "0-0")
+        if not self.positions:
+            time.sleep(0.05)
+            return
+        for stream, entries in self.client.xread(self.positions, count=10_000, block=50) or []:
+            for entry_id, fields in entries:
+                self.positions[stream] = entry_id
+                applied = int(entry_id.split(b"-")[0]) / 1000  # Redis' clock at XADD: when it was applied
+                for attr in json.loads(fields[b"view"])["attributes"].values():
+                    self.seen.setdefault(attr["eventId"], applied)
+
+
+def measure(rate: int, lines: list[bytes], config: dict, views: AppliedViews) -> dict:
+    """Produce `lines` at `rate` events/s, follow Redis until they are applied (or 30 s more pass)."""
+    seconds = len(lines) / rate
+    sent: dict[str, float] = {}
+    p = producer(config, **{"linger.ms": 0})
+
+    def produce() -> None:
+        start = time.perf_counter()
+        for i, line in enumerate(lines):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            doc = json.loads(line)
+            sent[doc["eventId"]] = time.time()
+            p.produce("context.events", key=doc["contextDelta"]["userId"].encode(), value=line)
+            p.poll(0)
+        p.flush(30)
+
+    producing = threading.Thread(target=produce, daemon=True)
+    producing.start()
+    deadline = time.time() + seconds + 30
+    while time.time() < deadline and (producing.is_alive() or len(views.seen.keys() & sent.keys()) < len(sent)):
+        views.poll()
+        if not producing.is_alive() and time.time() > deadline - 25:  # 5 s after the last event is enough
+            break
+    latencies = [(views.seen[e] - t) * 1000 for e, t in sent.items() if e in views.seen]
+    result = {"rate": rate, "events": len(lines), "measured": len(latencies)}
+    if latencies:
+        result.update({f"p{int(q * 100)}_ms": round(percentile(latencies, q), 1) for q in (0.5, 0.95, 0.99)})
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=int, default=500, help="events per second produced (default 500)")
-    parser.add_argument("--seconds", type=int, default=30, help="how long to produce (default 30)")
+    parser.add_argument("--rate", type=int, action="append", help="events/s produced, repeatable "
+                        "(default 500, 2000, 5000)")
+    parser.add_argument("--seconds", type=int, default=20, help="how long to produce per rate (default 20)")
     parser.add_argument("--delivery", default="at-least-once", choices=["at-least-once", "exactly-once"])
     parser.add_argument("--checkpoint-ms", type=int, default=1000)
+    parser.add_argument("--window", help="batch window, e.g. 20ms (default: jobs.yaml)")
     args = parser.parse_args()
-    from confluent_kafka import Consumer
+    import redis
 
-    job = resolve_job(ROOT / "jobs.yaml", "context-sync", [])
+    job = resolve_job(ROOT / "jobs.yaml", "context-sync", [f"batching.window={args.window}"] if args.window else [])
     with tempfile.TemporaryDirectory(prefix="ctxsync-latency-") as tmp:
         servers = LocalServers(Path(tmp) / "servers")
-        servers.up(["noida"])
-        client = None
+        servers.up(["noida", "redis"])
+        client, stop = None, threading.Event()
         try:
-            bootstrap = servers.endpoints()["kafka"]
-            config = {"bootstrap.servers": bootstrap}
-            ensure_topics(config, [TopicSpec(f"context.{k}", 2) for k in ("events", "views", "history", "violations")]
+            endpoints = servers.endpoints()
+            config = {"bootstrap.servers": endpoints["kafka"]}
+            ensure_topics(config, [TopicSpec("context.events", 2), TopicSpec("context.views", 2, (("cleanup.policy", "compact"),))]
+                          + [TopicSpec(f"context.{k}", 2) for k in ("history", "violations")]
                           + [TopicSpec("context.dlq", 1)])
-            spec = KafkaJobSpec(bootstrap=bootstrap, bounded=False, start="earliest", delivery=args.delivery,
+            spec = KafkaJobSpec(bootstrap=endpoints["kafka"], bounded=False, start="earliest", delivery=args.delivery,
                                 checkpoint_interval_ms=args.checkpoint_ms)
             client = start_job(spec, job)
-            consumer = Consumer({**config, "group.id": "latency-bench", "auto.offset.reset": "earliest",
-                                 "isolation.level": "read_committed", "enable.auto.commit": False})
-            consumer.subscribe(["context.history"])
-            sent: dict[str, float] = {}
-            latencies: list[float] = []
-            total = args.rate * args.seconds
-            lines = list(generate_lines(GeneratorOptions(events=total, users=1000, seed=5, invalid_rate=0,
-                                                         duplicate_rate=0)))
-            warmup = threading.Event()
-
-            def produce() -> None:
-                p = producer(config, **{"linger.ms": 0})
-                warmup.wait(120)
-                start = time.perf_counter()
-                for i, line in enumerate(lines):
-                    delay = start + i / args.rate - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                    doc = json.loads(line)
-                    sent[doc["eventId"]] = time.time()
-                    p.produce("context.events", key=doc["contextDelta"]["userId"].encode(), value=line)
-                    p.poll(0)
-                p.flush(30)
-
-            producing = threading.Thread(target=produce, daemon=True)
-            producing.start()
-            time.sleep(15)  # let the job start and its first checkpoint complete
-            warmup.set()
-            deadline = time.time() + args.seconds + 60
-            while len(latencies) < len(lines) and time.time() < deadline:
-                msg = consumer.poll(0.2)
-                if msg is None or msg.error():
-                    continue
-                now = time.time()
-                event_id = json.loads(msg.value())["eventId"]
-                if event_id in sent:
-                    latencies.append((now - sent[event_id]) * 1000)
-            consumer.close()
-            result = {"delivery": args.delivery, "rate": args.rate, "events": len(lines),
-                      "measured": len(latencies), "checkpoint_ms": args.checkpoint_ms}
-            if latencies:
-                result.update({f"p{int(q * 100)}_ms": round(percentile(latencies, q), 1) for q in (0.5, 0.95, 0.99)})
-            print(json.dumps(result), flush=True)
+            r = redis.Redis.from_url(endpoints["redis"])
+            connector = redis_connector(config, r, "ctx", 1_000_000, "context.views", "context.dlq")
+            threading.Thread(target=connector.run, args=(False, stop), daemon=True).start()
+            views = AppliedViews(r)
+            rates = args.rate or [500, 2000, 5000]
+            # one stream for all phases, so event times only move forward (no late or stale updates)
+            stream = generate_lines(GeneratorOptions(events=1500 + sum(rates) * args.seconds, users=10_000, seed=5,
+                                                     invalid_rate=0, duplicate_rate=0, late_rate=0,
+                                                     conflict_rate=0, delete_rate=0, mean_gap_ms=1))
+            measure(100, list(islice(stream, 1500)), config, views)  # warm-up: job started, checkpoints done
+            for rate in rates:
+                result = measure(rate, list(islice(stream, rate * args.seconds)), config, views)
+                result.update(delivery=args.delivery, checkpoint_ms=args.checkpoint_ms, window_ms=job.batching.window)
+                print(json.dumps(result), flush=True)
         finally:
+            stop.set()
             if client is not None:
                 try:
                     client.cancel().result()

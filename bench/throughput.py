@@ -1,6 +1,7 @@
 """Whole-pipeline throughput of context-sync, with baselines measured in the same run.
 
     python bench/throughput.py --events 1000000 --runner flink [--runner beam] [--users 10000]
+    python bench/throughput.py --events 300000 --profile local
 
 Per runner it measures the full job (embedded profile, generated events), and for flink two pass-through
 jobs with the same source and sink: the per-event shape (parse, key_by userId, emit: two Python crossings
@@ -95,6 +96,33 @@ def measure_flink_passthrough(path: Path, job, events: int, parallelism: int, ba
         shutil.rmtree(work, ignore_errors=True)
 
 
+def measure_local_profile(path: Path, job, events: int) -> dict:
+    """The Kafka job of the `local` profile (Kafka in, Kafka out, exactly-once) over the same events, on
+    loopback noida-db: events/s of the Flink run (JVM and job start included, 10-30 s here)."""
+    import os
+
+    from ctxsync.commands.replay import ReplayFilter, replay
+    from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer
+    from ctxsync.servers import LocalServers
+    from pipelines.kafka_run import run_kafka_profile
+
+    with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
+        servers = LocalServers(Path(tmp) / "servers")
+        servers.up(["noida"])
+        try:
+            os.environ["CTXSYNC_DEV_DIR"] = str(servers.run_dir)
+            config = {"bootstrap.servers": servers.endpoints()["kafka"]}
+            ensure_topics(config, [TopicSpec("context.events", 4)])
+            replay(path, producer(config), "context.events", ReplayFilter())
+            result = run_kafka_profile("context-sync", job, "local", 1, Progress("bench local"), fresh=True,
+                                       with_connectors=False)
+            assert result.input_records == events, f"the Kafka job covered {result.input_records} of {events}"
+            return {"runner": "flink", "profile": "local", "delivery": "exactly-once", "events": events,
+                    "events_per_s": round(events / result.job_seconds), "job_seconds": round(result.job_seconds, 1)}
+        finally:
+            servers.down()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -104,6 +132,8 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=1)
     parser.add_argument("--window", help="batch window, e.g. 50ms (default: jobs.yaml)")
     parser.add_argument("--buckets", type=int, help="user buckets (default: jobs.yaml)")
+    parser.add_argument("--profile", choices=["embedded", "local"], default="embedded",
+                        help="local: the Kafka job (Kafka in and out, exactly-once) on loopback noida-db instead")
     args = parser.parse_args()
     runners = args.runner or ["flink"]
     overrides = ([f"batching.window={args.window}"] if args.window else []) + \
@@ -111,6 +141,9 @@ def main() -> None:
     job = resolve_job(ROOT / "jobs.yaml", "context-sync", overrides)
     path = events_file(args.events, args.users, args.seed)
     events = sum(1 for _ in read_lines(path))
+    if args.profile == "local":
+        print(json.dumps(measure_local_profile(path, job, events)), flush=True)
+        return
     limit = measure_limit(path, job.settings.to_settings())
     print(f"plain-Python limit: {limit:,.0f} events/s", file=sys.stderr)
     for runner in runners:

@@ -167,7 +167,7 @@ class SinkConnector:
     handler: Handler
     dlq_topic: str = DLQ
     batch_size: int = 5000
-    poll_timeout_s: float = 0.2
+    poll_timeout_s: float = 0.05  # consume() waits this long for a full batch: it bounds added latency
     backoff_s: tuple[float, float] = (0.1, 5.0)
     stats: ConnectorStats = field(default_factory=ConnectorStats)
     on_batch: Callable[[ConnectorStats], None] | None = None
