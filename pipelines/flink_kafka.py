@@ -19,7 +19,6 @@ checkpoint hook to flush a buffered sink.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
