@@ -60,10 +60,13 @@ class AppliedViews:
         self.client = client
         self.seen: dict[str, float] = {}
         self.positions: dict[str, str] = {}
+        self.scanned = 0.0
 
     def poll(self) -> None:
-        for key in self.client.scan_iter(match="ctx:changes:*", count=1000):
-            self.positions.setdefault(key, "0-0")
+        if time.monotonic() - self.scanned > 2:  # SCAN walks every view hash too: not on every poll
+            self.scanned = time.monotonic()
+            for key in self.client.scan_iter(match="ctx:changes:*", count=10_000, _type="STREAM"):
+                self.positions.setdefault(key, "0-0")
         if not self.positions:
             time.sleep(0.05)
             return
