@@ -18,8 +18,9 @@ from typing import Any
 from transforms.batching import Batching
 
 # What a table needs to be batched: a proctime column and an ingestion-time rowtime with its watermark.
-TIME_COLUMNS_SQL = ("`pt` AS PROCTIME(),\n  `rt` AS CAST(CURRENT_TIMESTAMP AS TIMESTAMP_LTZ(3)),\n"
-                    "  WATERMARK FOR `rt` AS `rt` - INTERVAL '0.001' SECOND")
+INGESTION_TIME_SQL = "CAST(CURRENT_TIMESTAMP AS TIMESTAMP_LTZ(3))"
+WATERMARK_SQL = "`rt` - INTERVAL '0.001' SECOND"
+TIME_COLUMNS_SQL = f"`pt` AS PROCTIME(),\n  `rt` AS {INGESTION_TIME_SQL},\n  WATERMARK FOR `rt` AS {WATERMARK_SQL}"
 
 
 def bucket_sql(digest: str, buckets: int) -> str:
@@ -57,8 +58,8 @@ def line_batches(t_env: Any, lines: Any, batching: Batching) -> Any:
 
     schema = (Schema.new_builder().column("f0", DataTypes.STRING())
               .column_by_expression("pt", "PROCTIME()")
-              .column_by_expression("rt", "CAST(CURRENT_TIMESTAMP AS TIMESTAMP_LTZ(3))")
-              .watermark("rt", "rt - INTERVAL '0.001' SECOND").build())
+              .column_by_expression("rt", INGESTION_TIME_SQL)
+              .watermark("rt", WATERMARK_SQL).build())
     t_env.create_temporary_view("ctx_lines", t_env.from_data_stream(lines, schema))
     t_env.execute_sql(
         "CREATE TEMPORARY VIEW ctx_numbered AS SELECT f0 AS line, pt, rt, "

@@ -129,7 +129,7 @@ class SyncFileBuckets(SyncBuckets):
         raw = payload.encode("latin-1")  # ISO-8859-1 maps bytes 1:1: the line's original bytes
         if is_blank(raw):
             return None
-        return ingest(raw, seq, f"{self.path}:{seq}", now_ms, self.settings)
+        return ingest(raw, seq, self.origin(seq, part), now_ms, self.settings)
 
     def emit(self, outputs: list[list[str]]) -> Iterable[str]:
         yield "\n".join([line for lines in outputs for line in lines])
