@@ -5,14 +5,17 @@ from __future__ import annotations
 import threading
 import time
 
+import orjson
 import pytest
 
+from ctxsync.io.connectors import elasticsearch_connector
 from ctxsync.io.es_history import (
     HISTORY_MAPPINGS, EsBulkWriter, history_doc, history_index, history_template, install_templates,
     search_history, violation_doc,
 )
-from tests.fixtures_servers import es_client, servers  # noqa: F401
-from tests.helpers import event
+from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer
+from tests.fixtures_servers import es_client, kafka_config, servers, unique  # noqa: F401
+from tests.helpers import event, read_jsonl, reference_files
 
 
 def history(event_id: str, ts: str, user: str = "u1", model: str = "risk-model", attr: str = "segment") -> dict:
@@ -44,7 +47,7 @@ def test_create_is_idempotent_and_lands_in_monthly_indices(es_client):
     docs = [history_doc(history("e1", "2026-11-24T10:00:00.000Z"), "h/0/0"),
             history_doc(history("e2", "2026-12-01T10:00:00.000Z"), "h/0/1")]
     assert writer.write(docs) == (2, [])
-    assert writer.write(docs) == (2, [])  # a replay: 409 = already there = done, nothing duplicated
+    assert writer.write(docs) == (2, [])  # a re-delivery: 409 = already there = done, nothing duplicated
     es_client.indices.refresh(index="context-history-*")
     assert es_client.count(index="context-history-2026.11")["count"] == 1
     assert es_client.count(index="context-history-2026.12")["count"] == 1
@@ -105,3 +108,39 @@ def test_bulk_retries_while_es_is_down_then_succeeds(servers, es_client):
     assert (done, rejected) == (1, []) and writer.retries >= 1 and time.monotonic() - started >= 1.0
     es_client.indices.refresh(index="context-history-*")
     assert es_client.count(index="context-history-*")["count"] == 1
+
+
+@pytest.mark.servers
+def test_accepted_events_sharing_an_event_id_are_all_kept(es_client, kafka_config, unique, tmp_path):
+    """Issue 13: with `_id` = eventId the second and third accepted events below were refused (409) and
+    counted as written. Two users send the same eventId, and u1 sends it again after the 24 h dedup
+    retention; the reference runner accepts all of them, and each must be found in Elasticsearch."""
+    same = {"eventId": "shared-1"}
+    events = [event(**same, timestamp="2026-11-17T10:00:00.000Z", contextDelta__userId="u1"),
+              event(**same, timestamp="2026-11-17T10:00:00.000Z", contextDelta__userId="u2"),
+              event(eventId="other", timestamp="2026-11-18T12:00:00.000Z", contextDelta__userId="u1"),
+              event(**same, timestamp="2026-11-18T12:00:01.000Z", contextDelta__userId="u1")]
+    source = tmp_path / "events.jsonl"
+    source.write_text("".join(orjson.dumps(e).decode() + "\n" for e in events))
+    summary = reference_files(source, tmp_path / "out")
+    assert summary.accepted == 4 and summary.duplicates == 0  # the contract accepts every one of them
+    topics = (f"h-{unique}", f"v-{unique}")
+    ensure_topics(kafka_config, [TopicSpec(topics[0], 2), TopicSpec(topics[1], 1), TopicSpec(f"d-{unique}")])
+    out = producer(kafka_config)
+    for record in read_jsonl(tmp_path / "out" / "history.jsonl"):
+        out.produce(topics[0], key=record["contextDelta"]["userId"].encode(), value=orjson.dumps(record))
+    assert out.flush(10) == 0
+
+    def deliver() -> int:
+        connector = elasticsearch_connector(kafka_config, es_client, topics, f"d-{unique}", f"g-{unique}")
+        return connector.run(until_caught_up=True, idle_timeout_s=20).written
+
+    assert deliver() == 4
+    found = [(h["contextDelta"]["userId"], h["eventId"], h["timestamp"]) for h in search_history(es_client, "u1")]
+    assert found == [("u1", "shared-1", "2026-11-17T10:00:00.000Z"), ("u1", "other", "2026-11-18T12:00:00.000Z"),
+                     ("u1", "shared-1", "2026-11-18T12:00:01.000Z")]
+    assert [h["eventId"] for h in search_history(es_client, "u2")] == ["shared-1"]
+    # re-delivery (the connector's offsets lost: a new group reads everything again) duplicates nothing
+    connector = elasticsearch_connector(kafka_config, es_client, topics, f"d-{unique}", f"g2-{unique}")
+    assert connector.run(until_caught_up=True, idle_timeout_s=20).written == 4
+    assert es_client.count(index="context-history-*")["count"] == 4

@@ -3,8 +3,9 @@
 A connector consumes with read_committed (it sees only what the job committed at a checkpoint), writes a
 batch, and commits its consumer offsets only after the batch is durably written (Redis pipeline executed,
 ES bulk acknowledged, dead letters flushed). A failure before the commit means the batch is consumed again:
-Redis' version compare-and-set and ES' `create` with `_id` = eventId make the rewrite a no-op, so the end
-state is exact (effectively once) even across crashes and server restarts.
+Redis' version compare-and-set and ES' `create` with `_id` = the record's topic position (see
+es_history.record_id) make the rewrite a no-op, so the end state is exact (effectively once) even across
+crashes and server restarts.
 """
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def coalesce(writes: list[ViewWrite]) -> list[ViewWrite]:
 
 
 class ElasticsearchHandler(Handler):
-    """context.history and context.violations -> Elasticsearch (create by deterministic _id)."""
+    """context.history and context.violations -> Elasticsearch (create, _id = the record's topic position)."""
 
     stage = "elasticsearch"
 

@@ -1,5 +1,6 @@
 """Elasticsearch history sink: monthly indices `context-history-YYYY.MM`, violations in
-`context-violations`, bulk `create` with `_id` = eventId so a replay never duplicates a document.
+`context-violations`, bulk `create` with a deterministic `_id` per accepted record (see `record_id`) so a
+re-delivered record never duplicates a document and no accepted event is ever merged into another.
 
 Transient failures (connection refused, 429, 5xx) are retried with exponential backoff; documents ES
 rejects for good (mapping errors) are returned to the caller, who sends them to the dead-letter topic
@@ -78,9 +79,19 @@ def history_index(timestamp: str) -> str:
     return f"{HISTORY_PREFIX}{timestamp[0:4]}.{timestamp[5:7]}"
 
 
-def violation_id(record: dict[str, Any]) -> str:
-    """Deterministic id: one document per (kind, aggregate, event), within ES's 512-byte _id limit."""
-    text = f"{record['kind']}|{record['key']}|{record['eventId']}"
+def record_id(record: dict[str, Any], origin: str) -> str:
+    """`<topic>/<partition>/<offset>|<eventId>`: the history (or violation) record's position in its topic.
+
+    Why not the eventId alone (the id before issue 13): an eventId is unique per user only within the dedup
+    retention, so a second accepted event with the same eventId (another user, or the same user after the
+    retention) was refused by `create` with 409 and counted as written: lost. The record's Kafka position is
+    unique per accepted record and stable on re-delivery: the job writes its outputs with transactions
+    (exactly-once) and the connector reads committed records only, so a record re-read after a crash has the
+    same position. The eventId is kept in the id so that a topic deleted and re-created (offsets restart at
+    0) cannot make a new event look "already there"; only the same event at the same position can.
+    Ids longer than Elasticsearch's 512-byte limit are hashed.
+    """
+    text = f"{origin}|{record['eventId']}"
     return text if len(text.encode()) <= 512 else hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -101,11 +112,13 @@ class Rejected:
 
 
 def history_doc(record: dict[str, Any], origin: str) -> EsDoc:
-    return EsDoc(history_index(record["timestamp"]), record["eventId"], record, origin)
+    """The document of one history record read at `origin` (topic/partition/offset)."""
+    return EsDoc(history_index(record["timestamp"]), record_id(record, origin), record, origin)
 
 
 def violation_doc(record: dict[str, Any], origin: str) -> EsDoc:
-    return EsDoc(VIOLATIONS_INDEX, violation_id(record), record, origin)
+    """The document of one violation record read at `origin`: same id rule, same loss avoided."""
+    return EsDoc(VIOLATIONS_INDEX, record_id(record, origin), record, origin)
 
 
 class TransientError(Exception):
