@@ -1,0 +1,163 @@
+"""`ContextClient`: how a model reads, subscribes to and publishes shared context.
+
+Reads go straight to the view hashes the connector writes (ctxsync/io/redis_views.py), optionally
+through a cache kept correct by server-assisted invalidation; subscriptions read the model's change
+stream with a consumer group; publishing builds a contract-valid event, validates it with the job's own
+rules and produces it keyed by userId exactly like `ctxsync replay`.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ctxsync.client.cache import TrackedCache
+from ctxsync.client.changes import ChangeFeed
+from ctxsync.client.endpoints import Credentials, Endpoints, from_profile
+from ctxsync.client.model import Context, View
+from ctxsync.client.publish import InvalidEvent, Published, Publisher, build_event
+from ctxsync.config import ConfigError
+from ctxsync.io.clients import redis_client
+from ctxsync.io.kafka_io import read_topic
+from ctxsync.io.redis_views import stream_key, view_from_hash, view_key
+
+
+class ContextClient:
+    """One model's handle on the shared context (thread-safe for reads; one feed per thread)."""
+
+    def __init__(self, endpoints: Endpoints, model_id: str, *, instance_id: str | None = None,
+                 cache: bool = False, cache_size: int = 100_000) -> None:
+        self.endpoints = endpoints
+        self.model_id = model_id
+        self.instance_id = instance_id or f"{model_id}@{socket.gethostname()}"
+        self.prefix = endpoints.redis.prefix
+        self.settings = endpoints.settings
+        self.redis = redis_client(endpoints.redis)
+        self.cache = TrackedCache(self.redis.connection_pool, cache_size) if cache else None
+        self.categories = tuple(sorted({*self.settings.categories.values(), self.settings.default_category}))
+        self._publisher: Publisher | None = None
+
+    @classmethod
+    def from_profile(cls, model_id: str, profile: str = "local", *, jobs: Path = Path("jobs.yaml"),
+                     job: str = "context-sync", credentials: Credentials | None = None,
+                     **options: Any) -> "ContextClient":
+        """A client for a jobs.yaml profile (`local` needs `ctxsync dev up`)."""
+        return cls(from_profile(profile, jobs, job, credentials), model_id, **options)
+
+    # -- read ---------------------------------------------------------------------------------------
+
+    def get(self, user_id: str, categories: Iterable[str] | None = None) -> Context:
+        """The user's views (all known categories, or these): one pipelined round trip, or none on a
+        cache hit."""
+        return self.get_many([user_id], categories)[user_id]
+
+    def get_many(self, user_ids: Iterable[str], categories: Iterable[str] | None = None) -> dict[str, Context]:
+        """Contexts of many users in one pipelined round trip (cache misses only, when caching)."""
+        users = list(dict.fromkeys(user_ids))
+        wanted = tuple(categories) if categories is not None else self.categories
+        keys = [view_key(self.prefix, category, user) for user in users for category in wanted]
+        hashes = self._read_hashes(keys)
+        read_at = time.time_ns() // 1_000_000
+        contexts = {}
+        for i, user in enumerate(users):
+            views = {}
+            for j, category in enumerate(wanted):
+                fields = hashes[i * len(wanted) + j]
+                if fields:
+                    views[category] = View.from_record(view_from_hash(fields))
+            contexts[user] = Context(user, views, read_at)
+        return contexts
+
+    def _read_hashes(self, keys: list[str]) -> list[dict[str, str]]:
+        if self.cache is not None:
+            return self.cache.hgetall_many(keys)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        return [{k.decode(): v.decode() for k, v in fields.items()} for fields in pipe.execute()]
+
+    @property
+    def hit_rate(self) -> float:
+        """Share of view reads answered by the client cache (0.0 without a cache)."""
+        return self.cache.hit_rate if self.cache is not None else 0.0
+
+    # -- subscribe ----------------------------------------------------------------------------------
+
+    def changes(self, group: str, consumer: str | None = None, **options: Any) -> ChangeFeed:
+        """Iterate over the views changed for this model, shared by every client of `group` (see
+        ChangeFeed: at-least-once, acknowledged when the loop asks for the next change)."""
+        return ChangeFeed(self.redis, stream_key(self.prefix, self.model_id), group,
+                          consumer or self.instance_id, **options)
+
+    # -- publish ------------------------------------------------------------------------------------
+
+    def publish(self, user_id: str, updates: Mapping[str, Any], *, expected_version: int | None = None,
+                targets: Iterable[str] | None = None, ttl: int | None = None, priority: str | None = None,
+                event_type: str = "context.updated", session_id: str | None = None,
+                event_id: str | None = None) -> str:
+        """Send one context event for the user and return its eventId once Kafka has it.
+
+        `updates` maps attribute -> value (confidence 1.0) or `Update(value, confidence, previous)`.
+        Raises InvalidEvent (nothing sent) when the event breaks a contract rule.
+        """
+        event = build_event(self.model_id, self.instance_id, user_id, updates, expected_version=expected_version,
+                            targets=targets, ttl=ttl, priority=priority, event_type=event_type,
+                            session_id=session_id, event_id=event_id)
+        return self._publisher_for().send(event).event_id
+
+    def update(self, user_id: str, change: Callable[[Context], Mapping[str, Any]] | Mapping[str, Any],
+               **options: Any) -> Published:
+        """Read -> modify -> publish with `expectedVersion` = the version read, so a concurrent writer is
+        detected by the job (a `conflict` in context.violations; see `conflicts`).
+
+        `change` is the updates, or a function of the context read that returns them; all of them must
+        belong to one category (an aggregate has one version).
+        """
+        context = self.get(user_id)
+        updates = change(context) if callable(change) else change
+        categories = {self.settings.category_of(name) for name in updates}
+        if len(categories) != 1:
+            raise InvalidEvent("multi_category_expected_version",
+                               "update() needs attributes of one category, got " + ", ".join(sorted(categories)))
+        (category,) = categories
+        event = build_event(self.model_id, self.instance_id, user_id, updates,
+                            expected_version=context.version(category), **options)
+        return self._publisher_for().send(event)
+
+    def conflicts(self, event_ids: Iterable[str], timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """The violations the job recorded for these events (conflicts and ordering), read from the
+        violations topic up to its current end."""
+        wanted = set(event_ids)
+        found = []
+        for message in read_topic(self._kafka(), self.endpoints.violations_topic, timeout_s):
+            record = orjson.loads(message.value())
+            if isinstance(record, dict) and record.get("eventId") in wanted:
+                found.append(record)
+        return found
+
+    def _kafka(self) -> dict[str, Any]:
+        if self.endpoints.kafka is None:
+            raise ConfigError("this client has no Kafka endpoint: it can read and subscribe, not publish")
+        return self.endpoints.kafka
+
+    def _publisher_for(self) -> Publisher:
+        if self._publisher is None:
+            self._publisher = Publisher(self._kafka(), self.endpoints, self.settings)
+        return self._publisher
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+        if self.cache is not None:
+            self.cache.close()
+        self.redis.close()
+
+    def __enter__(self) -> "ContextClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
