@@ -25,6 +25,7 @@ from ctxsync.io.redis_views import RedisViewSink, ViewWrite
 
 log = logging.getLogger(__name__)
 VIEW_FIELDS = ("key", "category", "userId", "version", "updatedAt", "attributes", "targetModels")
+REDIS_GROUP = "ctxsync-redis-views"  # consumer group of the Redis connector (verify reads its position)
 
 
 @dataclass
@@ -290,7 +291,7 @@ class SinkConnector:
 
 def redis_connector(kafka_config: dict[str, Any], redis_client: Any, prefix: str = "ctx",
                     stream_maxlen: int = 10_000, topic: str = VIEWS, dlq_topic: str = DLQ,
-                    group_id: str = "ctxsync-redis-views") -> SinkConnector:
+                    group_id: str = REDIS_GROUP) -> SinkConnector:
     sink = RedisViewSink(redis_client, prefix, stream_maxlen)
     return SinkConnector(kafka_config, [topic], group_id, RedisViewsHandler(sink), dlq_topic)
 

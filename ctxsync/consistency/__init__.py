@@ -1,0 +1,1 @@
+"""Trusting the context: rebuild views from the history, compare them with the stores (verify)."""
