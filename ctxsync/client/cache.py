@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import redis
 
 INVALIDATE_CHANNEL = "__redis__:invalidate"
 Fields = dict[str, str]
+V = TypeVar("V")
+_MISSING: Any = object()
 
 
 def _fields(reply: Any) -> Fields:
@@ -28,15 +31,17 @@ def _fields(reply: Any) -> Fields:
     return dict(zip(items[::2], items[1::2]))
 
 
-class TrackedCache:
-    """Hash reads (HGETALL) through an LRU cache invalidated by the server. Thread-safe (one lock)."""
+class TrackedCache(Generic[V]):
+    """Hash reads (HGETALL) through an LRU cache invalidated by the server. Entries are kept decoded
+    (`decode` of the fields, {} for a missing key), so a hit costs a dict lookup. Thread-safe (one lock)."""
 
-    def __init__(self, pool: redis.ConnectionPool, max_entries: int = 100_000) -> None:
+    def __init__(self, pool: redis.ConnectionPool, decode: Callable[[Fields], V], max_entries: int = 100_000) -> None:
+        self.decode = decode
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
         self.invalidations = 0
-        self._entries: OrderedDict[str, Fields] = OrderedDict()
+        self._entries: OrderedDict[str, V] = OrderedDict()
         self._lock = threading.Lock()
         self._listener = pool.make_connection()
         self._reader = pool.make_connection()
@@ -51,24 +56,25 @@ class TrackedCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def hgetall_many(self, keys: list[str]) -> list[Fields]:
-        """The hashes at `keys` ({} for a missing key), fresh as of the invalidations received so far."""
+    def read(self, keys: list[str]) -> list[V]:
+        """The decoded hashes at `keys`, fresh as of the invalidations received so far."""
         with self._lock:
             self._check_reader()
             self._connect()
             self._drain()
-            found = [self._entries.get(key) for key in keys]
-            missing = [key for key, fields in zip(keys, found) if fields is None]
+            entries = self._entries
+            found = [entries.get(key, _MISSING) for key in keys]
+            missing = [key for key, value in zip(keys, found) if value is _MISSING]
             self.hits += len(keys) - len(missing)
             self.misses += len(missing)
             if missing:
-                fetched = dict(zip(missing, self._fetch(missing)))
-                for key, fields in fetched.items():
-                    self._store(key, fields)
-                found = [fetched[key] if fields is None else fields for key, fields in zip(keys, found)]
+                fetched = {key: self.decode(fields) for key, fields in zip(missing, self._fetch(missing))}
+                for key, value in fetched.items():
+                    self._store(key, value)
+                found = [fetched[key] if value is _MISSING else value for key, value in zip(keys, found)]
             for key in keys:
-                if key in self._entries:
-                    self._entries.move_to_end(key)
+                if key in entries:
+                    entries.move_to_end(key)
             return found
 
     def clear(self) -> None:
@@ -136,7 +142,7 @@ class TrackedCache:
             self._entries.clear()
             return
         for key in keys:
-            if self._entries.pop(key.decode() if isinstance(key, bytes) else key, None) is not None:
+            if self._entries.pop(key.decode() if isinstance(key, bytes) else key, _MISSING) is not _MISSING:
                 self.invalidations += 1
 
     def _fetch(self, keys: list[str]) -> list[Fields]:
@@ -150,7 +156,7 @@ class TrackedCache:
             self._entries.clear()
             raise
 
-    def _store(self, key: str, fields: Fields) -> None:
-        self._entries[key] = fields
+    def _store(self, key: str, value: V) -> None:
+        self._entries[key] = value
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

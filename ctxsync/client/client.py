@@ -26,6 +26,11 @@ from ctxsync.io.kafka_io import read_topic
 from ctxsync.io.redis_views import stream_key, view_from_hash, view_key
 
 
+def _view(fields: dict[str, str]) -> View | None:
+    """A view hash (the connector's layout, read by redis_views) as a View; None for a missing key."""
+    return View.from_record(view_from_hash(fields)) if fields else None
+
+
 class ContextClient:
     """One model's handle on the shared context (thread-safe for reads; one feed per thread)."""
 
@@ -37,7 +42,8 @@ class ContextClient:
         self.prefix = endpoints.redis.prefix
         self.settings = endpoints.settings
         self.redis = redis_client(endpoints.redis)
-        self.cache = TrackedCache(self.redis.connection_pool, cache_size) if cache else None
+        self.cache: TrackedCache[View | None] | None = (
+            TrackedCache(self.redis.connection_pool, _view, cache_size) if cache else None)
         self.categories = tuple(sorted({*self.settings.categories.values(), self.settings.default_category}))
         self._publisher: Publisher | None = None
 
@@ -60,25 +66,20 @@ class ContextClient:
         users = list(dict.fromkeys(user_ids))
         wanted = tuple(categories) if categories is not None else self.categories
         keys = [view_key(self.prefix, category, user) for user in users for category in wanted]
-        hashes = self._read_hashes(keys)
+        found = self._read_views(keys)
         read_at = time.time_ns() // 1_000_000
-        contexts = {}
-        for i, user in enumerate(users):
-            views = {}
-            for j, category in enumerate(wanted):
-                fields = hashes[i * len(wanted) + j]
-                if fields:
-                    views[category] = View.from_record(view_from_hash(fields))
-            contexts[user] = Context(user, views, read_at)
-        return contexts
+        width = len(wanted)
+        return {user: Context(user, {c: v for c, v in zip(wanted, found[i * width:(i + 1) * width]) if v},
+                              read_at)
+                for i, user in enumerate(users)}
 
-    def _read_hashes(self, keys: list[str]) -> list[dict[str, str]]:
+    def _read_views(self, keys: list[str]) -> list[View | None]:
         if self.cache is not None:
-            return self.cache.hgetall_many(keys)
+            return self.cache.read(keys)
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(key)
-        return [{k.decode(): v.decode() for k, v in fields.items()} for fields in pipe.execute()]
+        return [_view({k.decode(): v.decode() for k, v in fields.items()}) for fields in pipe.execute()]
 
     @property
     def hit_rate(self) -> float:
