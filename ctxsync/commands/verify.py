@@ -91,6 +91,6 @@ def print_table(report: "VerifyReport") -> None:
         print(f"\nmismatches (first {min(SHOWN, len(report.findings))} of {len(report.findings):,}):")
         for f in report.findings[:SHOWN]:
             versions = f"expected v{f.expected_version}, found v{f.actual_version}"
-            print(f"  {f.store:<16} {f.key:<36} {f.kind:<14} {versions}" + (f"  {f.detail}" if f.detail else ""))
+            print(f"  {f.store:<28} {f.key:<36} {f.kind:<14} {versions}" + (f"  {f.detail}" if f.detail else ""))
     print(f"\nconsistency: {report.ratio * 100:.2f} % ({report.consistent:,} of {report.judged:,} judged keys) "
           f"in {report.seconds:.1f} s")

@@ -125,7 +125,7 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
     report.history_complete = all(v == 0 for v in history_low.values())
     rebuilt = rebuild_views(_records(src.kafka_config, src.history_topic, history_high), settings, user)
     report.history_records, report.unreadable_history = rebuilt.records, rebuilt.unreadable
-    topic = _latest_views(src.kafka_config, src.views_topic, views_high, user)
+    topic = latest_views(src.kafka_config, src.views_topic, views_high, user)
     redis_done = committed_offsets(src.kafka_config, src.redis_group, src.views_topic, list(views_high))
     _, views_now = partition_ends(src.kafka_config, src.views_topic)
     grown = {p for p, h in views_now.items() if h > views_high.get(p, 0)}
@@ -177,7 +177,7 @@ def _records(config: dict[str, Any], topic: str, high: Offsets) -> Iterable[tupl
             yield f"{topic}/{message.partition()}/{message.offset()}", message.value() or b""
 
 
-def _latest_views(config: dict[str, Any], topic: str, high: Offsets, user: str | None) -> dict[str, TopicView]:
+def latest_views(config: dict[str, Any], topic: str, high: Offsets, user: str | None) -> dict[str, TopicView]:
     """The highest version of each key in the compacted views topic (up to the positions taken)."""
     latest: dict[str, TopicView] = {}
     for message in read_topic(config, topic):
