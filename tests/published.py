@@ -4,6 +4,7 @@ Redis connector. Fast stand-in for `ctxsync run --profile local` in tests of wha
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,10 @@ class Published:
                                     TopicSpec(s.history_topic, self.partitions),
                                     TopicSpec(s.violations_topic, self.partitions), TopicSpec(s.dlq_topic, 1)])
 
-    def publish(self, events: Path, lines: range | None = None) -> int:
+    def publish(self, events: Path, lines: range | None = None, stamp: Callable[[int], int] | None = None) -> int:
         """Route the reference run of `events` to the output topics, only the outputs of the input lines in
-        `lines` if given (a later range continues an earlier one); returns the number of records."""
+        `lines` if given (a later range continues an earlier one), with Kafka timestamps `stamp(line)` if
+        given (else the producer's clock); returns the number of records."""
         job = resolve_job(self.jobs, "context-sync", [])
         outputs = run_reference(read_lines(events), str(events), job.settings.to_settings())
         out = producer(self.config)
@@ -53,7 +55,8 @@ class Published:
             if lines is not None and seq not in lines:
                 continue
             for key, value, topic, headers in route_lines(list(group), self.spec):
-                out.produce(topic, key=key, value=value, headers=list(headers.items()))
+                when = {"timestamp": stamp(seq)} if stamp is not None else {}
+                out.produce(topic, key=key, value=value, headers=list(headers.items()), **when)
                 count += 1
         assert out.flush(30) == 0
         return count

@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 
 from ctxsync.consistency.rebuild import rebuild_views
-from ctxsync.errors import RuntimeFailure
+from ctxsync.io.history_topic import read_history, topic_ends
 from ctxsync.io.kafka_io import partition_for, read_topic
-from ctxsync.io.kafka_positions import Offsets, committed_offsets, partition_ends
+from ctxsync.io.kafka_positions import Offsets, committed_offsets
 from ctxsync.io.redis_views import stream_key, view_from_hash, view_key
 from transforms.settings import SyncSettings
 
@@ -120,14 +120,14 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
     """Rebuild the views from the history topic and compare them with the views topic, Redis and streams."""
     started = time.monotonic()
     report = VerifyReport(sampled=sample is not None)
-    views_high = _ends(src.kafka_config, src.views_topic)[1]
-    history_low, history_high = _ends(src.kafka_config, src.history_topic)
+    views_high = topic_ends(src.kafka_config, src.views_topic)[1]
+    history_low, history_high = topic_ends(src.kafka_config, src.history_topic)
     report.history_complete = all(v == 0 for v in history_low.values())
-    rebuilt = rebuild_views(_records(src.kafka_config, src.history_topic, history_high), settings, user)
+    rebuilt = rebuild_views(read_history(src.kafka_config, src.history_topic, history_high), settings, user)
     report.history_records, report.unreadable_history = rebuilt.records, rebuilt.unreadable
     topic = latest_views(src.kafka_config, src.views_topic, views_high, user)
     redis_done = committed_offsets(src.kafka_config, src.redis_group, src.views_topic, list(views_high))
-    _, views_now = partition_ends(src.kafka_config, src.views_topic)
+    _, views_now = topic_ends(src.kafka_config, src.views_topic)
     grown = {p for p, h in views_now.items() if h > views_high.get(p, 0)}
 
     expected = rebuilt.views
@@ -161,20 +161,6 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
     report.consistent = len(in_stores) - len({f.key for f in behind})
     report.seconds = time.monotonic() - started
     return report
-
-
-def _ends(config: dict[str, Any], topic: str) -> tuple[Offsets, Offsets]:
-    try:
-        return partition_ends(config, topic)
-    except KeyError as exc:
-        raise RuntimeFailure(f"topic {topic} does not exist",
-                             "the job creates it: run it first, e.g. `ctxsync run context-sync --profile local`") from exc
-
-
-def _records(config: dict[str, Any], topic: str, high: Offsets) -> Iterable[tuple[str, bytes]]:
-    for message in read_topic(config, topic):
-        if message.offset() < high.get(message.partition(), 0):
-            yield f"{topic}/{message.partition()}/{message.offset()}", message.value() or b""
 
 
 def latest_views(config: dict[str, Any], topic: str, high: Offsets, user: str | None) -> dict[str, TopicView]:
