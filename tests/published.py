@@ -4,8 +4,9 @@ Redis connector. Fast stand-in for `ctxsync run --profile local` in tests of wha
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ import yaml
 from ctxsync.config import Profile, resolve_job
 from ctxsync.generate import GeneratorOptions, generate_lines
 from ctxsync.io.connectors import REDIS_GROUP, redis_connector
-from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer
-from pipelines.flink_kafka import KafkaJobSpec, route_lines
+from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer, read_topic
+from pipelines.flink_kafka import KafkaJobSpec, ingest_record, route_lines
 from pipelines.reference import read_lines, run_reference
 from transforms.records import untag
+from transforms.settings import SyncSettings
+from transforms.sync import sync_step
 from tests.helpers import ROOT
 
 
@@ -29,6 +32,8 @@ class Published:
     config: dict[str, Any]
     jobs: Path
     partitions: int = 3
+    states: dict[str, Any] = field(default_factory=dict)   # per-user state of `process_input`
+    consumed: dict[int, int] = field(default_factory=dict)  # input partition -> next offset to process
 
     @property
     def spec(self) -> KafkaJobSpec:
@@ -58,6 +63,28 @@ class Published:
                 when = {"timestamp": stamp(seq)} if stamp is not None else {}
                 out.produce(topic, key=key, value=value, headers=list(headers.items()), **when)
                 count += 1
+        assert out.flush(30) == 0
+        return count
+
+    def process_input(self, settings: SyncSettings) -> int:
+        """Process the input topic's new records like the Kafka job's operator (ingest_record, sync_step,
+        route_lines), keeping per-user state between calls; returns the number of records processed."""
+        out = producer(self.config)
+        count = 0
+        for message in read_topic(self.config, self.spec.input_topic):
+            partition, offset = message.partition(), message.offset()
+            if offset < self.consumed.get(partition, 0):
+                continue
+            self.consumed[partition] = offset + 1
+            key, value = ingest_record(message.value(), self.spec.input_topic, partition, offset, settings,
+                                       False, None, int(time.time() * 1000))
+            if isinstance(value, str):
+                lines = [value]
+            else:
+                self.states[key], lines = sync_step(self.states.get(key), value, settings)
+            for record_key, record, topic, headers in route_lines(lines, self.spec):
+                out.produce(topic, key=record_key, value=record, headers=list(headers.items()))
+            count += 1
         assert out.flush(30) == 0
         return count
 
