@@ -187,3 +187,42 @@ def test_connect_command_moves_views_to_redis_until_caught_up(servers, redis_cli
     assert "redis: 1 records, 1 written" in capsys.readouterr().out
     assert main(["view", "cli-user", "--json", "--jobs", str(ROOT / "jobs.yaml")]) == 0
     assert orjson.loads(capsys.readouterr().out) == view
+
+
+def test_event_type_filter():
+    flt = ReplayFilter(event_type="context.deleted")
+    assert flt.active and flt.accepts(event(eventType="context.deleted"))
+    assert not flt.accepts(event()) and not flt.accepts(None)
+
+
+@pytest.mark.servers
+def test_replay_from_a_topic_by_arrival_time_keeps_keys_order_and_names_the_source(kafka_config, unique, capsys):
+    from ctxsync.commands.replay import replay_topic
+
+    source, target = f"rs-{unique}", f"rt-{unique}"
+    ensure_topics(kafka_config, [TopicSpec(source, 3), TopicSpec(target, 3)])
+    base = 1_800_000_000_000
+    out = producer(kafka_config)
+    for n in range(60):  # one record a second; every 7th a deletion
+        doc = event(eventId=f"e{n}", contextDelta__userId=f"u{n % 5}",
+                    eventType="context.deleted" if n % 7 == 0 else "context.updated")
+        out.produce(source, key=f"u{n % 5}".encode(), value=orjson.dumps(doc), timestamp=base + n * 1000)
+    assert out.flush(10) == 0
+    stats = replay_topic(kafka_config, source, producer(kafka_config), target, ReplayFilter(),
+                         since_ms=base + 10_000, until_ms=base + 40_000)
+    got = list(read_topic(kafka_config, target))
+    assert stats.sent == len(got) == 30
+    assert sorted(orjson.loads(m.value())["eventId"] for m in got) == sorted(f"e{n}" for n in range(10, 40))
+    for m in got:  # keys kept (so partitions and per-user order too), the source record named
+        doc = orjson.loads(m.value())
+        assert m.key() == doc["contextDelta"]["userId"].encode()
+        assert dict(m.headers())["ctxsync-replayed-from"].decode().startswith(f"{source}/")
+    per_user = {}
+    for m in got:
+        per_user.setdefault(m.key(), []).append(int(orjson.loads(m.value())["eventId"][1:]))
+    assert all(ids == sorted(ids) for ids in per_user.values())
+    deleted = replay_topic(kafka_config, source, producer(kafka_config), f"rd-{unique}",
+                           ReplayFilter(event_type="context.deleted"))
+    assert (deleted.sent, deleted.skipped) == (9, 51)
+    assert main(["replay", "--jobs", str(ROOT / "jobs.yaml")]) == 2
+    assert "either FILE or --from-topic" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""`ctxsync replay`: produce a JSON Lines file of context events to Kafka, keyed by userId.
+"""`ctxsync replay`: produce a JSON Lines file of context events to Kafka, keyed by userId; or replay a
+time range of a Kafka topic (`--from-topic`), e.g. the input topic into a new profile's input.
 
 Keys are partitioned with murmur2 like Java producers, so each user's events land in one partition in file
 order: the order context-sync needs. Lines that are not valid events are sent too (with no key, as a
@@ -16,7 +17,7 @@ import orjson
 
 from ctxsync.commands.arg_types import iso_time_ms
 from ctxsync.config import ConfigError, resolve_job, resolve_profile
-from ctxsync.errors import RuntimeFailure, check_input_file
+from ctxsync.errors import RuntimeFailure, UsageError, check_input_file
 from ctxsync.progress import Progress
 from pipelines.reference import read_lines
 from transforms.timestamps import parse_iso_ms
@@ -27,6 +28,9 @@ examples:
   ctxsync replay events.jsonl --rate 500 --user user-00042              # one user, 500 events/s
   ctxsync replay events.jsonl --from 2026-11-24T08:00:00Z --to 2026-11-24T09:00:00Z --model risk-model
   ctxsync replay events.jsonl --format avro --profile prod              # Confluent wire format, CTXSYNC_* env
+  ctxsync replay events.jsonl --event-type context.deleted              # only deletions
+  ctxsync replay --from-topic context.events --from 2026-12-02T08:00:00Z --to 2026-12-02T09:00:00Z \
+      --topic staging.events                                            # an hour of the input topic, by arrival
 """
 
 
@@ -36,10 +40,11 @@ class ReplayFilter:
     until_ms: int | None = None
     user: str | None = None
     model: str | None = None
+    event_type: str | None = None
 
     @property
     def active(self) -> bool:
-        return any(v is not None for v in (self.since_ms, self.until_ms, self.user, self.model))
+        return any(v is not None for v in (self.since_ms, self.until_ms, self.user, self.model, self.event_type))
 
     def accepts(self, doc: Any) -> bool:
         """Filters keep only events that have the fields they test (a broken line matches no filter)."""
@@ -47,6 +52,8 @@ class ReplayFilter:
             if self.user is not None and doc["contextDelta"]["userId"] != self.user:
                 return False
             if self.model is not None and doc["source"]["modelId"] != self.model:
+                return False
+            if self.event_type is not None and doc["eventType"] != self.event_type:
                 return False
             if self.since_ms is not None or self.until_ms is not None:
                 ts = parse_iso_ms(doc["timestamp"])
@@ -123,16 +130,87 @@ def replay(path: Path, producer: Any, topic: str, flt: ReplayFilter, rate: float
     return stats
 
 
+def replay_topic(config: dict[str, Any], source: str, out: Any, topic: str, flt: ReplayFilter,
+                 since_ms: int | None = None, until_ms: int | None = None,
+                 progress: Progress | None = None) -> ReplayStats:
+    """Re-produce the records of `source` that arrived in [since_ms, until_ms) (Kafka timestamps) and pass
+    `flt` (user, model, event type) to `topic`, with their keys and bytes, in each partition's order, and a
+    header `ctxsync-replayed-from` (source/partition/offset). Reads up to the ends seen at the start."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    from ctxsync.io.history_topic import topic_ends
+    from ctxsync.io.kafka_positions import offsets_for_time
+
+    stats = ReplayStats()
+    start = time.monotonic()
+    low, high = topic_ends(config, source)
+    first = offsets_for_time(config, source, high, since_ms) if since_ms is not None else low
+    pending = {p for p in high if first[p] < high[p]}
+    consumer = Consumer({**config, "group.id": "ctxsync-replay", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    try:
+        consumer.assign([TopicPartition(source, p, first[p]) for p in sorted(pending)])
+        while pending:
+            for message in consumer.consume(5000, timeout=1.0):
+                error, partition = message.error(), message.partition()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(partition)
+                        continue
+                    raise RuntimeFailure(f"reading {source}: {error}")
+                if partition not in pending or message.offset() >= high[partition]:
+                    pending.discard(partition)
+                    continue
+                arrived = message.timestamp()[1]
+                if until_ms is not None and arrived >= until_ms:
+                    pending.discard(partition)  # a partition's timestamps grow with its offsets
+                    continue
+                try:
+                    doc = orjson.loads(message.value() or b"")
+                except orjson.JSONDecodeError:
+                    doc = None
+                if (flt.user or flt.model or flt.event_type) and not flt.accepts(doc):
+                    stats.skipped += 1
+                    continue
+                headers = list(message.headers() or []) + \
+                    [("ctxsync-replayed-from", f"{source}/{partition}/{message.offset()}".encode())]
+                _produce(out, topic, message.key(), message.value(), headers)
+                stats.sent += 1
+                if progress is not None and stats.sent % 5000 == 0:
+                    progress.update(stats.sent, "records sent")
+    finally:
+        consumer.close()
+    remaining = out.flush(60)
+    stats.seconds = time.monotonic() - start
+    if remaining:
+        raise RuntimeFailure(f"{remaining} records not delivered")
+    return stats
+
+
+def _produce(out: Any, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    while True:
+        try:
+            out.produce(topic, key=key, value=value, headers=headers)
+            return
+        except BufferError:  # local queue full: let deliveries drain
+            out.poll(0.05)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="produce a JSON Lines file of events to Kafka (keyed by userId)",
                        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", type=Path, metavar="FILE", help="JSON Lines file of context events")
+    p.add_argument("file", type=Path, nargs="?", metavar="FILE",
+                   help="JSON Lines file of context events (not with --from-topic)")
+    p.add_argument("--from-topic", metavar="TOPIC",
+                   help="replay this Kafka topic instead of a file; --from/--to then select by arrival "
+                        "(Kafka record timestamps), not by event timestamp")
     p.add_argument("--topic", help="topic (default: the profile's source topic, context.events)")
     p.add_argument("--rate", type=float, metavar="EV_PER_S", help="events per second (default: as fast as possible)")
     p.add_argument("--from", dest="since", type=iso_time_ms, metavar="T1", help="only events with timestamp >= T1")
     p.add_argument("--to", dest="until", type=iso_time_ms, metavar="T2", help="only events with timestamp < T2")
     p.add_argument("--user", help="only this userId")
     p.add_argument("--model", help="only events from this source.modelId")
+    p.add_argument("--event-type", choices=("context.updated", "context.deleted"), help="only events of this type")
     p.add_argument("--format", choices=("json", "avro"), default="json",
                    help="json (the lines as they are) or avro (Confluent wire format)")
     p.add_argument("--schema-id", type=int, default=1, help="Confluent schema id for --format avro (default 1)")
@@ -147,7 +225,10 @@ def run(args: argparse.Namespace) -> int:
     from ctxsync.io.kafka_io import TopicSpec, check_reachable, ensure_topics, producer
     from ctxsync.servers import running_endpoints
 
-    check_input_file(args.file)
+    if (args.file is None) == (args.from_topic is None):
+        raise UsageError("give either FILE or --from-topic TOPIC", "see `ctxsync replay --help`")
+    if args.file is not None:
+        check_input_file(args.file)
     if args.rate is not None and args.rate <= 0:
         raise ConfigError("--rate must be > 0")
     job = resolve_job(args.jobs, args.job, [])
@@ -159,7 +240,12 @@ def run(args: argparse.Namespace) -> int:
     if sink.create_topics:
         ensure_topics(kafka_config(profile), [TopicSpec(topic, sink.partitions)])
     progress = Progress(f"replay -> {topic}")
-    flt = ReplayFilter(args.since, args.until, args.user, args.model)
+    if args.from_topic is not None:
+        flt = ReplayFilter(None, None, args.user, args.model, args.event_type)
+        stats = replay_topic(config, args.from_topic, producer(config), topic, flt, args.since, args.until, progress)
+        progress.done(f"{stats.sent:,} records of {args.from_topic} sent ({stats.skipped:,} filtered out)")
+        return 0
+    flt = ReplayFilter(args.since, args.until, args.user, args.model, args.event_type)
     stats = replay(args.file, producer(config), topic, flt, args.rate,
                    args.schema_id if args.format == "avro" else None, progress)
     rate = stats.sent / stats.seconds if stats.seconds else 0.0
