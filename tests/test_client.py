@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ctxsync.client import ContextClient, Credentials, View, from_profile, from_urls
-from ctxsync.io.redis_views import RedisViewSink, ViewWrite, view_key
+from ctxsync.io.redis_views import RedisViewSink, ViewWrite
 from tests.fixtures_servers import redis_client, servers, unique  # noqa: F401
 from tests.helpers import ROOT, SETTINGS
 from transforms.timestamps import parse_iso_ms

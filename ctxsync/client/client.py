@@ -130,8 +130,9 @@ class ContextClient:
         return self._publisher_for().send(event)
 
     def conflicts(self, event_ids: Iterable[str], timeout_s: float = 10.0) -> list[dict[str, Any]]:
-        """The violations the job recorded for these events (conflicts and ordering), read from the
-        violations topic up to its current end."""
+        """The violations the job recorded for these events (conflicts and ordering). The job writes
+        violations unkeyed, so this reads the whole violations topic up to its current end: meant for
+        checking a few writes, not for following every conflict."""
         wanted = set(event_ids)
         found = []
         for message in read_topic(self._kafka(), self.endpoints.violations_topic, timeout_s):

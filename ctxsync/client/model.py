@@ -73,7 +73,8 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One entry of the model's change stream: a view the connector applied, with its version.
+    """One entry of the model's change stream: a view the connector applied; `key` is the aggregate's
+    (`<category>:<userId>`), `entry_id` the stream entry's.
 
     `duplicate` is True when this group has already acknowledged this version (or a newer one) of the
     aggregate: a redelivery after a crash, or an older entry claimed after a newer one was handled.
