@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"{'name':<34}{'created':<26}{'source':<13}{'views':>11}{'size':>12}  offsets")
         for m in found:
-            offsets = " ".join(f"{p}:{o}" for p, o in m.offsets.items())
-            print(f"{m.name:<34}{m.created:<26}{m.source:<13}{m.views:>11,}{m.bytes / 1e6:>10.2f}MB  {offsets}")
+            print(f"{m.name:<34}{m.created:<26}{m.source:<13}{m.views:>11,}{m.bytes / 1e6:>10.2f}MB  "
+                  f"{_offsets(m.offsets)}")
         return 0
 
     from ctxsync.io.clients import kafka_config, kafka_sink, redis_client
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             m = snap.create_from_redis(client, prefix, config, topics.views, REDIS_GROUP, args.dir, args.name)
         print(f"snapshot {m.name}: {m.views:,} views from {m.source}, {m.bytes / 1e6:.2f} MB, "
-              f"sha256 {m.sha256[:16]}…, {topics.views} offsets {m.offsets}, {m.seconds:.2f} s")
+              f"sha256 {m.sha256[:16]}…, {topics.views} offsets {_offsets(m.offsets)}, {m.seconds:.2f} s")
         print(f"  {snap.data_path(args.dir, m.name)}")
         return 0
 
@@ -99,3 +99,8 @@ def run(args: argparse.Namespace) -> int:
           f"{stats.written:,} views applied, {stats.skipped:,} not newer, in {stats.seconds:.2f} s")
     print(f"total {time.monotonic() - started:.2f} s")
     return 0
+
+
+def _offsets(offsets: dict[str, int]) -> str:
+    """partition:offset pairs, e.g. `0:5311 1:5224`."""
+    return " ".join(f"{p}:{o}" for p, o in offsets.items())

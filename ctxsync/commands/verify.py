@@ -90,7 +90,11 @@ def print_table(report: "VerifyReport") -> None:
     if report.findings:
         print(f"\nmismatches (first {min(SHOWN, len(report.findings))} of {len(report.findings):,}):")
         for f in report.findings[:SHOWN]:
-            versions = f"expected v{f.expected_version}, found v{f.actual_version}"
+            versions = f"expected {_version(f.expected_version)}, found {_version(f.actual_version)}"
             print(f"  {f.store:<28} {f.key:<36} {f.kind:<14} {versions}" + (f"  {f.detail}" if f.detail else ""))
     print(f"\nconsistency: {report.ratio * 100:.2f} % ({report.consistent:,} of {report.judged:,} judged keys) "
           f"in {report.seconds:.1f} s")
+
+
+def _version(version: int | None) -> str:
+    return "none" if version is None else f"v{version}"
