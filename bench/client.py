@@ -107,6 +107,29 @@ def plain_xread(plain: redis.Redis, sink: RedisViewSink, prefix: str, changes: i
     return got
 
 
+def cached_under_writes(cached: ContextClient, sink: RedisViewSink, hot: list[str], picks: list[str],
+                        write_rate: float) -> tuple[list[float], float, int]:
+    """Cached reads while a thread rewrites random hot views (new versions) at `write_rate` per second."""
+    done = threading.Event()
+    rng = random.Random(11)
+
+    def writer() -> None:
+        version = 2
+        while not done.is_set():
+            sink.write([ViewWrite(a_view(rng.choice(hot), "financial", version))])
+            version += 1
+            time.sleep(1 / write_rate)
+
+    hits, misses, invalidations = cached.cache.hits, cached.cache.misses, cached.cache.invalidations
+    thread = threading.Thread(target=writer)
+    thread.start()
+    samples = timed(len(picks), lambda i: cached.get(picks[i]))
+    done.set()
+    thread.join()
+    got_hits, got_misses = cached.cache.hits - hits, cached.cache.misses - misses
+    return samples, got_hits / max(1, got_hits + got_misses), cached.cache.invalidations - invalidations
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=10_000)
@@ -114,6 +137,8 @@ def main() -> None:
     parser.add_argument("--hot", type=int, default=1_000, help="users the cached client reads")
     parser.add_argument("--changes", type=int, default=2_000)
     parser.add_argument("--rate", type=float, default=200.0, help="changes per second for the subscription")
+    parser.add_argument("--write-rate", type=float, default=200.0,
+                        help="hot views rewritten per second while the cached client reads")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ctxsync-bench-") as tmp:
         servers = LocalServers(Path(tmp) / "servers")
@@ -162,6 +187,9 @@ def bench(args: argparse.Namespace, url: str) -> None:
     samples = timed(args.reads, lambda i: cached.get(hot_picks[i]))
     rate = (cached.cache.hits - hits) / max(1, cached.cache.hits - hits + cached.cache.misses - misses)
     row(f"get(user), client cache ({args.hot:,} hot users)", samples, f"hit rate {rate:.1%}")
+    samples, rate, invalidated = cached_under_writes(cached, sink, hot, hot_picks, args.write_rate)
+    row(f"get(user), client cache, hot views rewritten at {args.write_rate:,.0f}/s", samples,
+        f"hit rate {rate:.1%}, {invalidated:,} invalidations")
     row("plain pipeline of 100 x {0} HGETALL".format(categories), timed(len(batches), lambda i: pipelined(
         [view_key(prefix, c, u) for u in batches[i] for c in client.categories])))
     row("get_many(100 users), no cache", timed(len(batches), lambda i: client.get_many(batches[i])))
