@@ -4,21 +4,28 @@
                             [--delivery at-least-once|exactly-once] [--checkpoint-ms 1000] [--window 50ms]
 
 Starts loopback servers (noida-db, redis-server), runs the context-sync Kafka job unbounded on local Flink
-and the Redis view connector beside it, then for each rate produces generated events at that fixed rate
-and follows the models' change streams in Redis (XREAD; an entry is written when the connector applies a
-view). Latency per event = time the first view carrying its eventId was applied - time it was produced.
-One JSON line per rate with p50/p95/p99 and how many events were seen (a view that a newer event of the
-same aggregate replaced before it was applied never shows that event, so `measured` < `events` is normal).
+and the Redis view connector in a process of its own (as `ctxsync connect` runs it: the bench's producer
+and readers must not share its interpreter lock), then for each rate produces generated events at that
+fixed rate and follows two points of each event's path:
+- the job's output: the first record of `context.views` carrying its eventId (its Kafka timestamp, set
+  when Flink's sink produced it; read_uncommitted, so exactly-once shows the sink's time, not the commit);
+- the model's view: the first change-stream entry in Redis carrying it (an entry is written when the
+  connector applies a view; its id is Redis' clock at that moment).
+Latency = that time - time produced. One JSON line per rate with p50/p95/p99 for the model's view
+(`p95_ms`) and for the job's output alone (`job_p95_ms`), and how many events were seen (a view that a
+newer event of the same aggregate replaced before it was applied never shows that event, so `measured` <
+`events` is normal).
 
 What bounds it: the batch window (`batching.window`) plus the watermark-free processing-time trigger, the
 Python batch itself, the Kafka sink's flush (at-least-once) or transaction commit at each checkpoint
-(exactly-once: bounded below by the checkpoint interval), and the connector's poll (0.2 s max wait,
+(exactly-once: bounded below by the checkpoint interval), and the connector's poll (50 ms max wait,
 returns as soon as records arrive). Not a test: numbers depend on load.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import threading
@@ -53,6 +60,39 @@ def start_job(spec: KafkaJobSpec, job):
     return env.execute_async("ctxsync latency bench")
 
 
+def run_connector(config: dict, redis_url: str, stop) -> None:
+    """The Redis view connector, in its own process (spawned: no JVM or client threads inherited)."""
+    import redis
+
+    connector = redis_connector(config, redis.Redis.from_url(redis_url), "ctx", 1_000_000, "context.views",
+                                "context.dlq")
+    connector.run(False, stop)
+
+
+class JobOutputs:
+    """Follows `context.views` (the job's output); records when each eventId first left the job."""
+
+    def __init__(self, config: dict) -> None:
+        from confluent_kafka import Consumer
+
+        self.seen: dict[str, float] = {}
+        self.consumer = Consumer({**config, "group.id": "latency-bench", "auto.offset.reset": "earliest",
+                                  "enable.auto.commit": False, "isolation.level": "read_uncommitted"})
+        self.consumer.subscribe(["context.views"])
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for message in self.consumer.consume(10_000, timeout=0.05):
+                if message.error() is None:
+                    produced = message.timestamp()[1] / 1000
+                    for attr in json.loads(message.value())["attributes"].values():
+                        self.seen.setdefault(attr["eventId"], produced)
+        self.consumer.close()
+
+
 class AppliedViews:
     """Follows every `ctx:changes:*` stream; records when each eventId first appears in an applied view."""
 
@@ -78,21 +118,22 @@ class AppliedViews:
                     self.seen.setdefault(attr["eventId"], applied)
 
 
-def measure(rate: int, lines: list[bytes], config: dict, views: AppliedViews) -> dict:
+def measure(rate: int, lines: list[bytes], config: dict, views: AppliedViews, outputs: JobOutputs) -> dict:
     """Produce `lines` at `rate` events/s, follow Redis until they are applied (or 30 s more pass)."""
     seconds = len(lines) / rate
     sent: dict[str, float] = {}
     p = producer(config, **{"linger.ms": 0})
+    docs = [json.loads(line) for line in lines]  # parsed before the clock starts
+    events = [(doc["eventId"], doc["contextDelta"]["userId"].encode(), line) for doc, line in zip(docs, lines)]
 
     def produce() -> None:
         start = time.perf_counter()
-        for i, line in enumerate(lines):
+        for i, (event_id, key, line) in enumerate(events):
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            doc = json.loads(line)
-            sent[doc["eventId"]] = time.time()
-            p.produce("context.events", key=doc["contextDelta"]["userId"].encode(), value=line)
+            sent[event_id] = time.time()
+            p.produce("context.events", key=key, value=line)
             p.poll(0)
         p.flush(30)
 
@@ -103,10 +144,12 @@ def measure(rate: int, lines: list[bytes], config: dict, views: AppliedViews) ->
         views.poll()
         if not producing.is_alive() and time.time() > deadline - 25:  # 5 s after the last event is enough
             break
-    latencies = [(views.seen[e] - t) * 1000 for e, t in sent.items() if e in views.seen]
-    result = {"rate": rate, "events": len(lines), "measured": len(latencies)}
-    if latencies:
-        result.update({f"p{int(q * 100)}_ms": round(percentile(latencies, q), 1) for q in (0.5, 0.95, 0.99)})
+    result: dict = {"rate": rate, "events": len(lines)}
+    for name, seen in (("", views.seen), ("job_", outputs.seen)):
+        latencies = [(seen[e] - t) * 1000 for e, t in sent.items() if e in seen]
+        result[f"{name}measured"] = len(latencies)
+        if latencies:
+            result.update({f"{name}p{int(q * 100)}_ms": round(percentile(latencies, q), 1) for q in (0.5, 0.95, 0.99)})
     return result
 
 
@@ -125,7 +168,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ctxsync-latency-") as tmp:
         servers = LocalServers(Path(tmp) / "servers")
         servers.up(["noida", "redis"])
-        client, stop = None, threading.Event()
+        client, stop, outputs = None, multiprocessing.get_context("spawn").Event(), None
         try:
             endpoints = servers.endpoints()
             config = {"bootstrap.servers": endpoints["kafka"]}
@@ -135,22 +178,24 @@ def main() -> None:
             spec = KafkaJobSpec(bootstrap=endpoints["kafka"], bounded=False, start="earliest", delivery=args.delivery,
                                 checkpoint_interval_ms=args.checkpoint_ms)
             client = start_job(spec, job)
-            r = redis.Redis.from_url(endpoints["redis"])
-            connector = redis_connector(config, r, "ctx", 1_000_000, "context.views", "context.dlq")
-            threading.Thread(target=connector.run, args=(False, stop), daemon=True).start()
-            views = AppliedViews(r)
+            multiprocessing.get_context("spawn").Process(
+                target=run_connector, args=(config, endpoints["redis"], stop), daemon=True).start()
+            views = AppliedViews(redis.Redis.from_url(endpoints["redis"]))
+            outputs = JobOutputs(config)
             rates = args.rate or [500, 2000, 5000]
             # one stream for all phases, so event times only move forward (no late or stale updates)
             stream = generate_lines(GeneratorOptions(events=1500 + sum(rates) * args.seconds, users=10_000, seed=5,
                                                      invalid_rate=0, duplicate_rate=0, late_rate=0,
                                                      conflict_rate=0, delete_rate=0, mean_gap_ms=1))
-            measure(100, list(islice(stream, 1500)), config, views)  # warm-up: job started, checkpoints done
+            measure(100, list(islice(stream, 1500)), config, views, outputs)  # warm-up: job started, checkpoints done
             for rate in rates:
-                result = measure(rate, list(islice(stream, rate * args.seconds)), config, views)
+                result = measure(rate, list(islice(stream, rate * args.seconds)), config, views, outputs)
                 result.update(delivery=args.delivery, checkpoint_ms=args.checkpoint_ms, window_ms=job.batching.window)
                 print(json.dumps(result), flush=True)
         finally:
             stop.set()
+            if outputs is not None:
+                outputs.stop.set()
             if client is not None:
                 try:
                     client.cancel().result()

@@ -108,7 +108,7 @@ def measure_local_profile(path: Path, job, events: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
         servers = LocalServers(Path(tmp) / "servers")
-        servers.up(["noida"])
+        servers.up(["noida", "redis"])  # the profile names both (resolving it needs them up); only Kafka is used
         try:
             os.environ["CTXSYNC_DEV_DIR"] = str(servers.run_dir)
             config = {"bootstrap.servers": servers.endpoints()["kafka"]}

@@ -3,7 +3,9 @@
     Kafka `context.events` (Table API source: raw bytes + partition/offset metadata)
       -> batches per bucket of users and window, built in Java (pipelines/flink_batches.py)
       -> key_by(bucket) -> SyncKafkaBuckets (the embedded job's operator, pipelines/flink_sync.py, with
-         Avro -> JSON if configured, origin = topic/partition/offset, outputs routed to Kafka records)
+         Avro -> JSON if configured, origin = topic/partition/offset; one string of Kafka-form output lines
+         per batch back to Java)
+      -> split into records and routed in SQL (topic, key, headers: `route_sql`)
       -> Kafka sink (Table API: topic and headers are writable metadata; exactly-once with transactions)
 
 Avro payloads cannot be read in SQL, so an Avro input is batched in a single bucket.
@@ -28,10 +30,11 @@ from ctxsync.io.avro import avro_payload_to_json
 from pipelines.flink_batches import TIME_COLUMNS_SQL, batches
 from transforms.batching import Batching
 from transforms.ingest import ingest
-from transforms.records import CONFLICT, DEAD_LETTER, HISTORY, ORDERING, VIEW, untag
+from transforms.records import DEAD_LETTER, DUPLICATE, HISTORY, VIEW, untag
 from transforms.settings import SyncSettings
 
 STARTS = ("committed", "earliest", "latest", "timestamp")
+DLQ_HEADERS = ("reason", "stage", "origin")  # dead-letter fields repeated as record headers
 
 
 @dataclass(frozen=True)
@@ -116,41 +119,71 @@ def ingest_record(payload: bytes | None, topic: str, partition: int, offset: int
                   original=raw if decoded is not raw else None)
 
 
-def route_lines(lines: list[str], spec: KafkaJobSpec) -> list[tuple[bytes | None, bytes, str, dict[str, bytes]]]:
-    """Kafka records (key, value, topic, headers) for the tagged output lines of one event.
+def kafka_lines(lines: list[str], ttl: int | None) -> list[str]:
+    """One event's tagged output lines in their Kafka form, `<kind letter><record value>`: what the Python
+    side hands back to Java, where `route_sql` turns each into a record. Duplicates produce no record; a
+    view carries the event's TTL (`propagationRules.ttl`, seconds) for the Redis connector."""
+    out: list[str] = []
+    for line in lines:
+        kind = line[0]
+        if kind == DUPLICATE:
+            continue
+        text = line.split("\t", 2)[2]
+        if kind == VIEW and ttl:
+            text = text[:-1] + f',"ttl":{ttl}}}'
+        out.append(kind + text)
+    return out
 
-    Views are keyed by aggregate key (the compacted changelog) and carry the TTL of the event that produced
-    them (`ttl`, from propagationRules.ttl) for the Redis connector. Duplicates produce no record.
-    """
+
+def route_sql(spec: KafkaJobSpec, batches: str, sink: str = "ctx_outputs") -> str:
+    """The Java half of the routing: every line of a batch's output string (`kafka_lines`, joined by
+    newlines, which JSON text never holds raw) becomes one record of the sink table. Views are keyed by
+    their aggregate key (the compacted changelog), dead letters by origin and given reason, stage and
+    origin headers; history and violations are unkeyed."""
+    def field(name: str) -> str:
+        return f"ENCODE(JSON_VALUE(v, '$.{name}'), 'UTF-8')"
+
+    headers = ", ".join(f"'{name}', {field(name)}" for name in DLQ_HEADERS)
+    topic = (f"CASE kind WHEN 'V' THEN {_quote(spec.views_topic)} WHEN 'H' THEN {_quote(spec.history_topic)} "
+             f"WHEN 'D' THEN {_quote(spec.dlq_topic)} ELSE {_quote(spec.violations_topic)} END")
+    return (f"INSERT INTO {sink} SELECT "
+            f"CASE kind WHEN 'V' THEN {field('key')} WHEN 'D' THEN {field('origin')} END, ENCODE(v, 'UTF-8'), "
+            f"CAST({topic} AS STRING), CAST(CASE kind WHEN 'D' THEN MAP[{headers}] END AS MAP<STRING, BYTES>) "
+            f"FROM (SELECT SUBSTRING(line FROM 1 FOR 1) AS kind, SUBSTRING(line FROM 2) AS v "
+            f"FROM {batches} CROSS JOIN UNNEST(SPLIT(batch, CHR(10))) AS lines(line))")
+
+
+def route_lines(lines: list[str], spec: KafkaJobSpec) -> list[tuple[bytes | None, bytes, str, dict[str, bytes]]]:
+    """The Kafka records (key, value, topic, headers) the job writes for one event's tagged output lines:
+    `kafka_lines` and `route_sql` done in Python, for tests and benchmarks that publish without Flink.
+    The TTL is read from the history record (the engine has the Event at hand)."""
     ttl = None
+    for line in lines:
+        if line[0] == HISTORY:
+            ttl = (orjson.loads(untag(line)[3]).get("propagationRules") or {}).get("ttl")
     records: list[tuple[bytes | None, bytes, str, dict[str, bytes]]] = []
-    parsed = [untag(line) for line in lines]
-    if any(kind == VIEW for kind, _, _, _ in parsed):
-        for kind, _, _, text in parsed:
-            if kind == HISTORY:
-                ttl = (orjson.loads(text).get("propagationRules") or {}).get("ttl")
-    for kind, _, aux, text in parsed:
+    for line in kafka_lines(lines, int(ttl) if ttl else None):
+        kind, value = line[0], line[1:]
         if kind == VIEW:
-            value = text[:-1] + f',"ttl":{int(ttl)}}}' if ttl else text
-            records.append((orjson.loads(aux).encode(), value.encode(), spec.views_topic, {}))
+            records.append((orjson.loads(value)["key"].encode(), value.encode(), spec.views_topic, {}))
         elif kind == HISTORY:
-            records.append((None, text.encode(), spec.history_topic, {}))
-        elif kind in (ORDERING, CONFLICT):
-            records.append((None, text.encode(), spec.violations_topic, {}))
+            records.append((None, value.encode(), spec.history_topic, {}))
         elif kind == DEAD_LETTER:
-            record = orjson.loads(text)
-            headers = {name: str(record[name]).encode() for name in ("reason", "stage", "origin")}
-            records.append((record["origin"].encode(), text.encode(), spec.dlq_topic, headers))
+            record = orjson.loads(value)
+            headers = {name: record[name].encode() for name in DLQ_HEADERS}
+            records.append((record["origin"].encode(), value.encode(), spec.dlq_topic, headers))
+        else:
+            records.append((None, value.encode(), spec.violations_topic, {}))
     return records
 
 
 def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parallelism: int,
                     batching: Batching, cache_size: int = 10_000) -> Any:
     """Add the job to `env` (a StreamExecutionEnvironment with the Kafka jars); returns the statement set."""
-    from pyflink.common import Row, Types
+    from pyflink.common import Types
     from pyflink.table import StreamTableEnvironment
 
-    from pipelines.flink_sync import SyncBuckets, keyed_batches
+    from pipelines.flink_sync import SyncBuckets, join_batch, keyed_batches
 
     avro, schema_id, topic = spec.format == "avro", spec.schema_id, spec.input_topic
     if avro:
@@ -164,24 +197,23 @@ def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parall
             return ingest_record(payload.encode("latin-1"), topic, part, seq, self.settings, avro, schema_id,
                                  now_ms)
 
+        def route(self, lines: list[str], ttl: int | None) -> list[str]:
+            return kafka_lines(lines, ttl)
+
         def emit(self, outputs: list[list[str]]):
-            for lines in outputs:
-                for key, value, out_topic, headers in route_lines(lines, spec):
-                    yield Row(key, value, out_topic, headers)
+            yield join_batch(outputs)
 
     t_env = StreamTableEnvironment.create(env)
     t_env.execute_sql(source_ddl(spec))
     t_env.execute_sql(sink_ddl(spec))
     table = batches(t_env, "ctx_events", "COALESCE(DECODE(payload, 'ISO-8859-1'), '')",
                     "DECODE(payload, 'UTF-8')", "`offset`", "`partition`", batching, spec.bounded)
-    bytes_type = Types.PRIMITIVE_ARRAY(Types.BYTE())
-    out_type = Types.ROW_NAMED(["k", "v", "topic", "headers"],
-                               [bytes_type, bytes_type, Types.STRING(), Types.MAP(Types.STRING(), bytes_type)])
-    records = (keyed_batches(t_env, table)
-               .process(SyncKafkaBuckets(settings, batching, cache_size), output_type=out_type)
+    outputs = (keyed_batches(t_env, table)
+               .process(SyncKafkaBuckets(settings, batching, cache_size), output_type=Types.STRING())
                .set_parallelism(parallelism).name("sync by bucket"))
+    t_env.create_temporary_view("ctx_output_batches", t_env.from_data_stream(outputs).alias("batch"))
     statements = t_env.create_statement_set()
-    statements.add_insert("ctx_outputs", t_env.from_data_stream(records))
+    statements.add_insert_sql(route_sql(spec, "ctx_output_batches"))
     statements.attach_as_datastream()
     return statements
 

@@ -2,7 +2,8 @@
 not once per event; the batches come from pipelines/flink_batches.py.
 
     batches (bucket, framed payloads) -> key_by(bucket) -> SyncBuckets (ingest + sync_step per event)
-      -> tagged output lines (embedded profile) or Kafka rows (pipelines/flink_kafka.py)
+      -> one string of output lines per batch: tagged lines (embedded profile) or the Kafka form of them,
+         split into Kafka records in SQL (pipelines/flink_kafka.py)
 
 State: one MapState per bucket, userId -> marshalled (aggregates, dedup clock, purge limit, seen ids).
 Each user touched by a batch is written once at the end of the batch; a read cache skips state reads
@@ -65,6 +66,10 @@ class SyncBuckets(KeyedProcessFunction):
     def parse(self, seq: int, part: int, payload: str, now_ms: int) -> Parsed | None:
         raise NotImplementedError
 
+    def route(self, lines: list[str], ttl: int | None) -> list[str]:
+        """One event's tagged output lines in the form this operator's sink takes (`ttl`: the event's)."""
+        return lines
+
     def emit(self, outputs: list[list[str]]) -> Iterable[Any]:
         raise NotImplementedError
 
@@ -83,10 +88,10 @@ class SyncBuckets(KeyedProcessFunction):
                 continue
             key, event = parsed
             if isinstance(event, str):  # a dead-letter line: no state involved
-                outputs.append([event])
+                outputs.append(self.route([event], None))
                 continue
             if bucket_of(key, buckets) != bucket:
-                outputs.append([self._misrouted(event, payload, part)])
+                outputs.append(self.route([self._misrouted(event, payload, part)], None))
                 continue
             state = cache.pop(key, None)
             if state is None:
@@ -98,7 +103,7 @@ class SyncBuckets(KeyedProcessFunction):
             cache[key] = state
             if len(lines) > 1 or lines[0][0] != DUPLICATE:  # a duplicate changes nothing
                 dirty[key] = state
-            outputs.append(lines)
+            outputs.append(self.route(lines, event.ttl))
             if len(outputs) >= self.batching.max_events:
                 yield from self.emit(outputs)
                 outputs = []
@@ -132,7 +137,12 @@ class SyncFileBuckets(SyncBuckets):
         return ingest(raw, seq, self.origin(seq, part), now_ms, self.settings)
 
     def emit(self, outputs: list[list[str]]) -> Iterable[str]:
-        yield "\n".join([line for lines in outputs for line in lines])
+        yield join_batch(outputs)
+
+
+def join_batch(outputs: list[list[str]]) -> str:
+    """A batch's output lines as the one string that crosses back to Java (split there into records)."""
+    return "\n".join([line for lines in outputs for line in lines])
 
 
 def keyed_batches(t_env: Any, table: Any) -> Any:
