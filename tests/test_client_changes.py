@@ -107,3 +107,16 @@ def test_an_older_version_claimed_after_a_newer_one_is_flagged_duplicate(servers
     assert pending(redis_client, prefix, "g") == 0
     a_client.close()
     b_client.close()
+
+
+def test_a_pending_list_longer_than_a_batch_is_claimed_completely(servers, sink, prefix, redis_client):  # noqa: F811
+    with client_for(servers, prefix) as client:
+        feed = client.changes(group="g", consumer="b", batch=20, claim_idle_ms=200, max_idle_s=1.0)
+        for i in range(120):
+            write(sink, f"u{i}", 1)
+        # an instance that read everything in one go and died (no acknowledgement at all)
+        redis_client.xreadgroup("g", "a", {stream_key(prefix, MODEL): ">"}, count=1000)
+        assert pending(redis_client, prefix, "g") == 120
+        got = [(c.key, c.redelivered) for c in feed]
+    assert sorted(got) == sorted((f"financial:u{i}", True) for i in range(120))
+    assert pending(redis_client, prefix, "g") == 0

@@ -53,6 +53,7 @@ class ChangeFeed:
         self.acknowledged = 0
         self._raise = client.register_script(RAISE_SCRIPT)
         self._closed = False
+        self._claim_from = "0-0"
         try:
             client.xgroup_create(stream, group, id=start, mkstream=True)
         except redis.ResponseError as exc:
@@ -71,7 +72,8 @@ class ChangeFeed:
                 entries, redelivered, first = self._read("0"), True, False
             elif time.monotonic() >= next_claim:
                 entries, redelivered = self._claim(), True
-                next_claim = time.monotonic() + self.claim_idle_ms / 2000
+                # more may be waiting right behind a claimed batch; otherwise look again in a while
+                next_claim = time.monotonic() + (0 if entries else self.claim_idle_ms / 2000)
             else:
                 entries, redelivered = [], False
             if not entries:
@@ -101,9 +103,14 @@ class ChangeFeed:
         return reply[0][1] if reply else []
 
     def _claim(self) -> list[tuple[Any, Any]]:
+        """Take over entries idle for claim_idle_ms; the scan goes on from where the last one stopped, so
+        a long pending list is covered bit by bit instead of its head being rescanned every time."""
         reply = self.client.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms,
-                                       start_id="0-0", count=self.batch)
-        return reply[1] if reply else []
+                                       start_id=self._claim_from, count=self.batch)
+        if not reply:
+            return []
+        self._claim_from = _text(reply[0])
+        return reply[1]
 
     def _changes(self, entries: list[tuple[Any, Any]], redelivered: bool) -> list[Change]:
         live = [(entry_id, fields) for entry_id, fields in entries if fields]
