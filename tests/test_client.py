@@ -190,3 +190,11 @@ def test_the_package_imports_without_pyflink_or_beam():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_cached_views_cannot_be_changed_by_a_reader(servers, sink, prefix):  # noqa: F811
+    sink.write([ViewWrite(a_view("u1", "financial", 1, riskTolerance="low"))])
+    with make_client(servers, prefix, cache=True) as client:
+        with pytest.raises(TypeError):
+            client.get("u1").views["financial"].attributes["riskTolerance"] = None
+        assert client.get("u1").value("riskTolerance") == "low" and client.cache.hits > 0

@@ -123,7 +123,8 @@ class ContextClient:
         categories = {self.settings.category_of(name) for name in updates}
         if len(categories) != 1:
             raise InvalidEvent("multi_category_expected_version",
-                               "update() needs attributes of one category, got " + ", ".join(sorted(categories)))
+                               "update() needs attributes of one category, got "
+                               + (", ".join(sorted(categories)) or "none"))
         (category,) = categories
         event = build_event(self.model_id, self.instance_id, user_id, updates,
                             expected_version=context.version(category), **options)

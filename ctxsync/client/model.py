@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from transforms.timestamps import parse_iso_ms
@@ -29,7 +31,7 @@ class View(NamedTuple):
     user_id: str
     version: int
     updated_at: str
-    attributes: dict[str, Attribute]
+    attributes: Mapping[str, Attribute]  # read-only: a cached View is shared by every reader
     target_models: tuple[str, ...]
 
     @classmethod
@@ -38,7 +40,7 @@ class View(NamedTuple):
         attributes = {name: Attribute(a["value"], a["confidence"], a["updatedAt"], a["eventId"], a["modelId"])
                       for name, a in record["attributes"].items()}
         return cls(record["key"], record["category"], record["userId"], int(record["version"]),
-                   record["updatedAt"], attributes, tuple(record["targetModels"]))
+                   record["updatedAt"], MappingProxyType(attributes), tuple(record["targetModels"]))
 
 
 @dataclass(frozen=True, slots=True)
