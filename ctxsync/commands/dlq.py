@@ -60,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
     letters = read_dead_letters(config, topics.dlq)
     chosen = [letter for letter in letters if selection.accepts(letter)]
     if args.action == "list":
-        print(f"{'reason':<24}{'stage':<16}{'count':>8}{'re-driven':>11}{'failed again':>14}")
-        for reason, stage, count, redriven, again in summarize(chosen):
-            print(f"{reason:<24}{stage:<16}{count:>8,}{redriven:>11,}{again:>14,}")
+        rows = summarize(chosen)
+        width = max([len("reason")] + [len(r[0]) for r in rows]) + 2
+        print(f"{'reason':<{width}}{'stage':<16}{'count':>8}{'re-driven':>11}{'failed again':>14}")
+        for reason, stage, count, redriven, again in rows:
+            print(f"{reason:<{width}}{stage:<16}{count:>8,}{redriven:>11,}{again:>14,}")
         print(f"{len(chosen):,} dead letters" + (f" of {len(letters):,}" if len(chosen) != len(letters) else "")
               + f" in {topics.dlq}")
         return 0
