@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -137,7 +136,7 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
     else:
         keys += sorted(_redis_only_keys(src, set(keys), user))
     now_ms = int(time.time() * 1000)
-    redis_views = _read_redis(src, keys, expected, topic)
+    redis_views = _read_redis(src, keys)
     in_stores: list[tuple[str, dict[str, Any]]] = []  # (key, view in Redis) of keys right in both stores
     for key in keys:
         want, have, stored = expected.get(key), topic.get(key), redis_views.get(key)
@@ -201,8 +200,7 @@ def _redis_name(src: Sources, key: str) -> str:
     return view_key(src.prefix, category, user_id)
 
 
-def _read_redis(src: Sources, keys: list[str], expected: dict[str, Any], topic: dict[str, TopicView]
-                ) -> dict[str, dict[str, Any]]:
+def _read_redis(src: Sources, keys: list[str]) -> dict[str, dict[str, Any]]:
     """The views Redis holds for `keys` (pipelined HGETALL, 1,000 per round trip)."""
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(keys), 1000):

@@ -89,7 +89,8 @@ def record_id(record: dict[str, Any], origin: str) -> str:
     (exactly-once) and the connector reads committed records only, so a record re-read after a crash has the
     same position. The eventId is kept in the id so that a topic deleted and re-created (offsets restart at
     0) cannot make a new event look "already there"; only the same event at the same position can.
-    Ids longer than Elasticsearch's 512-byte limit are hashed.
+    With `delivery: at-least-once` a job restart may write a record twice to the topic, and Elasticsearch
+    then holds both, as the topic does. Ids longer than Elasticsearch's 512-byte limit are hashed.
     """
     text = f"{origin}|{record['eventId']}"
     return text if len(text.encode()) <= 512 else hashlib.sha256(text.encode()).hexdigest()
