@@ -146,3 +146,30 @@ def test_topics_the_job_has_not_created_are_one_line_errors(servers, unique, tmp
     assert main(["verify", "--jobs", str(pub.jobs)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"ctxsync verify: topic {pub.prefix}.nothing does not exist") and "\n" not in err
+
+
+@pytest.mark.flink
+def test_after_a_real_local_run_everything_verifies_and_a_lost_redis_is_restored(
+        servers, redis_client, unique, tmp_path, monkeypatch, capsys):
+    """The real pipeline: replay -> Flink job (local profile, exactly-once) -> connectors; then verify is
+    100 %, and Redis rebuilt from a views-topic snapshot verifies again."""
+    from ctxsync.commands.replay import ReplayFilter, replay
+    from ctxsync.io.kafka_io import producer
+    from tests.test_e2e_local import prepare, run_local
+
+    prefix = f"vr{unique}"
+    job, config = prepare(servers, monkeypatch, prefix)
+    source = events_file(tmp_path / "events.jsonl", events=400, users=20, seed=13)
+    replay(source, producer(config), f"{prefix}.events", ReplayFilter())
+    run_local(job, tmp_path, servers)
+    jobs = str(tmp_path / "jobs.yaml")  # written by run_local
+    assert main(["verify", "--jobs", jobs, "--json"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["ratio"] == 1.0 and report["findings"] == [] and report["keys_checked"] > 40
+    assert main(["snapshot", "create", "s", "--from-topic", "--dir", str(tmp_path / "snaps"), "--jobs", jobs]) == 0
+    redis_client.flushall()
+    assert main(["verify", "--jobs", jobs]) == 1
+    assert main(["snapshot", "restore", "s", "--dir", str(tmp_path / "snaps"), "--jobs", jobs]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--jobs", jobs]) == 0
+    assert "consistency: 100.00 %" in capsys.readouterr().out
