@@ -92,6 +92,9 @@ def print_table(report: "VerifyReport") -> None:
         for f in report.findings[:SHOWN]:
             versions = f"expected {_version(f.expected_version)}, found {_version(f.actual_version)}"
             print(f"  {f.store:<28} {f.key:<36} {f.kind:<14} {versions}" + (f"  {f.detail}" if f.detail else ""))
+    if report.in_flight:
+        print(f"\n{report.in_flight:,} views in flight are not judged: the Redis connector has not applied them yet "
+              "(is it running?), or the job wrote them while verify read; run verify again later")
     print(f"\nconsistency: {report.ratio * 100:.2f} % ({report.consistent:,} of {report.judged:,} judged keys) "
           f"in {report.seconds:.1f} s")
 
