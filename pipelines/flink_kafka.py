@@ -57,6 +57,8 @@ class KafkaJobSpec:
     transactional_id_prefix: str = "ctxsync-context-sync"
     checkpoint_interval_ms: int = 2000
     client_properties: dict[str, str] = field(default_factory=dict, repr=False)  # security.* etc.
+    sink_bootstrap: str | None = None     # the output cluster, when it is not the input's
+    sink_client_properties: dict[str, str] | None = field(default=None, repr=False)  # default: client_properties
 
 
 def _quote(value: str) -> str:
@@ -67,15 +69,15 @@ def _with(options: dict[str, str]) -> str:
     return ",\n  ".join(f"{_quote(k)} = {_quote(v)}" for k, v in options.items())
 
 
-def _client_options(spec: KafkaJobSpec) -> dict[str, str]:
-    options = {"properties.bootstrap.servers": spec.bootstrap}
-    options.update({f"properties.{k}": v for k, v in spec.client_properties.items()})
+def _client_options(bootstrap: str, properties: dict[str, str]) -> dict[str, str]:
+    options = {"properties.bootstrap.servers": bootstrap}
+    options.update({f"properties.{k}": v for k, v in properties.items()})
     return options
 
 
 def source_ddl(spec: KafkaJobSpec, table: str = "ctx_events") -> str:
     """The input table: exact payload bytes plus the record's coordinates."""
-    options = {"connector": "kafka", "topic": spec.input_topic, **_client_options(spec),
+    options = {"connector": "kafka", "topic": spec.input_topic, **_client_options(spec.bootstrap, spec.client_properties),
                "properties.group.id": spec.group_id, "properties.isolation.level": "read_committed",
                "format": "raw"}
     if spec.start not in STARTS:
@@ -98,9 +100,12 @@ def source_ddl(spec: KafkaJobSpec, table: str = "ctx_events") -> str:
 
 
 def sink_ddl(spec: KafkaJobSpec, table: str = "ctx_outputs") -> str:
-    """The output table: the topic of each record is metadata, so one (transactional) sink serves all."""
+    """The output table: the topic of each record is metadata, so one (transactional) sink serves all. It
+    talks to the sink's cluster with the sink's security, which may differ from the source's."""
     topics = ";".join((spec.views_topic, spec.history_topic, spec.violations_topic, spec.dlq_topic))
-    options = {"connector": "kafka", "topic": topics, **_client_options(spec), "key.format": "raw", "key.fields": "k",
+    client = _client_options(spec.sink_bootstrap or spec.bootstrap,
+                             spec.client_properties if spec.sink_client_properties is None else spec.sink_client_properties)
+    options = {"connector": "kafka", "topic": topics, **client, "key.format": "raw", "key.fields": "k",
                "value.format": "raw", "value.fields-include": "EXCEPT_KEY", "sink.partitioner": "default",
                "sink.delivery-guarantee": spec.delivery}
     if spec.delivery == "exactly-once":
@@ -232,5 +237,6 @@ def job_spec(profile: Any, job_name: str) -> KafkaJobSpec:
         violations_topic=sink.topics.violations, dlq_topic=sink.topics.dlq, delivery=sink.delivery,
         transactional_id_prefix=f"{sink.transactional_id_prefix}-{job_name}",
         checkpoint_interval_ms=sink.checkpoint_interval,
-        client_properties=source.security.java_properties(),
+        client_properties=source.security.java_properties(), sink_bootstrap=sink.bootstrap or source.bootstrap,
+        sink_client_properties=(sink.security or source.security).java_properties(),
     )

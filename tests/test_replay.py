@@ -6,7 +6,7 @@ import pytest
 
 from ctxsync.cli import main
 from ctxsync.commands.replay import ReplayFilter, replay
-from ctxsync.config import ConfigError, load_jobs, resolve_profile
+from ctxsync.config import ConfigError, KafkaSecurity, load_jobs, resolve_profile
 from ctxsync.io import avro
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, partition_for, producer, read_topic
 from ctxsync.servers import LocalServers
@@ -130,6 +130,27 @@ def test_ddl_uses_raw_bytes_offsets_metadata_and_transactions():
     assert "'sink.delivery-guarantee' = 'exactly-once'" in sink and "`headers` MAP<STRING, BYTES> METADATA" in sink
     assert "'properties.sasl.jaas.config' = 'x ''y'''" in sink  # quotes escaped
     assert "x 'y'" not in repr(KafkaJobSpec(bootstrap="b", client_properties={"p": "x 'y'"}))
+
+
+def test_the_sink_talks_to_its_own_cluster_with_its_own_security(monkeypatch):
+    """A profile whose sink names another bootstrap and security: the sink DDL uses them, the source its own."""
+    job = load_jobs(ROOT / "jobs.yaml").jobs["context-sync"]
+    prod = job.profiles["prod"]
+    writer = KafkaSecurity(protocol="SASL_SSL", sasl_mechanism="PLAIN", username="writer", password="w-s3cret")
+    profile = prod.model_copy(update={"sink": prod.sink.model_copy(update={"bootstrap": "out1:9093",
+                                                                           "security": writer})})
+    for name, value in (("CTXSYNC_KAFKA_BOOTSTRAP", "in1:9093"), ("CTXSYNC_KAFKA_USERNAME", "reader"),
+                        ("CTXSYNC_KAFKA_PASSWORD", "r-s3cret"), ("CTXSYNC_REDIS_URL", "rediss://r:6380/0"),
+                        ("CTXSYNC_ES_HOSTS", "https://es:9200")):
+        monkeypatch.setenv(name, value)
+    from pipelines.flink_kafka import job_spec
+
+    spec = job_spec(resolve_profile(profile, "prod"), "context-sync")
+    src, sink = source_ddl(spec), sink_ddl(spec)
+    assert "'properties.bootstrap.servers' = 'in1:9093'" in src and "r-s3cret" in src and "w-s3cret" not in src
+    assert "'properties.bootstrap.servers' = 'out1:9093'" in sink and "w-s3cret" in sink and "r-s3cret" not in sink
+    assert "'properties.security.protocol' = 'SASL_SSL'" in sink
+    assert "s3cret" not in repr(spec)
 
 
 def test_prod_profile_reads_env_and_never_shows_secrets(monkeypatch):
