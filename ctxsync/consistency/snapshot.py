@@ -99,7 +99,10 @@ def read_views(directory: Path, name: str) -> tuple[Manifest, Iterator[dict[str,
     manifest = _read_manifest(manifest_path(directory, name))
     if manifest is None:
         raise RuntimeFailure(f"no snapshot {name!r} in {directory}", "`ctxsync snapshot list` shows them")
-    data = data_path(directory, name).read_bytes()
+    try:
+        data = data_path(directory, name).read_bytes()
+    except OSError as exc:
+        raise RuntimeFailure(f"snapshot {name!r}: cannot read its data file: {exc.strerror}: {exc.filename}") from exc
     if len(data) != manifest.bytes or hashlib.sha256(data).hexdigest() != manifest.sha256:
         raise RuntimeFailure(f"snapshot {name!r} is damaged: its checksum does not match the manifest",
                              "restore another snapshot, or rebuild Redis by replaying context.views from the start")
@@ -127,7 +130,7 @@ def restore(redis: Any, prefix: str, directory: Path, name: str, force: bool = F
     manifest, views = read_views(directory, name)
     now_ms = int(time.time() * 1000)
     written = expired = 0
-    newest: dict[str, list[tuple[str, int, str, bytes]]] = {}  # model -> heap of (updatedAt, n, hash, view)
+    newest: dict[str, list[tuple[str, int, str, dict[str, Any]]]] = {}  # model -> heap (updatedAt, n, hash, view)
     pipe = redis.pipeline(transaction=False)
     for view in views:
         expire_at = view.pop("expireAtMs", None)

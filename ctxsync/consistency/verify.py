@@ -184,7 +184,8 @@ def latest_views(config: dict[str, Any], topic: str, high: Offsets, user: str | 
 
 def _redis_only_keys(src: Sources, known: set[str], user: str | None) -> set[str]:
     """Aggregate keys of view hashes in Redis that neither the history nor the views topic has."""
-    pattern = f"{src.prefix}:*:{{{user if user is not None else '*'}}}"
+    who = "*" if user is None else "".join("\\" + c if c in "*?[]\\" else c for c in user)  # glob-escaped
+    pattern = f"{src.prefix}:*:{{{who}}}"
     extra = set()
     for name in src.redis.scan_iter(match=pattern, count=1000, _type="hash"):
         text = name.decode() if isinstance(name, bytes) else name
