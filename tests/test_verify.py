@@ -12,9 +12,11 @@ from ctxsync.cli import main
 from ctxsync.config import resolve_job
 from ctxsync.consistency.rebuild import rebuild_views
 from ctxsync.consistency.verify import BEHIND, EXTRA, MISSING, STALE, WRONG, Sources, verify
-from ctxsync.io.connectors import REDIS_GROUP
+from ctxsync.io.connectors import ES_GROUP, REDIS_GROUP, elasticsearch_connector
+from ctxsync.io.es_history import history_index, record_id
+from ctxsync.io.history_topic import read_history
 from ctxsync.io.redis_views import stream_key
-from tests.fixtures_servers import redis_client, servers, unique  # noqa: F401
+from tests.fixtures_servers import es_client, redis_client, servers, unique  # noqa: F401
 from tests.helpers import SETTINGS, read_jsonl, reference_files
 from tests.published import Published, events_file, published
 
@@ -46,9 +48,10 @@ def store(servers, redis_client, unique, tmp_path, monkeypatch) -> Published:
     return pub
 
 
-def check(pub: Published, redis_client, **options):
+def check(pub: Published, redis_client, es=None, **options):
     job = resolve_job(pub.jobs, "context-sync", [])
-    sources = Sources(pub.config, pub.spec.history_topic, pub.spec.views_topic, REDIS_GROUP, redis_client)
+    sources = Sources(pub.config, pub.spec.history_topic, pub.spec.views_topic, REDIS_GROUP, redis_client,
+                      es=es, es_group=ES_GROUP)
     return verify(sources, job.settings.to_settings(), **options)
 
 
@@ -127,6 +130,23 @@ def test_views_not_yet_applied_by_the_connector_are_in_flight_not_errors(
     pub.connect_redis(redis_client)
     after = check(pub, redis_client)
     assert after.findings == [] and after.in_flight == 0 and after.consistent == after.keys_checked
+
+
+@pytest.mark.servers
+def test_history_documents_missing_from_elasticsearch_are_found(store, redis_client, es_client):
+    before = check(store, redis_client, es=es_client)  # the ES connector has not run: all in flight
+    assert before.findings == [] and before.es_checked == 0 and before.es_in_flight == before.history_records
+    spec = store.spec
+    elasticsearch_connector(store.config, es_client, (spec.history_topic, spec.violations_topic), spec.dlq_topic,
+                            ES_GROUP).run(until_caught_up=True, idle_timeout_s=30)
+    clean = check(store, redis_client, es=es_client)
+    assert clean.findings == [] and clean.es_checked == clean.history_records > 500 and clean.es_in_flight == 0
+    lost = next(read_history(store.config, spec.history_topic))
+    record = orjson.loads(lost.raw)
+    es_client.delete(index=history_index(record["timestamp"]), id=record_id(record, lost.origin), refresh=True)
+    report = check(store, redis_client, es=es_client)
+    assert [(f.store, f.key, f.kind) for f in report.findings] == [("elasticsearch", lost.origin, MISSING)]
+    assert report.ratio == 1.0  # the views are still right; the finding alone makes the exit code 1
 
 
 @pytest.mark.servers

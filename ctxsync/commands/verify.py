@@ -17,7 +17,8 @@ Recompute every view from the `context.history` topic (each accepted event with 
 applied, replayed through the job's own per-aggregate step) and compare it with the compacted
 `context.views` topic and with Redis: missing, stale version, wrong value, extra. For each target model,
 check that its change stream (`ctx:changes:<model>`) holds the current version of every view aimed at it,
-and how long the oldest missing one has waited (lag).
+and how long the oldest missing one has waited (lag). With an Elasticsearch endpoint, also check that
+every history record its connector has committed is a document in ES (looked up by its id).
 
 Views still in flight (newer than the Redis connector's committed offset, or written while verify
 reads) and views whose Redis TTL has expired are counted, never reported as mismatches, and left out of
@@ -40,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="check N random keys instead of all (default: all, plus a SCAN of Redis for extras)")
     p.add_argument("--seed", type=int, help="random seed of --sample (default: a new sample each run)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--no-es", action="store_true",
+                   help="skip the check that Elasticsearch holds every history document (default: check it "
+                        "when the profile has an elasticsearch endpoint)")
     add_profile_args(p, "Kafka and Redis")
     p.set_defaults(func=run)
 
@@ -47,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctxsync.config import resolve_job, resolve_profile
     from ctxsync.consistency.verify import Sources, verify
-    from ctxsync.io.clients import kafka_config, kafka_sink, redis_client
-    from ctxsync.io.connectors import REDIS_GROUP
+    from ctxsync.io.clients import es_client, kafka_config, kafka_sink, redis_client
+    from ctxsync.io.connectors import ES_GROUP, REDIS_GROUP
     from ctxsync.io.kafka_io import check_reachable
     from ctxsync.servers import running_endpoints
 
@@ -58,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     check_reachable(config)
     client = redis_client(profile.redis)
     client.ping()
+    es = es_client(profile.elasticsearch) if profile.elasticsearch is not None and not args.no_es else None
     sources = Sources(config, topics.history, topics.views, REDIS_GROUP, client, profile.redis.prefix,
-                      profile.redis.stream_maxlen)
+                      profile.redis.stream_maxlen, es, ES_GROUP)
     report = verify(sources, job.settings.to_settings(), args.user, args.sample, args.seed)
     if args.json:
         print(json.dumps(report.to_json(), separators=(",", ":")))
@@ -82,6 +87,10 @@ def print_table(report: "VerifyReport") -> None:
     for store in ["views-topic", "redis"] + sorted(s for s in counts if s.startswith("stream:")):
         row = counts.get(store, {})
         print(f"{store:<28}" + "".join(f"{row.get(k, 0):>15,}" for k in kinds))
+    if report.es_checked or report.es_in_flight:
+        missing = counts.get("elasticsearch", {}).get("missing", 0)
+        print(f"\nelasticsearch history: {report.es_checked:,} documents checked, {missing:,} missing, "
+              f"{report.es_in_flight:,} records not yet committed by its connector")
     if report.streams:
         print(f"\n{'change stream (target model)':<28}{'views':>10}{'behind':>10}{'lag':>12}{'length':>10}")
         for s in report.streams:

@@ -7,20 +7,25 @@ Positions are taken before anything is read, so a running job or connector never
   history has but the views topic lacks (or has older) is *in flight* if the views topic grew since;
 - a views-topic record at or after the Redis connector's committed offset is *in flight* to Redis;
 - a Redis hash gone after its view's TTL (from the views record's `ttl` and its Kafka timestamp) is
-  *expired*, not missing.
+  *expired*, not missing;
+- a history record at or after the Elasticsearch connector's committed offset is in flight to ES.
 In-flight and expired keys are counted, never reported as mismatches, and left out of the ratio.
+With an Elasticsearch client, every history record the ES connector has committed must have its document
+(by its deterministic id): the check that would have caught the eventId-id loss of issue 13.
 """
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 
 from ctxsync.consistency.rebuild import rebuild_views
-from ctxsync.io.history_topic import read_history, topic_ends
+from ctxsync.io.es_history import missing_documents
+from ctxsync.io.history_topic import HistoryRecord, read_history, topic_ends
 from ctxsync.io.kafka_io import partition_for, read_topic
 from ctxsync.io.kafka_positions import Offsets, committed_offsets
 from ctxsync.io.redis_views import stream_key, view_from_hash, view_key
@@ -75,6 +80,8 @@ class VerifyReport:
     in_flight: int = 0
     expired: int = 0
     sampled: bool = False
+    es_checked: int = 0                 # history records whose ES document was looked up
+    es_in_flight: int = 0               # history records the ES connector has not committed yet
     findings: list[Finding] = field(default_factory=list)
     streams: list[StreamLag] = field(default_factory=list)
     seconds: float = 0.0
@@ -112,6 +119,8 @@ class Sources:
     redis: Any
     prefix: str = "ctx"
     stream_maxlen: int = 10_000
+    es: Any = None                      # an Elasticsearch client: also check the history documents
+    es_group: str = ""
 
 
 def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample: int | None = None,
@@ -122,7 +131,9 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
     views_high = topic_ends(src.kafka_config, src.views_topic)[1]
     history_low, history_high = topic_ends(src.kafka_config, src.history_topic)
     report.history_complete = all(v == 0 for v in history_low.values())
-    rebuilt = rebuild_views(read_history(src.kafka_config, src.history_topic, history_high), settings, user)
+    kept: list[HistoryRecord] = []
+    records = read_history(src.kafka_config, src.history_topic, history_high)
+    rebuilt = rebuild_views(_kept(records, kept) if src.es is not None else records, settings, user)
     report.history_records, report.unreadable_history = rebuilt.records, rebuilt.unreadable
     topic = latest_views(src.kafka_config, src.views_topic, views_high, user)
     redis_done = committed_offsets(src.kafka_config, src.redis_group, src.views_topic, list(views_high))
@@ -157,9 +168,35 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
             in_stores.append((key, stored))
     report.streams, behind = _stream_lags(src, in_stores, topic, now_ms)
     report.findings.extend(behind)
+    if src.es is not None:
+        _check_es(src, kept, list(history_high), report)
     report.consistent = len(in_stores) - len({f.key for f in behind})
     report.seconds = time.monotonic() - started
     return report
+
+
+def _kept(records: Iterable[HistoryRecord], kept: list[HistoryRecord]) -> Iterator[HistoryRecord]:
+    for record in records:
+        kept.append(record)
+        yield record
+
+
+def _check_es(src: Sources, records: list[HistoryRecord], partitions: list[int], report: VerifyReport) -> None:
+    """Every history record the ES connector has committed has its document in Elasticsearch."""
+    done = committed_offsets(src.kafka_config, src.es_group, src.history_topic, partitions)
+    due = []
+    for record in records:
+        _, partition, offset = record.origin.rsplit("/", 2)
+        if int(offset) >= done.get(int(partition), -1):
+            report.es_in_flight += 1
+            continue
+        try:
+            due.append((record.origin, orjson.loads(record.raw)))
+        except orjson.JSONDecodeError:
+            continue  # the ES connector dead-lettered it (bad_record)
+    report.es_checked = len(due)
+    report.findings.extend(Finding("elasticsearch", origin, MISSING, None, None, "history document not found")
+                           for origin in missing_documents(src.es, due))
 
 
 def latest_views(config: dict[str, Any], topic: str, high: Offsets, user: str | None) -> dict[str, TopicView]:

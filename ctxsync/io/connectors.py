@@ -26,6 +26,7 @@ from ctxsync.io.redis_views import RedisViewSink, ViewWrite
 log = logging.getLogger(__name__)
 VIEW_FIELDS = ("key", "category", "userId", "version", "updatedAt", "attributes", "targetModels")
 REDIS_GROUP = "ctxsync-redis-views"  # consumer group of the Redis connector (verify reads its position)
+ES_GROUP = "ctxsync-elasticsearch"   # consumer group of the Elasticsearch connector (likewise)
 
 
 @dataclass
@@ -297,7 +298,7 @@ def redis_connector(kafka_config: dict[str, Any], redis_client: Any, prefix: str
 
 
 def elasticsearch_connector(kafka_config: dict[str, Any], es_client: Any, topics: tuple[str, str] = (HISTORY, VIOLATIONS),
-                            dlq_topic: str = DLQ, group_id: str = "ctxsync-elasticsearch",
+                            dlq_topic: str = DLQ, group_id: str = ES_GROUP,
                             give_up_after_s: float = 600.0) -> SinkConnector:
     from ctxsync.io.es_history import install_templates
 

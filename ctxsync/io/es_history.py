@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -203,6 +204,21 @@ def _reason(error: dict[str, Any]) -> str:
     if isinstance(cause, dict) and cause.get("reason"):
         reason += f" (caused by {cause.get('type')}: {cause['reason']})"
     return reason
+
+
+def missing_documents(client: Any, records: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Origins of the (origin, history record) pairs whose document Elasticsearch does not hold: the
+    document ids are known (`record_id`), so one mget per monthly index and 1,000 ids answers it."""
+    by_index: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for origin, record in records:
+        by_index[history_index(record["timestamp"])].append((record_id(record, origin), origin))
+    missing = []
+    for index, pairs in sorted(by_index.items()):
+        for start in range(0, len(pairs), 1000):
+            chunk = pairs[start:start + 1000]
+            found = client.mget(index=index, ids=[doc_id for doc_id, _ in chunk], source=False)["docs"]
+            missing.extend(origin for (_, origin), doc in zip(chunk, found) if not doc.get("found"))
+    return missing
 
 
 def search_history(client: Any, user: str, since: str | None = None, attribute: str | None = None,
