@@ -99,7 +99,8 @@ def print_table(report: "VerifyReport") -> None:
     if report.findings:
         print(f"\nmismatches (first {min(SHOWN, len(report.findings))} of {len(report.findings):,}):")
         for f in report.findings[:SHOWN]:
-            versions = f"expected {_version(f.expected_version)}, found {_version(f.actual_version)}"
+            versions = "" if f.expected_version is None and f.actual_version is None else \
+                f"expected {_version(f.expected_version)}, found {_version(f.actual_version)}"
             print(f"  {f.store:<28} {f.key:<36} {f.kind:<14} {versions}" + (f"  {f.detail}" if f.detail else ""))
     if report.in_flight:
         print(f"\n{report.in_flight:,} views in flight are not judged: the Redis connector has not applied them yet "
