@@ -222,11 +222,16 @@ class KafkaSinkEndpoint(_Strict):
 
 
 class RedisEndpoint(_Strict):
-    """Redis for views: `rediss://` URLs use TLS."""
+    """Redis for views: `rediss://` URLs use TLS (the server's certificate and host name are verified)."""
 
     url: str
+    username: str | None = Field(default=None, description="Redis ACL user; default: the URL's, else `default`")
     password: SecretStr | None = None
-    ca_location: str | None = None
+    ca_location: str | None = Field(default=None, description="PEM file of the CA that signed the server "
+                                    "(rediss:// only; default: the system's CAs)")
+    cert_location: str | None = Field(default=None, description="PEM client certificate, for servers that "
+                                      "require one (tls-auth-clients yes); rediss:// only")
+    key_location: str | None = Field(default=None, description="PEM private key of cert_location")
     prefix: str = "ctx"
     stream_maxlen: int = Field(default=10_000, ge=1, description="entries kept per change stream (approx.)")
 
@@ -252,6 +257,40 @@ class Profile(_Strict):
                                   "~/.cache/ctxsync/state")
 
 
+_MODEL_ID = re.compile(r"[A-Za-z0-9._-]+")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class ModelGrant(_Strict):
+    """What one model may read in Redis: the views of these categories and its own change stream."""
+
+    categories: list[str] = Field(default_factory=list, description="categories whose views it may read")
+    password_env: str = Field(pattern=_ENV_NAME, description="environment variable that holds the password "
+                              "of the model's Redis user (read by `ctxsync acl apply`, never printed)")
+    user: str | None = Field(default=None, pattern=r"^[^\s]+$",
+                             description="Redis user name; default: <access.user_prefix><model>")
+
+
+class AccessSettings(_Strict):
+    """The `access:` section: per-model Redis ACL users written by `ctxsync acl apply`."""
+
+    user_prefix: str = Field(default="model-", pattern=r"^[^\s]+$",
+                             description="names of the users ctxsync manages start with this (--prune "
+                             "removes such users that jobs.yaml no longer grants)")
+    models: dict[str, ModelGrant] = Field(default_factory=dict, description="model id -> grant")
+
+    @field_validator("models")
+    @classmethod
+    def _model_ids(cls, value: dict[str, ModelGrant]) -> dict[str, ModelGrant]:
+        for model in value:
+            if not _MODEL_ID.fullmatch(model):
+                raise ValueError(f"model id {model!r}: use letters, digits, '.', '_' and '-' only")
+        return value
+
+    def username(self, model: str) -> str:
+        return self.models[model].user or f"{self.user_prefix}{model}"
+
+
 class JobConfig(_Strict):
     type: Literal["context-sync", "context-drift"]
     description: str = ""
@@ -260,7 +299,20 @@ class JobConfig(_Strict):
     drift: DriftSettingsModel | None = None  # context-drift jobs only
     batching: BatchingModel = Field(default_factory=BatchingModel)
     flink: dict[str, str] = Field(default_factory=dict)
+    access: AccessSettings | None = Field(default=None, description="per-model Redis read grants")
     profiles: dict[str, Profile]
+
+    @model_validator(mode="after")
+    def _granted_categories_exist(self) -> "JobConfig":
+        if self.access is None:
+            return self
+        known = {*self.settings.categories, self.settings.default_category}
+        for model, grant in self.access.models.items():
+            unknown = [c for c in grant.categories if c not in known]
+            if unknown:
+                raise ValueError(f"access.models.{model}.categories: unknown {', '.join(map(repr, unknown))}; "
+                                 f"the job's categories: {', '.join(sorted(known))}")
+        return self
 
     def profile(self, name: str) -> Profile:
         """The named profile, or a ConfigError that lists the ones there are."""

@@ -34,11 +34,34 @@ def redis_client(endpoint: RedisEndpoint | None) -> Any:
     if endpoint is None:
         raise ConfigError("this profile has no `redis:` endpoint")
     options: dict[str, Any] = {"socket_timeout": 10, "socket_connect_timeout": 5, "health_check_interval": 30}
+    if endpoint.username is not None:
+        options["username"] = endpoint.username
     if endpoint.password is not None:
         options["password"] = endpoint.password.get_secret_value()
+    options.update(_redis_tls(endpoint))
+    return redis.Redis.from_url(endpoint.url, **options)
+
+
+def _redis_tls(endpoint: RedisEndpoint) -> dict[str, Any]:
+    """TLS options of a `rediss://` endpoint: the CA and the host name are always verified (redis-py checks
+    no host name by default); TLS files with a plain `redis://` URL are a mistake, said up front."""
+    files = {"ca_location": endpoint.ca_location, "cert_location": endpoint.cert_location,
+             "key_location": endpoint.key_location}
+    if not endpoint.url.startswith("rediss://"):
+        given = [name for name, value in files.items() if value]
+        if given:
+            raise ConfigError(f"redis: {', '.join(given)} needs a rediss:// url (TLS), got a plain one",
+                              "write the url as rediss://host:port/db")
+        return {}
+    if bool(endpoint.cert_location) != bool(endpoint.key_location):
+        raise ConfigError("redis: cert_location and key_location go together")
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
     if endpoint.ca_location:
         options["ssl_ca_certs"] = endpoint.ca_location
-    return redis.Redis.from_url(endpoint.url, **options)
+    if endpoint.cert_location:
+        options["ssl_certfile"] = endpoint.cert_location
+        options["ssl_keyfile"] = endpoint.key_location
+    return options
 
 
 def es_client(endpoint: ElasticsearchEndpoint | None) -> Any:

@@ -1,0 +1,118 @@
+"""`ctxsync acl apply`: write the per-model read grants of jobs.yaml (`access:`) to Redis as ACL users."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from ctxsync.commands.profile_args import add_profile_args, profile_from_args
+from ctxsync.config import AccessSettings, ConfigError, RedisEndpoint, resolve_job
+from ctxsync.errors import RuntimeFailure
+
+DESCRIPTION = """\
+Create or update one Redis ACL user per model granted in the job's `access:` section of jobs.yaml. A
+model's user may read the views of its granted categories (read-only) and its own change stream with a
+consumer group, nothing else: another model's stream, an ungranted category or any write to a view is
+refused by Redis (NOPERM). Each user is written with `reset` first, so applying again is exact: rules
+removed from jobs.yaml are removed from Redis. Passwords come from the environment variable each grant
+names (password_env) and are never printed. Users named with access.user_prefix that jobs.yaml no longer
+grants are listed; --prune deletes them. The profile's Redis user must be allowed ACL SETUSER.
+
+Users live in the server's memory: with an `aclfile` configured, apply also runs ACL SAVE; without one,
+it says so (run it again after a restart, or use CONFIG REWRITE).
+
+examples:
+  ctxsync acl apply --dry-run                  # the ACL SETUSER commands, passwords as $VARIABLE
+  CTXSYNC_RISK_MODEL_PASSWORD=... ctxsync acl apply --profile prod
+  ctxsync acl apply --profile prod --prune     # also delete users of models no longer granted
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("acl", help="per-model Redis access control from jobs.yaml",
+                       description="Per-model Redis access control (the `access:` section of jobs.yaml).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    apply = actions.add_parser("apply", help="write the grants to Redis as ACL users", description=DESCRIPTION,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    apply.add_argument("--dry-run", action="store_true",
+                       help="print the commands (no password, no connection) instead of sending them")
+    apply.add_argument("--prune", action="store_true",
+                       help="delete managed users (named with access.user_prefix) that jobs.yaml no longer grants")
+    add_profile_args(apply, "Redis")
+    apply.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctxsync.io.redis_acl import model_users
+
+    job = resolve_job(args.jobs, args.job, [])
+    if job.access is None or not job.access.models:
+        raise ConfigError(f"job {args.job!r} grants no model access", "add an `access: models:` section to jobs.yaml")
+    unresolved = job.profile(args.profile)
+    if unresolved.redis is None:
+        raise ConfigError(f"profile {args.profile!r} has no `redis:` endpoint")
+    if args.dry_run:  # the prefix only: no placeholder needs filling, no server needs to run
+        for user in model_users(job.access, unresolved.redis.prefix):
+            print(user.shown())
+        return 0
+    profile = profile_from_args(args)
+    return _apply(profile.redis, job.access, args.prune)
+
+
+def _apply(endpoint: RedisEndpoint, access: AccessSettings, prune: bool) -> int:
+    import redis
+
+    from ctxsync.io.clients import redis_client
+    from ctxsync.io.redis_acl import model_users, stale_users
+
+    users = model_users(access, endpoint.prefix)
+    passwords = {}
+    for user in users:
+        password = os.environ.get(user.password_env, "")
+        if not password:
+            raise ConfigError(f"access.models.{user.model}.password_env: environment variable "
+                              f"{user.password_env} is not set or empty", "export it, then apply again")
+        passwords[user.name] = password
+    client = redis_client(endpoint)
+    try:
+        for user in users:
+            before = client.acl_getuser(user.name)
+            client.execute_command("ACL", "SETUSER", user.name, *user.setuser_args(passwords[user.name]))
+            after = client.acl_getuser(user.name)
+            state = "created" if before is None else ("unchanged" if before == after else "updated")
+            print(f"{user.name:<24} {state:<9} model {user.model}: reads "
+                  f"{', '.join(user.categories) or 'no category'} and {endpoint.prefix}:changes:{user.model}")
+        stale = stale_users([_text(name) for name in client.acl_users()], access, endpoint.prefix)
+        for name in stale:
+            if prune:
+                client.acl_deluser(name)
+            print(f"{name:<24} {'deleted' if prune else 'stale':<9} not granted in jobs.yaml"
+                  + ("" if prune else " (--prune deletes it)"))
+        print(_persist(client))
+    except redis.exceptions.NoPermissionError as exc:
+        raise RuntimeFailure(f"the profile's Redis user may not change ACL users: {exc}",
+                             "use an administrator's username/password in the profile's redis: section") from exc
+    except redis.exceptions.ResponseError as exc:
+        if not str(exc).startswith("Error in ACL SETUSER"):
+            raise
+        raise RuntimeFailure(f"Redis refused a model's ACL rules: {exc}",
+                             "per-model users need Redis >= 7.0 (read-only %R~ key patterns)") from exc
+    return 0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _persist(client: Any) -> str:
+    """ACL SAVE when the server keeps its users in an aclfile; otherwise say they live in memory only."""
+    import redis
+
+    try:
+        client.acl_save()
+    except redis.exceptions.ResponseError as exc:
+        if "ACL file" not in str(exc) and "aclfile" not in str(exc):
+            raise
+        return "not saved: the server has no aclfile (users live in memory; apply again after a restart)"
+    return "saved to the server's aclfile (ACL SAVE)"
