@@ -15,10 +15,10 @@ from pyflink.datastream import KeyedProcessFunction
 from pyflink.datastream.state import MapStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
-from pipelines.flink_batches import line_batches
-from pipelines.flink_env import flink_environment
-from pipelines.flink_files import CHECKPOINT_INTERVAL_MS, local_file_job_config, tagged_line_sink, text_lines
-from pipelines.flink_sync import keyed_batches
+from pipelines.flink.batches import line_batches
+from pipelines.flink.env import flink_environment
+from pipelines.flink.files import CHECKPOINT_INTERVAL_MS, local_file_job_config, tagged_line_sink, text_lines
+from pipelines.flink.sync import keyed_batches
 from transforms.batching import Batching, split_batch
 
 

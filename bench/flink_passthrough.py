@@ -11,8 +11,8 @@ import orjson
 from pyflink.common import Types
 from pyflink.datastream import FlatMapFunction, KeyedProcessFunction
 
-from pipelines.flink_env import flink_environment
-from pipelines.flink_files import CHECKPOINT_INTERVAL_MS, local_file_job_config, tagged_line_sink, text_lines
+from pipelines.flink.env import flink_environment
+from pipelines.flink.files import CHECKPOINT_INTERVAL_MS, local_file_job_config, tagged_line_sink, text_lines
 
 
 class ParseAndKey(FlatMapFunction):

@@ -20,7 +20,7 @@ from ctxsync.io.connectors import profile_connectors, run_all  # noqa: E402
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer  # noqa: E402
 from ctxsync.progress import Progress  # noqa: E402
 from ctxsync.servers import LocalServers, running_endpoints  # noqa: E402
-from pipelines.flink_kafka import KafkaJobSpec, route_lines  # noqa: E402
+from pipelines.flink.kafka import KafkaJobSpec, route_lines  # noqa: E402
 from pipelines.reference import read_lines, run_reference  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def bench(args: argparse.Namespace, servers: LocalServers, events: Path) -> None
     os.environ["CTXSYNC_DEV_DIR"] = str(servers.run_dir)
     profile = resolve_profile(job.profiles["local"], "local", running_endpoints(servers.run_dir))
     if args.flink:
-        from pipelines.kafka_run import run_kafka_profile
+        from pipelines.flink.kafka_run import run_kafka_profile
 
         started = time.monotonic()
         result = run_kafka_profile("context-sync", job, "local", 1, Progress("bench"), fresh=True,

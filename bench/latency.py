@@ -41,7 +41,7 @@ from ctxsync.generate import GeneratorOptions, generate_lines  # noqa: E402
 from ctxsync.io.connectors import redis_connector  # noqa: E402
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer  # noqa: E402
 from ctxsync.servers import LocalServers  # noqa: E402
-from pipelines.flink_kafka import KafkaJobSpec, build_kafka_job  # noqa: E402
+from pipelines.flink.kafka import KafkaJobSpec, build_kafka_job  # noqa: E402
 
 
 WARM_UP = 30_000  # events produced at 1,000/s before any rate is measured
@@ -55,7 +55,7 @@ def percentile(values: list[float], q: float) -> float:
 def start_job(spec: KafkaJobSpec, job):
     """Submit the unbounded Kafka job to a local mini-cluster; returns its JobClient."""
     from ctxsync.jars import kafka_jars
-    from pipelines.flink_env import flink_environment
+    from pipelines.flink.env import flink_environment
 
     env = flink_environment(job.flink, parallelism=1, jars=[str(p) for p in kafka_jars()])
     env.enable_checkpointing(spec.checkpoint_interval_ms)

@@ -104,7 +104,7 @@ def measure_local_profile(path: Path, job, events: int) -> dict:
     from ctxsync.commands.replay import ReplayFilter, replay
     from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer
     from ctxsync.servers import LocalServers
-    from pipelines.kafka_run import run_kafka_profile
+    from pipelines.flink.kafka_run import run_kafka_profile
 
     with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
         servers = LocalServers(Path(tmp) / "servers")

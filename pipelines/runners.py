@@ -11,10 +11,10 @@ from ctxsync.progress import Progress
 from pipelines.file_outputs import Summary
 
 # runner name -> module with `run_embedded(request) -> Summary`; imported lazily (engines start slowly)
-RUNNERS = {"beam": "pipelines.beam_runner", "flink": "pipelines.flink_runner", "reference": "pipelines.reference"}
+RUNNERS = {"beam": "pipelines.beam.runner", "flink": "pipelines.flink.runner", "reference": "pipelines.reference"}
 # job types other than context-sync: job type -> runner name -> module
 JOB_RUNNERS = {
-    "context-drift": {"beam": "pipelines.drift_beam", "flink": "pipelines.drift_flink",
+    "context-drift": {"beam": "pipelines.beam.drift", "flink": "pipelines.flink.drift",
                       "reference": "pipelines.drift_reference"},
 }
 

@@ -1,5 +1,5 @@
 """A job's outputs on real Kafka topics without starting Flink: the reference runner's lines routed into
-Kafka records exactly as the Kafka job routes them (pipelines.flink_kafka.route_lines), then the real
+Kafka records exactly as the Kafka job routes them (pipelines.flink.kafka.route_lines), then the real
 Redis connector. Fast stand-in for `ctxsync run --profile local` in tests of what reads those stores."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ctxsync.config import Profile, resolve_job
 from ctxsync.generate import GeneratorOptions, generate_lines
 from ctxsync.io.connectors import REDIS_GROUP, redis_connector
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer, read_topic
-from pipelines.flink_kafka import KafkaJobSpec, ingest_record, route_lines
+from pipelines.flink.kafka import KafkaJobSpec, ingest_record, route_lines
 from pipelines.reference import read_lines, run_reference
 from transforms.records import untag
 from transforms.settings import SyncSettings

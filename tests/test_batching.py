@@ -1,4 +1,4 @@
-"""transforms/batching.py and the Java half that must agree with it (pipelines/flink_batches.py)."""
+"""transforms/batching.py and the Java half that must agree with it (pipelines/flink/batches.py)."""
 from __future__ import annotations
 
 import json
@@ -36,7 +36,7 @@ def test_the_engine_puts_every_user_in_the_bucket_python_computes(ensure_ascii):
     (Arrival order within a batch is a streaming property, checked by the runner's parity tests.)"""
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
-    from pipelines.flink_batches import batches
+    from pipelines.flink.batches import batches
 
     lines = [json.dumps({"contextDelta": {"userId": u}, "n": i}, ensure_ascii=ensure_ascii)
              for i, u in enumerate(USERS * 3)] + ["not json", '{"contextDelta": {"userId": 7}}']

@@ -4,7 +4,7 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pipelines.beam_runner import fold_user, plan_chunks
+from pipelines.beam.runner import fold_user, plan_chunks
 from pipelines.reference import read_lines
 from tests.helpers import SETTINGS, event, raw, read_jsonl
 from tests.runs import assert_same_files, run_with

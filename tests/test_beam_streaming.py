@@ -14,8 +14,8 @@ from apache_beam.testing.test_stream import TestStream as ScriptedStream  # not 
 from apache_beam.transforms.window import TimestampedValue
 
 from ctxsync.config import resolve_job
-from pipelines.beam_compat import beam_urns
-from pipelines.beam_runner import build_streaming
+from pipelines.beam.compat import beam_urns
+from pipelines.beam.runner import build_streaming
 from pipelines.file_outputs import OUTPUT_FILES, OutputCollector
 from pipelines.reference import run_reference
 from tests.helpers import ROOT, event, raw, read_jsonl

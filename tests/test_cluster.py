@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ctxsync import cli
-from ctxsync import flink_client as fc
+from pipelines.flink import client as fc
 from ctxsync.generate import GeneratorOptions, generate_lines
 from ctxsync.io.connectors import elasticsearch_connector, redis_connector
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, read_topic

@@ -5,8 +5,8 @@ import yaml
 
 from ctxsync import cli
 from ctxsync.cluster import Cluster, ClusterSpec
-from ctxsync.flink_client import ENTRY, SHIPPED_PACKAGES, Submission, run_command
-from pipelines import flink_main
+from pipelines.flink.client import ENTRY, SHIPPED_PACKAGES, Submission, run_command
+from pipelines.flink import main as flink_main
 from tests.helpers import SAMPLE
 
 

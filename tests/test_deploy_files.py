@@ -18,7 +18,7 @@ import yaml
 from ctxsync import cli
 from ctxsync.cluster import ClusterSpec, cluster_config, flink_home
 from ctxsync.config import load_jobs
-from pipelines import flink_main
+from pipelines.flink import main as flink_main
 from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy" / "flink"
@@ -161,7 +161,7 @@ def test_flink_deployment_runs_flink_main_with_savepoint_upgrades():
     assert job["entryClass"] == "org.apache.flink.client.python.PythonDriver"
     assert job["jarURI"] == f"local:///opt/flink/lib/flink-python-{flink_version()}.jar"
     args = job["args"]
-    assert args[:2] == ["-py", "/opt/ctxsync/pipelines/flink_main.py"]
+    assert args[:2] == ["-py", "/opt/ctxsync/pipelines/flink/main.py"]
     job_args = flink_main.parse_args(args[4:])  # what flink_main.py will see
     assert job_args.job in load_jobs(ROOT / "jobs.yaml").jobs
     assert job_args.profile in load_jobs(ROOT / "jobs.yaml").jobs[job_args.job].profiles

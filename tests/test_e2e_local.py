@@ -24,7 +24,7 @@ from ctxsync.io.kafka_positions import committed_offsets, partition_ends
 from ctxsync.io.redis_views import RedisViewSink
 from ctxsync.servers import LocalServers
 from pipelines.file_outputs import OutputCollector
-from pipelines.flink_kafka import KafkaJobSpec, route_lines
+from pipelines.flink.kafka import KafkaJobSpec, route_lines
 from pipelines.reference import read_lines, run_reference
 from tests.fixtures_servers import es_client, redis_client, servers, unique  # noqa: F401
 from tests.helpers import ROOT

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from pipelines.flink_control import JobFailed, stop_requests, watch
+from pipelines.flink.control import JobFailed, stop_requests, watch
 
 
 class Done:

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-import pipelines.flink_sync as flink_sync
+import pipelines.flink.sync as flink_sync
 from ctxsync.generate import GeneratorOptions, generate_lines
-from pipelines.flink_control import JobFailed
-from pipelines.flink_sync import SyncFileBuckets
+from pipelines.flink.control import JobFailed
+from pipelines.flink.sync import SyncFileBuckets
 from tests.helpers import SAMPLE, event, raw, read_jsonl
 from tests.runs import assert_same_files, run_with
 

@@ -10,7 +10,7 @@ from ctxsync.config import ConfigError, KafkaSecurity, load_jobs, resolve_profil
 from ctxsync.io import avro
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, partition_for, producer, read_topic
 from ctxsync.servers import LocalServers
-from pipelines.flink_kafka import KafkaJobSpec, ingest_record, route_lines, sink_ddl, source_ddl
+from pipelines.flink.kafka import KafkaJobSpec, ingest_record, route_lines, sink_ddl, source_ddl
 from pipelines.reference import read_lines
 from tests.fixtures_servers import kafka_config, redis_client, servers, unique  # noqa: F401
 from tests.helpers import ROOT, SAMPLE, SETTINGS, event, raw
@@ -143,7 +143,7 @@ def test_the_sink_talks_to_its_own_cluster_with_its_own_security(monkeypatch):
                         ("CTXSYNC_KAFKA_PASSWORD", "r-s3cret"), ("CTXSYNC_REDIS_URL", "rediss://r:6380/0"),
                         ("CTXSYNC_ES_HOSTS", "https://es:9200")):
         monkeypatch.setenv(name, value)
-    from pipelines.flink_kafka import job_spec
+    from pipelines.flink.kafka import job_spec
 
     spec = job_spec(resolve_profile(profile, "prod"), "context-sync")
     src, sink = source_ddl(spec), sink_ddl(spec)
@@ -169,7 +169,7 @@ def test_prod_profile_reads_env_and_never_shows_secrets(monkeypatch):
     text = repr(profile) + str(profile) + str(profile.model_dump())
     assert not any(secret in text for secret in ("kafka-s3cret", "redis-s3cret", "es-s3cret"))
     assert profile.source.security.client_config()["sasl.password"] == "kafka-s3cret"
-    from pipelines.flink_kafka import job_spec
+    from pipelines.flink.kafka import job_spec
 
     assert "kafka-s3cret" not in repr(job_spec(profile, "context-sync"))
 

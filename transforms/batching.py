@@ -23,7 +23,7 @@ class Batching:
 
 
 def bucket_of(user_id: str, buckets: int) -> int:
-    """The bucket of a userId; the same function as the engine's SQL expression (pipelines/flink_batches.py):
+    """The bucket of a userId; the same function as the engine's SQL expression (pipelines/flink/batches.py):
     the first 16 bits of MD5(UTF-8 of userId), modulo `buckets`."""
     return int(md5(user_id.encode("utf-8", "surrogatepass")).hexdigest()[:4], 16) % buckets
 

@@ -8,7 +8,7 @@ from ctxsync.config import ConfigError, apply_overrides, override_keys_help, res
 from ctxsync.errors import check_input_file, check_writable_dir
 from ctxsync.progress import Progress
 from pipelines.file_outputs import OUTPUT_FILES, Summary
-from pipelines.kafka_run import KafkaRunResult, run_kafka_profile
+from pipelines.flink.kafka_run import KafkaRunResult, run_kafka_profile
 from pipelines.runners import RUNNERS, RunRequest, get_runner
 
 DESCRIPTION = """\

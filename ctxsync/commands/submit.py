@@ -1,6 +1,6 @@
 """Job control on a Flink cluster: `ctxsync submit`, `savepoint`, `cancel` and `status`.
 
-One module for the four because they share the --jobmanager option and ctxsync/flink_client.py.
+One module for the four because they share the --jobmanager option and pipelines/flink/client.py.
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _jobmanager(args: argparse.Namespace) -> str:
-    from ctxsync.flink_client import default_jobmanager
+    from pipelines.flink.client import default_jobmanager
 
     if args.jobmanager:
         host, sep, port = args.jobmanager.rpartition(":")
@@ -101,7 +101,7 @@ def _jobmanager(args: argparse.Namespace) -> str:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    from ctxsync import flink_client as fc
+    from pipelines.flink import client as fc
 
     job = resolve_job(args.jobs, args.job, args.overrides)  # fail here, not inside the Flink client
     file_profile = job.profile(args.profile).source.type == "file"
@@ -139,14 +139,14 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_savepoint(args: argparse.Namespace) -> int:
-    from ctxsync import flink_client as fc
+    from pipelines.flink import client as fc
 
     print(fc.savepoint(_jobmanager(args), args.job_id, args.dir))
     return 0
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    from ctxsync import flink_client as fc
+    from pipelines.flink import client as fc
 
     jobmanager = _jobmanager(args)
     if args.savepoint:
@@ -158,7 +158,7 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from ctxsync import flink_client as fc
+    from pipelines.flink import client as fc
 
     jobmanager = _jobmanager(args)
     jobs = fc.jobs_overview(jobmanager)

@@ -1,7 +1,7 @@
 """`ctxsync run JOB --profile local|prod`: the Kafka job on local Flink, continued from run to run.
 
     input positions --(ledger: savepoint + offsets of the last run)--> restore or start fresh
-      -> Flink job (pipelines/flink_kafka.py) on an unbounded source, started with execute_async
+      -> Flink job (pipelines/flink/kafka.py) on an unbounded source, started with execute_async
       -> bounded: stop with a savepoint once the group's committed offsets cover the input's end at start
          unbounded: stop with a savepoint on Ctrl-C / SIGTERM
       -> ledger names the savepoint -> connectors move the output topics to Redis and Elasticsearch
@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlparse
 from ctxsync import paths, run_ledger
 from ctxsync.io.kafka_positions import (Offsets, commit_offsets, committed_offsets, has_readable, offsets_for_time,
                                         partition_ends)
-from pipelines.flink_kafka import KafkaJobSpec, build_kafka_job, job_spec
+from pipelines.flink.kafka import KafkaJobSpec, build_kafka_job, job_spec
 
 RUN_DEFAULTS = {  # a Kafka run on the CLI: a persistent failure ends the run with its cause
     "restart-strategy.type": "fixed-delay",
@@ -101,7 +101,7 @@ def _input_config(profile: Any) -> dict[str, Any]:
 def _start_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restore: str | None) -> Any:
     """Build the Kafka job (checkpoints retained under `state`, restored from `restore`) and start it."""
     from ctxsync.jars import kafka_jars
-    from pipelines.flink_env import flink_environment
+    from pipelines.flink.env import flink_environment
 
     flink = {**RUN_DEFAULTS, **job.flink,
              "execution.checkpointing.storage": "filesystem",
@@ -120,7 +120,7 @@ def _start_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, rest
 def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restore: str | None,
              source: _Input, base: Offsets, progress: Any) -> tuple[str, Offsets]:
     """Run the job until its input is covered (bounded) or it is interrupted; (savepoint, offsets then)."""
-    from pipelines.flink_control import JobFailed, stop_requests, stop_with_savepoint, watch
+    from pipelines.flink.control import JobFailed, stop_requests, stop_with_savepoint, watch
 
     # Ctrl-C from here on asks for a stop with a savepoint, also while Flink starts: a signal never
     # interrupts a call into the JVM half-way (py4j would log its own traceback)

@@ -1,8 +1,8 @@
 """The PyFlink job of the `local` and `prod` profiles: Kafka in -> context-sync -> Kafka out.
 
     Kafka `context.events` (Table API source: raw bytes + partition/offset metadata)
-      -> batches per bucket of users and window, built in Java (pipelines/flink_batches.py)
-      -> key_by(bucket) -> SyncKafkaBuckets (the embedded job's operator, pipelines/flink_sync.py, with
+      -> batches per bucket of users and window, built in Java (pipelines/flink/batches.py)
+      -> key_by(bucket) -> SyncKafkaBuckets (the embedded job's operator, pipelines/flink/sync.py, with
          Avro -> JSON if configured, origin = topic/partition/offset; one string of Kafka-form output lines
          per batch back to Java)
       -> split into records and routed in SQL (topic, key, headers: `route_sql`)
@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from ctxsync.io.avro import avro_payload_to_json
-from pipelines.flink_batches import TIME_COLUMNS_SQL, batches
+from pipelines.flink.batches import TIME_COLUMNS_SQL, batches
 from transforms.batching import Batching
 from transforms.ingest import ingest
 from transforms.records import DEAD_LETTER, DUPLICATE, HISTORY, VIEW, untag
@@ -188,7 +188,7 @@ def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parall
     from pyflink.common import Types
     from pyflink.table import StreamTableEnvironment
 
-    from pipelines.flink_sync import SyncBuckets, join_batch, keyed_batches
+    from pipelines.flink.sync import SyncBuckets, join_batch, keyed_batches
 
     avro, schema_id, topic = spec.format == "avro", spec.schema_id, spec.input_topic
     if avro:

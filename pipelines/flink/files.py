@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from pipelines.flink_control import JobFailed, stop_requests
+from pipelines.flink.control import JobFailed, stop_requests
 
 if TYPE_CHECKING:
     from pipelines.runners import RunRequest

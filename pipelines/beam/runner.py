@@ -46,7 +46,7 @@ from apache_beam.transforms.userstate import (
 )
 from apache_beam.utils.timestamp import Timestamp
 
-from pipelines.beam_compat import beam_urns
+from pipelines.beam.compat import beam_urns
 from pipelines.file_outputs import OutputCollector, Summary
 from transforms.ingest import DEAD_LETTER_KEY, ingest, is_blank
 from transforms.model import Event

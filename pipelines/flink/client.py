@@ -1,6 +1,6 @@
 """Submit and control ctxsync jobs on any Flink cluster (the loopback one or a remote session cluster).
 
-Submission goes through Flink's own CLI (`flink run --python pipelines/flink_main.py`), which builds the
+Submission goes through Flink's own CLI (`flink run --python pipelines/flink/main.py`), which builds the
 graph on the client and ships it with the Python packages (`-pyfs`) and the jars (`pipeline.jars`).
 Savepoints, stop, cancel and status use the REST API: no JVM start per call, and clear error texts.
 """
@@ -18,11 +18,11 @@ from typing import Any
 import yaml
 
 from ctxsync.cluster import Cluster, ClusterError, _java_opts, default_home, flink_home, rest_call
-from pipelines.flink_env import PROJECT_ROOT
+from pipelines.flink.env import PROJECT_ROOT
 
 # Shipped to the workers; each lands on the Python workers' PYTHONPATH.
 SHIPPED_PACKAGES = ("ctxsync", "transforms", "pipelines")
-ENTRY = PROJECT_ROOT / "pipelines" / "flink_main.py"
+ENTRY = PROJECT_ROOT / "pipelines" / "flink" / "main.py"
 _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 TERMINAL = {"FINISHED", "FAILED", "CANCELED", "SUSPENDED"}
 
@@ -210,7 +210,7 @@ def merge_file_outputs(out_dir: Path):
     import shutil
 
     from pipelines.file_outputs import OutputCollector
-    from pipelines.flink_files import PARTS_DIR
+    from pipelines.flink.files import PARTS_DIR
 
     parts = out_dir / PARTS_DIR
     pending = [p for p in parts.rglob(".*") if p.is_file()]

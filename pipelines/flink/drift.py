@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.drift_outputs import DriftCollector, DriftSummary
 from pipelines.drift_reference import drift_settings
-from pipelines.flink_env import flink_environment
-from pipelines.flink_files import CHECKPOINT_INTERVAL_MS, local_file_job_config, run_to_files, tagged_line_sink, text_lines
+from pipelines.flink.env import flink_environment
+from pipelines.flink.files import CHECKPOINT_INTERVAL_MS, local_file_job_config, run_to_files, tagged_line_sink, text_lines
 from transforms.ingest import ingest, is_blank
 from transforms.model import event_from_wire, event_to_wire
 from transforms.settings import SyncSettings

@@ -5,8 +5,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.file_outputs import OutputCollector, Summary
-from pipelines.flink_env import flink_environment
-from pipelines.flink_files import CHECKPOINT_INTERVAL_MS, local_file_job_config, run_to_files, tagged_line_sink, text_lines
+from pipelines.flink.env import flink_environment
+from pipelines.flink.files import CHECKPOINT_INTERVAL_MS, local_file_job_config, run_to_files, tagged_line_sink, text_lines
 
 if TYPE_CHECKING:
     from pipelines.runners import RunRequest
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def build_embedded_job(request: "RunRequest", parts: Path) -> Any:
     """The job graph of the embedded profile; returns the environment ready to execute."""
-    from pipelines.flink_sync import sync_stream
+    from pipelines.flink.sync import sync_stream
 
     job = request.job
     # Default parallelism 1 keeps the source and key extraction in one ordered pipeline;

@@ -1,9 +1,9 @@
 """The context-sync operator on PyFlink: Python is called once per batch (one bucket of users, one window),
-not once per event; the batches come from pipelines/flink_batches.py.
+not once per event; the batches come from pipelines/flink/batches.py.
 
     batches (bucket, framed payloads) -> key_by(bucket) -> SyncBuckets (ingest + sync_step per event)
       -> one string of output lines per batch: tagged lines (embedded profile) or the Kafka form of them,
-         split into Kafka records in SQL (pipelines/flink_kafka.py)
+         split into Kafka records in SQL (pipelines/flink/kafka.py)
 
 State: one MapState per bucket, userId -> marshalled (aggregates, dedup clock, purge limit, seen ids).
 Each user touched by a batch is written once at the end of the batch; a read cache skips state reads
@@ -22,7 +22,7 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
-from pipelines.flink_batches import line_batches
+from pipelines.flink.batches import line_batches
 from transforms.batching import Batching, bucket_of, split_batch
 from transforms.ingest import dead_letter_line, ingest, is_blank
 from transforms.model import Event

@@ -1,4 +1,4 @@
-"""Entry script of a ctxsync job on a Flink cluster: `flink run --python pipelines/flink_main.py -- ARGS`.
+"""Entry script of a ctxsync job on a Flink cluster: `flink run --python pipelines/flink/main.py -- ARGS`.
 
 Flink's CLI runs this file on the client to build the job graph, then ships the graph, the Python files
 given with `-pyfs` and the jars in `pipeline.jars` to the cluster. Checkpoint storage, state backend and
@@ -8,7 +8,7 @@ profiles' checkpoint interval, because exactly-once Kafka outputs are committed 
 Profiles (jobs.yaml):
   embedded  FileSource(--input) -> context-sync -> FileSink(--out/_parts); `ctxsync submit --wait`
             merges the committed part files into the contract layout.
-  kafka     (e.g. local, prod) Kafka -> context-sync -> Kafka output topics (pipelines/flink_kafka.py).
+  kafka     (e.g. local, prod) Kafka -> context-sync -> Kafka output topics (pipelines/flink/kafka.py).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file by Flink's Python driver: make our packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a file by Flink's Python driver: our packages importable, and this
+    sys.path[0] = str(Path(__file__).resolve().parents[2])  # folder's modules (kafka, env...) not top-level
 
 from ctxsync.config import JobConfig, apply_overrides, resolve_job  # noqa: E402
 
@@ -26,7 +26,7 @@ CLUSTER_KEYS = ("python.executable", "python.client.executable", "python.pythonp
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="flink_main.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="pipelines/flink/main.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job", help="job name in jobs.yaml")
     p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"))
@@ -41,7 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def job_flink_conf(job: JobConfig, jars: list[str]) -> dict[str, str]:
-    from pipelines.flink_env import flink_configuration
+    from pipelines.flink.env import flink_configuration
 
     conf = {k: v for k, v in flink_configuration(job.flink, jars).items() if k not in CLUSTER_KEYS}
     conf.update({k: v for k, v in job.flink.items() if k in CLUSTER_KEYS})  # a job may still insist
@@ -65,8 +65,8 @@ def build_file_job(job: JobConfig, input_path: Path, out_dir: Path, parallelism:
 
     Like the embedded runner's, this job fails instead of restarting (FILE_JOB_CONFIG).
     """
-    from pipelines.flink_files import FILE_JOB_CONFIG, PARTS_DIR, tagged_line_sink, text_lines
-    from pipelines.flink_sync import sync_stream
+    from pipelines.flink.files import FILE_JOB_CONFIG, PARTS_DIR, tagged_line_sink, text_lines
+    from pipelines.flink.sync import sync_stream
 
     env = environment({**job_flink_conf(job, []), **FILE_JOB_CONFIG}, 1)
     lines = text_lines(env, input_path).uid("read-lines")
@@ -79,13 +79,13 @@ def build_file_job(job: JobConfig, input_path: Path, out_dir: Path, parallelism:
 
 
 def build_kafka_job(job: JobConfig, job_name: str, profile_name: str, parallelism: int, dev_dir: Path | None):
-    """Kafka -> context-sync -> Kafka (pipelines/flink_kafka.py), with the connector jars shipped."""
+    """Kafka -> context-sync -> Kafka (pipelines/flink/kafka.py), with the connector jars shipped."""
     from ctxsync.config import resolve_profile
     from ctxsync.io.clients import kafka_config, kafka_sink
     from ctxsync.jars import kafka_jars
     from ctxsync.servers import running_endpoints
-    from pipelines.flink_kafka import build_kafka_job as add_kafka_job
-    from pipelines.flink_kafka import job_spec
+    from pipelines.flink.kafka import build_kafka_job as add_kafka_job
+    from pipelines.flink.kafka import job_spec
 
     profile = resolve_profile(job.profiles[profile_name], profile_name, running_endpoints(dev_dir))
     spec = job_spec(profile, job_name)

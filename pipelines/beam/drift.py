@@ -1,6 +1,6 @@
 """The context-drift graph on Apache Beam (local runner, batch over a file): a thin adapter.
 
-    Create(chunks) -> ReadAndIngest (from beam_runner: (userId, Event) | dead-letter line)
+    Create(chunks) -> ReadAndIngest (from pipelines/beam/runner.py: (userId, Event) | dead-letter line)
                    -> (seq, ts, rows) -> GroupByKey(constant) -> StampAll (sort by seq; transforms.drift
                       stamp_step, then flush: windows, watermark, late rows, window closes)
                    -> GroupByKey(category/attribute) -> FoldKey (sort by message index; drift_step)
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
 
-from pipelines.beam_compat import beam_urns
-from pipelines.beam_runner import DEAD, pipeline_options, read_and_ingest, read_shards
+from pipelines.beam.compat import beam_urns
+from pipelines.beam.runner import DEAD, pipeline_options, read_and_ingest, read_shards
 from pipelines.drift_outputs import DriftCollector, DriftSummary
 from pipelines.drift_reference import drift_settings
 from transforms.drift import (
