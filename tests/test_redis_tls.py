@@ -1,6 +1,6 @@
 """Redis over TLS with ACL users, against a redis-server that accepts TLS only (certificates made by the
 test): the profile's client (`rediss://` + ca_location + username/password), `ctxsync view`, the view sink's
-write path, `ctxsync acl apply` and a model's ContextClient all verify the server's CA and host name; a
+write path, the profile's Redis connector, `ctxsync acl apply` and a model's ContextClient all verify the server's CA and host name; a
 wrong CA, the system CAs, a missing or wrong password and a missing client certificate (where the server
 requires one) each fail as one line, exit 1, with no traceback and no secret in it."""
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ctxsync.io.redis_views import RedisViewSink, ViewWrite
 from tests.fixtures_tls import (  # noqa: F401
     ADMIN, ADMIN_PASSWORD, RedisServer, Tls, admin_client, start_redis, stop, tls_files, tls_redis,
 )
+from tests.fixtures_servers import servers, unique  # noqa: F401
 from tests.helpers import SETTINGS
 
 pytestmark = pytest.mark.servers
@@ -151,3 +152,27 @@ def test_acl_apply_and_a_model_client_over_tls(tmp_path, tls_redis, tls_files, e
                          credentials=Credentials(redis_password=MODEL_PASSWORD, redis_ca=str(tls_files.wrong_ca)))
     with ContextClient(wrong_ca, "risk-model") as client, pytest.raises(redis.ConnectionError, match="certificate"):
         client.get("u1", ["financial"])
+
+
+def test_the_redis_connector_of_a_profile_writes_views_over_tls(tls_redis, tls_files, servers, unique):  # noqa: F811
+    import orjson
+
+    from ctxsync.config import Profile
+    from ctxsync.io.connectors import profile_connectors
+    from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer
+
+    bootstrap = servers.endpoints()["kafka"]
+    views, dlq = f"views-tls-{unique}", f"dlq-tls-{unique}"
+    profile = Profile.model_validate({
+        "source": {"type": "kafka", "bootstrap": bootstrap},
+        "sink": {"type": "kafka", "topics": {"views": views, "dlq": dlq}},
+        "redis": {"url": tls_redis.url, "username": ADMIN, "password": ADMIN_PASSWORD,
+                  "ca_location": str(tls_files.ca), "prefix": f"c{unique}"}})
+    ensure_topics({"bootstrap.servers": bootstrap}, [TopicSpec(views, 1), TopicSpec(dlq, 1)])
+    p = producer({"bootstrap.servers": bootstrap})
+    record = a_view("u7", "financial", 2, riskTolerance="high")
+    p.produce(views, key=b"financial:u7", value=orjson.dumps(record))
+    assert p.flush(10) == 0
+    stats = profile_connectors(profile, ("redis",))["redis"].run(until_caught_up=True, idle_timeout_s=30)
+    assert (stats.consumed, stats.written, stats.dead_lettered) == (1, 1, 0)
+    assert RedisViewSink(admin_client(tls_redis, tls_files), f"c{unique}").read("financial", "u7") == record
