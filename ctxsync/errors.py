@@ -125,7 +125,7 @@ def explain(exc: BaseException) -> CtxsyncError:
                               "set cert_location and key_location in the profile")
     if _is(exc, "redis", "NoPermissionError"):
         return RuntimeFailure(f"Redis refused the command: {_first_line(str(exc))}",
-                              "the profile's Redis user lacks this permission (see `ctxsync acl apply`)")
+                              "the profile's Redis user lacks this permission; see `ctxsync acl apply`")
     if server is not None:
         return RuntimeFailure(f"cannot reach {server}: {_first_line(str(exc)) or type(exc).__name__}",
                               "is it running? `ctxsync dev up` starts the local ones")

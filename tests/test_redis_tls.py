@@ -1,8 +1,8 @@
 """Redis over TLS with ACL users, against a redis-server that accepts TLS only (certificates made by the
 test): the profile's client (`rediss://` + ca_location + username/password), `ctxsync view`, the view sink's
-write path, the profile's Redis connector, `ctxsync acl apply` and a model's ContextClient all verify the server's CA and host name; a
-wrong CA, the system CAs, a missing or wrong password and a missing client certificate (where the server
-requires one) each fail as one line, exit 1, with no traceback and no secret in it."""
+write path, the profile's Redis connector, `ctxsync acl apply` and a model's ContextClient all verify the
+server's CA and host name; a wrong CA, the system CAs, a missing or wrong password and a missing client
+certificate (where the server requires one) each fail as one line, exit 1, with no traceback and no secret."""
 from __future__ import annotations
 
 from collections.abc import Iterator
