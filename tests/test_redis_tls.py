@@ -112,10 +112,12 @@ def test_view_reads_over_tls_with_the_profile_credentials(tmp_path, tls_redis, t
     ("system CAs", {"ca_location": ""}, "Redis's TLS certificate is not trusted: "),
     ("wrong password", {"password": "not-the-password"}, "Redis refused the login: invalid username-password"),
     ("no password", {"username": "", "password": ""}, "Redis refused the login: Authentication required"),
+    ("host not in the certificate", {"url": "HOST2"}, "IP address mismatch"),
 ])
 def test_a_wrong_ca_or_password_is_one_line_and_exit_1(tmp_path, tls_redis, tls_files, env, written, capsys,  # noqa: F811
                                                        case, fields, expected):
-    fields = {k: (str(tls_files.wrong_ca) if v == "WRONG" else v) for k, v in fields.items()}
+    special = {"WRONG": str(tls_files.wrong_ca), "HOST2": f"rediss://127.0.0.2:{tls_redis.port}/0"}
+    fields = {k: special.get(v, v) for k, v in fields.items()}
     assert view(jobs_file(tmp_path, profile_line(tls_redis, tls_files, **fields))) == 1, case
     err = one_line_failure(capsys, "not-the-password")
     assert err.startswith("ctxsync view: ") and expected in err, err
