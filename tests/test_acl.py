@@ -101,7 +101,7 @@ def test_a_grant_of_an_unknown_category_is_a_config_error_with_its_line(tmp_path
     path = jobs_file(tmp_path, acl_redis, "        risk-model: {categories: [finance], password_env: T_RISK_PW}\n")
     with pytest.raises(Exception) as caught:
         load_jobs(path)
-    assert f"{path}:3:" in str(caught.value) and "unknown 'finance'" in str(caught.value)
+    assert f"{path}:7: jobs.context-sync.access: " in str(caught.value) and "unknown 'finance'" in str(caught.value)
 
 
 def test_dry_run_prints_the_rules_without_passwords(tmp_path, acl_redis, env, capsys):  # noqa: F811
