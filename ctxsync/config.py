@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator,
+)
 
 from ctxsync.errors import UsageError
 from transforms.batching import Batching
@@ -302,17 +304,19 @@ class JobConfig(_Strict):
     access: AccessSettings | None = Field(default=None, description="per-model Redis read grants")
     profiles: dict[str, Profile]
 
-    @model_validator(mode="after")
-    def _granted_categories_exist(self) -> "JobConfig":
-        if self.access is None:
-            return self
-        known = {*self.settings.categories, self.settings.default_category}
-        for model, grant in self.access.models.items():
+    @field_validator("access")
+    @classmethod
+    def _granted_categories_exist(cls, value: AccessSettings | None, info: ValidationInfo) -> AccessSettings | None:
+        settings = info.data.get("settings")  # absent when settings itself failed: that error is reported
+        if value is None or settings is None:
+            return value
+        known = {*settings.categories, settings.default_category}
+        for model, grant in value.models.items():
             unknown = [c for c in grant.categories if c not in known]
             if unknown:
-                raise ValueError(f"access.models.{model}.categories: unknown {', '.join(map(repr, unknown))}; "
+                raise ValueError(f"models.{model}.categories: unknown {', '.join(map(repr, unknown))}; "
                                  f"the job's categories: {', '.join(sorted(known))}")
-        return self
+        return value
 
     def profile(self, name: str) -> Profile:
         """The named profile, or a ConfigError that lists the ones there are."""

@@ -62,6 +62,18 @@ def _unreachable_server(exc: BaseException) -> str | None:
     return None
 
 
+_TLS_REFUSED = "CERTIFICATE_VERIFY_FAILED"
+
+
+def _is(exc: BaseException, module: str, name: str) -> bool:
+    return any(cls.__module__.split(".")[0] == module and cls.__name__ == name for cls in type(exc).__mro__)
+
+
+def _refused_login(exc: BaseException) -> bool:
+    """Wrong or missing credentials (not a server that is down): Redis says so in AuthenticationError."""
+    return _is(exc, "redis", "AuthenticationError") or _is(exc, "redis", "AuthenticationWrongNumberOfArgsError")
+
+
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
 
@@ -101,6 +113,19 @@ def explain(exc: BaseException) -> CtxsyncError:
         return UsageError(f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})",
                           "save it as UTF-8")
     server = _unreachable_server(exc)
+    if server is not None and _refused_login(exc):
+        return RuntimeFailure(f"{server} refused the login: {_first_line(str(exc))}",
+                              "check the profile's username and password, and the variables they come from")
+    if server is not None and _TLS_REFUSED in str(exc):
+        return RuntimeFailure(f"{server}'s TLS certificate is not trusted: {_first_line(str(exc))}",
+                              "ca_location must be the CA that signed the server's certificate, which must name "
+                              "the url's host")
+    if server is not None and "CERTIFICATE_REQUIRED" in str(exc):
+        return RuntimeFailure(f"{server} requires a client certificate: {_first_line(str(exc))}",
+                              "set cert_location and key_location in the profile")
+    if _is(exc, "redis", "NoPermissionError"):
+        return RuntimeFailure(f"Redis refused the command: {_first_line(str(exc))}",
+                              "the profile's Redis user lacks this permission; see `ctxsync acl apply`")
     if server is not None:
         return RuntimeFailure(f"cannot reach {server}: {_first_line(str(exc)) or type(exc).__name__}",
                               "is it running? `ctxsync dev up` starts the local ones")

@@ -106,10 +106,12 @@ def _admin(server: RedisServer, tls: Tls | None, **options: object) -> redis.Red
 def start_redis(folder: Path, tls: Tls | None = None, auth_clients: str = "optional"
                 ) -> tuple[subprocess.Popen, RedisServer]:
     """redis-server on a free loopback port (TLS only, when `tls`), with an administrator user ADMIN and the
-    `default` user switched off, so every connection must authenticate."""
+    `default` user switched off, so every connection must authenticate. It listens on 127.0.0.2 too, an
+    address the server certificate does not name (host name verification)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    command = ["redis-server", "--bind", "127.0.0.1", "--dir", str(folder), "--save", "", "--appendonly", "no"]
+    command = ["redis-server", "--bind", "127.0.0.1", "127.0.0.2", "--dir", str(folder), "--save", "",
+               "--appendonly", "no"]
     if tls is None:
         command += ["--port", str(port)]
     else:

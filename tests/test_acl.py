@@ -101,7 +101,7 @@ def test_a_grant_of_an_unknown_category_is_a_config_error_with_its_line(tmp_path
     path = jobs_file(tmp_path, acl_redis, "        risk-model: {categories: [finance], password_env: T_RISK_PW}\n")
     with pytest.raises(Exception) as caught:
         load_jobs(path)
-    assert f"{path}:3:" in str(caught.value) and "unknown 'finance'" in str(caught.value)
+    assert f"{path}:7: jobs.context-sync.access: " in str(caught.value) and "unknown 'finance'" in str(caught.value)
 
 
 def test_dry_run_prints_the_rules_without_passwords(tmp_path, acl_redis, env, capsys):  # noqa: F811
@@ -175,7 +175,8 @@ def test_apply_again_is_exact_and_idempotent_and_reports_stale_users(tmp_path, a
     assert out.count("unchanged") == 2 and "not saved: the server has no aclfile" in out
     assert {name: admin.acl_getuser(name) for name in before} == before
     # narrowed grants: the rules are replaced, not added to; the dropped model is reported, then pruned
-    narrowed = jobs_file(tmp_path, acl_redis, "        risk-model: {categories: [behavioral], password_env: T_RISK_PW}\n")
+    narrowed = jobs_file(tmp_path, acl_redis,
+                         "        risk-model: {categories: [behavioral], password_env: T_RISK_PW}\n")
     assert acl(narrowed) == 0
     out = capsys.readouterr().out
     assert "model-risk-model         updated" in out

@@ -38,8 +38,6 @@ class ModelUser:
 
     def setuser_args(self, password: str) -> list[str]:
         """ACL SETUSER arguments after the user name: the rules with the password added."""
-        if not password:
-            raise ValueError(f"the password of {self.name} is empty")
         return [self.rules[0], "on", f">{password}", *self.rules[1:]]
 
     def shown(self) -> str:
