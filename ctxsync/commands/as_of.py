@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ctxsync.commands.arg_types import iso_time_ms
 from ctxsync.commands.profile_args import add_profile_args
+from ctxsync.commands.view import print_views
 from transforms.timestamps import format_iso_ms
 
 DESCRIPTION = """\
@@ -57,14 +57,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"no views for user {args.user!r} {clock} {format_iso_ms(args.at)}"
               + (f" in category {args.category!r}" if args.category else ""))
         return 1
-    for view in views:
-        if args.json:
-            print(json.dumps(view, separators=(",", ":")))
-            continue
-        print(f"{view['key']}  version {view['version']}  updated {view['updatedAt']}  ({clock} {format_iso_ms(args.at)})")
-        for name, a in view["attributes"].items():
-            print(f"  {name:<18} {json.dumps(a['value']):<24} confidence {a['confidence']:<6} "
-                  f"{a['updatedAt']}  {a['modelId']}  {a['eventId']}")
-        if view["targetModels"]:
-            print(f"  targets: {', '.join(view['targetModels'])}")
+    moment = f"{clock} {format_iso_ms(args.at)}"
+    print_views(views, args.json, lambda view: moment)
     return 0

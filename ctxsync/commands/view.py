@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from typing import Any
 
 from ctxsync.commands.profile_args import add_profile_args, profile_from_args
 
@@ -37,16 +39,25 @@ def run(args: argparse.Namespace) -> int:
     if not views:
         print(f"no views for user {args.user!r}" + (f" in category {args.category!r}" if args.category else ""))
         return 1
+
+    def expiry(view: dict[str, Any]) -> str:
+        ttl = client.ttl(view_key(sink.prefix, view["category"], view["userId"]))
+        return f"expires in {ttl}s" if ttl >= 0 else "no expiry"
+
+    print_views(views, args.json, expiry)
+    return 0
+
+
+def print_views(views: list[dict[str, Any]], as_json: bool, note: Callable[[dict[str, Any]], str]) -> None:
+    """Views as JSON lines, or as the readable block `view` and `as-of` share (`note`: what the header's
+    parenthesis says of a view, e.g. its expiry)."""
     for view in views:
-        if args.json:
+        if as_json:
             print(json.dumps(view, separators=(",", ":")))
             continue
-        ttl = client.ttl(view_key(sink.prefix, view["category"], view["userId"]))
-        expiry = f"expires in {ttl}s" if ttl >= 0 else "no expiry"
-        print(f"{view['key']}  version {view['version']}  updated {view['updatedAt']}  ({expiry})")
+        print(f"{view['key']}  version {view['version']}  updated {view['updatedAt']}  ({note(view)})")
         for name, a in view["attributes"].items():
             print(f"  {name:<18} {json.dumps(a['value']):<24} confidence {a['confidence']:<6} "
                   f"{a['updatedAt']}  {a['modelId']}  {a['eventId']}")
         if view["targetModels"]:
             print(f"  targets: {', '.join(view['targetModels'])}")
-    return 0
