@@ -70,14 +70,7 @@ def subscription(client: ContextClient, sink: RedisViewSink, changes: int, rate:
             if len(got) == changes:
                 feed.close()
 
-    thread = threading.Thread(target=consume)
-    thread.start()
-    time.sleep(0.2)
-    for version in range(1, changes + 1):
-        sent[version] = time.perf_counter()
-        sink.write([ViewWrite(a_view("sub-user-feed", "financial", version))])
-        time.sleep(1 / rate)
-    thread.join()
+    write_while_consuming(sink, "sub-user-feed", changes, rate, sent, consume)
     return got
 
 
@@ -96,15 +89,22 @@ def plain_xread(plain: redis.Redis, sink: RedisViewSink, prefix: str, changes: i
                     got.append((time.perf_counter() - sent[int(fields[b"version"])]) * 1e6)
                     last = entry_id
 
+    write_while_consuming(sink, "sub-user-xread", changes, rate, sent, consume)
+    return got
+
+
+def write_while_consuming(sink: RedisViewSink, user: str, changes: int, rate: float, sent: dict[int, float],
+                          consume: Callable[[], None]) -> None:
+    """Run `consume` in a thread while writing versions 1..changes of one view at `rate`/s, noting in `sent`
+    when each version was written."""
     thread = threading.Thread(target=consume)
     thread.start()
     time.sleep(0.2)
     for version in range(1, changes + 1):
         sent[version] = time.perf_counter()
-        sink.write([ViewWrite(a_view("sub-user-xread", "financial", version))])
+        sink.write([ViewWrite(a_view(user, "financial", version))])
         time.sleep(1 / rate)
     thread.join()
-    return got
 
 
 def cached_under_writes(cached: ContextClient, sink: RedisViewSink, hot: list[str], picks: list[str],
