@@ -175,9 +175,14 @@ def test_taskmanager_killed_twice_mid_stream_recovers_from_checkpoints(
         # kill 1: the replacement TaskManager is started after the crash (cold);
         # kill 2: a standby TaskManager registered before the crash takes over (warm)
         for mode, feed in zip(("cold", "standby"), parts[1:]):
+            # half of the feed before the crash, so the job is surely working on input when it is killed (a
+            # fast job commits a whole earlier feed in one checkpoint: waiting for more outputs would hang)
+            _produce(kafka_config, topics["events"], feed[:len(feed) // 2])
+            deadline = time.monotonic() + 120
             while counter.poll()[topics["history"]] <= before:  # the job is producing outputs: crash it
                 assert fc.job_state(flink_cluster.address, job_id) in ("RUNNING", "CREATED", "INITIALIZING"), \
                     fc.failure_cause(flink_cluster.address, job_id)
+                assert time.monotonic() < deadline, f"no new outputs within 120 s before the {mode} crash"
             (victim,) = flink_cluster.pids("taskexecutor")
             if mode == "standby":
                 flink_cluster.start_taskmanager()
@@ -188,7 +193,7 @@ def test_taskmanager_killed_twice_mid_stream_recovers_from_checkpoints(
             flink_cluster.kill_taskmanager(victim)  # SIGKILL: no goodbye, open Kafka transactions stay open
             if mode == "cold":
                 flink_cluster.start_taskmanager()
-            _produce(kafka_config, topics["events"], feed)  # more input arrives during the outage
+            _produce(kafka_config, topics["events"], feed[len(feed) // 2:])  # more input arrives during the outage
             recoveries.append((mode, _recovery(flink_cluster, job_id, counter, topics, before, killed_at)))
             before = counter.counts[topics["history"]]
         ref_summary = run_with("reference", whole, tmp_path / "ref-counts")

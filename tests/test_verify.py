@@ -143,7 +143,7 @@ def test_history_documents_missing_from_elasticsearch_are_found(store, redis_cli
     assert clean.findings == [] and clean.es_checked == clean.history_records > 500 and clean.es_in_flight == 0
     lost = next(read_history(store.config, spec.history_topic))
     record = orjson.loads(lost.raw)
-    es_client.delete(index=history_index(record["timestamp"]), id=record_id(record, lost.origin), refresh=True)
+    es_client.delete(index=history_index(record["timestamp"]), id=record_id(record), refresh=True)
     report = check(store, redis_client, es=es_client)
     assert [(f.store, f.key, f.kind) for f in report.findings] == [("elasticsearch", lost.origin, MISSING)]
     assert report.ratio == 1.0  # the views are still right; the finding alone makes the exit code 1

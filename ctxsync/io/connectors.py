@@ -3,7 +3,7 @@
 A connector consumes with read_committed (it sees only what the job committed at a checkpoint), writes a
 batch, and commits its consumer offsets only after the batch is durably written (Redis pipeline executed,
 ES bulk acknowledged, dead letters flushed). A failure before the commit means the batch is consumed again:
-Redis' version compare-and-set and ES' `create` with `_id` = the record's topic position (see
+Redis' version compare-and-set and ES' `create` with `_id` = what identifies the accepted event (see
 es_history.record_id) make the rewrite a no-op, so the end state is exact (effectively once) even across
 crashes and server restarts.
 """
@@ -124,12 +124,13 @@ def coalesce(writes: list[ViewWrite]) -> list[ViewWrite]:
 
 
 class ElasticsearchHandler(Handler):
-    """context.history and context.violations -> Elasticsearch (create, _id = the record's topic position)."""
+    """context.history and context.violations -> Elasticsearch (create, _id = es_history.record_id)."""
 
     stage = "elasticsearch"
 
-    def __init__(self, writer: EsBulkWriter) -> None:
+    def __init__(self, writer: EsBulkWriter, violations_topic: str = VIOLATIONS) -> None:
         self.writer = writer
+        self.violations_topic = violations_topic  # by name: a profile may call its topics anything
 
     def settle(self) -> None:
         """Refresh the indices, so `ctxsync history` finds the run's events as soon as the run returns
@@ -143,7 +144,7 @@ class ElasticsearchHandler(Handler):
             origin = origin_of(message)
             try:
                 record = orjson.loads(value)
-                doc = violation_doc(record, origin) if message.topic().endswith("violations") \
+                doc = violation_doc(record, origin) if message.topic() == self.violations_topic \
                     else history_doc(record, origin)
                 docs.append(doc)
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
@@ -304,7 +305,7 @@ def elasticsearch_connector(kafka_config: dict[str, Any], es_client: Any, topics
 
     install_templates(es_client)
     return SinkConnector(kafka_config, list(topics), group_id,
-                         ElasticsearchHandler(EsBulkWriter(es_client, give_up_after_s)), dlq_topic)
+                         ElasticsearchHandler(EsBulkWriter(es_client, give_up_after_s), topics[1]), dlq_topic)
 
 
 def profile_connectors(profile: Any, which: tuple[str, ...] = ("redis", "elasticsearch")) -> dict[str, SinkConnector]:

@@ -80,20 +80,23 @@ def history_index(timestamp: str) -> str:
     return f"{HISTORY_PREFIX}{timestamp[0:4]}.{timestamp[5:7]}"
 
 
-def record_id(record: dict[str, Any], origin: str) -> str:
-    """`<topic>/<partition>/<offset>|<eventId>`: the history (or violation) record's position in its topic.
+def record_id(record: dict[str, Any]) -> str:
+    """The document id of a history record, `<eventId>|<userId>|<timestamp>`, or of a violation,
+    `<kind>|<key>|<eventId>|<timestamp>`: what makes the accepted event (or its finding) one of a kind.
 
     Why not the eventId alone (the id before issue 13): an eventId is unique per user only within the dedup
     retention, so a second accepted event with the same eventId (another user, or the same user after the
-    retention) was refused by `create` with 409 and counted as written: lost. The record's Kafka position is
-    unique per accepted record and stable on re-delivery: the job writes its outputs with transactions
-    (exactly-once) and the connector reads committed records only, so a record re-read after a crash has the
-    same position. The eventId is kept in the id so that a topic deleted and re-created (offsets restart at
-    0) cannot make a new event look "already there"; only the same event at the same position can.
-    With `delivery: at-least-once` a job restart may write a record twice to the topic, and Elasticsearch
-    then holds both, as the topic does. Ids longer than Elasticsearch's 512-byte limit are hashed.
+    retention) was refused by `create` with 409 and counted as written: lost. Two accepted events of one
+    user with one eventId are more than the retention apart in event time, so with the user and the
+    timestamp they differ. Why not the record's Kafka position: the same event processed again (a job that
+    restarted under at-least-once, a `--fresh` recompute, a server that showed records of an aborted
+    transaction) lands at another offset, and Elasticsearch would hold it twice; by content it is the same
+    document, so a rewrite stays a no-op. Ids longer than Elasticsearch's 512-byte limit are hashed.
     """
-    text = f"{origin}|{record['eventId']}"
+    if "kind" in record:
+        text = f"{record['kind']}|{record['key']}|{record['eventId']}|{record['timestamp']}"
+    else:
+        text = f"{record['eventId']}|{record['contextDelta']['userId']}|{record['timestamp']}"
     return text if len(text.encode()) <= 512 else hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -115,12 +118,12 @@ class Rejected:
 
 def history_doc(record: dict[str, Any], origin: str) -> EsDoc:
     """The document of one history record read at `origin` (topic/partition/offset)."""
-    return EsDoc(history_index(record["timestamp"]), record_id(record, origin), record, origin)
+    return EsDoc(history_index(record["timestamp"]), record_id(record), record, origin)
 
 
 def violation_doc(record: dict[str, Any], origin: str) -> EsDoc:
     """The document of one violation record read at `origin`: same id rule, same loss avoided."""
-    return EsDoc(VIOLATIONS_INDEX, record_id(record, origin), record, origin)
+    return EsDoc(VIOLATIONS_INDEX, record_id(record), record, origin)
 
 
 class TransientError(Exception):
@@ -211,7 +214,7 @@ def missing_documents(client: Any, records: Iterable[tuple[str, dict[str, Any]]]
     document ids are known (`record_id`), so one mget per monthly index and 1,000 ids answers it."""
     by_index: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for origin, record in records:
-        by_index[history_index(record["timestamp"])].append((record_id(record, origin), origin))
+        by_index[history_index(record["timestamp"])].append((record_id(record), origin))
     missing = []
     for index, pairs in sorted(by_index.items()):
         for start in range(0, len(pairs), 1000):
