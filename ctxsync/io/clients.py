@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ctxsync.config import (
-    ConfigError, ElasticsearchEndpoint, KafkaSinkEndpoint, KafkaSourceEndpoint, Profile, RedisEndpoint,
+    ConfigError, ElasticsearchEndpoint, KafkaSecurity, KafkaSinkEndpoint, KafkaSourceEndpoint, Profile,
+    RedisEndpoint,
 )
 
 
@@ -21,11 +22,17 @@ def kafka_sink(profile: Profile) -> KafkaSinkEndpoint:
     return profile.sink
 
 
+def sink_cluster(profile: Profile) -> tuple[str, KafkaSecurity]:
+    """(bootstrap, security) of the output side: the sink's own, else the source's. One rule for every
+    client that writes or reads the outputs (connectors, replay, the Flink job's sink)."""
+    source, sink = kafka_source(profile), kafka_sink(profile)
+    return sink.bootstrap or source.bootstrap, sink.security or source.security
+
+
 def kafka_config(profile: Profile) -> dict[str, Any]:
     """confluent-kafka settings for the output side (the source's bootstrap and security by default)."""
-    source, sink = kafka_source(profile), kafka_sink(profile)
-    security = sink.security or source.security
-    return {"bootstrap.servers": sink.bootstrap or source.bootstrap, **security.client_config()}
+    bootstrap, security = sink_cluster(profile)
+    return {"bootstrap.servers": bootstrap, **security.client_config()}
 
 
 def redis_client(endpoint: RedisEndpoint | None) -> Any:

@@ -225,10 +225,11 @@ def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parall
 
 def job_spec(profile: Any, job_name: str) -> KafkaJobSpec:
     """The Kafka job of a resolved profile (ctxsync.config.resolve_profile)."""
-    from ctxsync.io.clients import kafka_sink, kafka_source
+    from ctxsync.io.clients import kafka_sink, kafka_source, sink_cluster
     from transforms.timestamps import parse_iso_ms
 
     source, sink = kafka_source(profile), kafka_sink(profile)
+    sink_bootstrap, sink_security = sink_cluster(profile)
     start_ms = parse_iso_ms(source.start_timestamp) if source.start_timestamp else None
     return KafkaJobSpec(
         bootstrap=source.bootstrap, input_topic=source.topic, group_id=source.group_id, start=source.start,
@@ -237,6 +238,6 @@ def job_spec(profile: Any, job_name: str) -> KafkaJobSpec:
         violations_topic=sink.topics.violations, dlq_topic=sink.topics.dlq, delivery=sink.delivery,
         transactional_id_prefix=f"{sink.transactional_id_prefix}-{job_name}",
         checkpoint_interval_ms=sink.checkpoint_interval,
-        client_properties=source.security.java_properties(), sink_bootstrap=sink.bootstrap or source.bootstrap,
-        sink_client_properties=(sink.security or source.security).java_properties(),
+        client_properties=source.security.java_properties(), sink_bootstrap=sink_bootstrap,
+        sink_client_properties=sink_security.java_properties(),
     )
