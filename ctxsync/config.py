@@ -249,6 +249,19 @@ class ElasticsearchEndpoint(_Strict):
     verify_certs: bool = True
 
 
+class MetricsEndpoints(_Strict):
+    """Where the running job and the connectors expose Prometheus metrics (README: Observability).
+
+    Ports are fixed per profile so that Prometheus, `ctxsync status` and the Grafana dashboard find them
+    without discovery; 0 turns an endpoint off."""
+
+    host: str = Field(default="127.0.0.1", description="interface the endpoints bind to and are scraped on")
+    job_port: int = Field(default=9249, ge=0, le=65535, description="Flink's Prometheus reporter (the job)")
+    connector_ports: dict[str, int] = Field(
+        default_factory=lambda: {"redis": 9251, "elasticsearch": 9252},
+        description="connector kind -> port of its `ctxsync connect` process")
+
+
 class Profile(_Strict):
     source: Endpoint | KafkaSourceEndpoint = Field(discriminator="type")
     sink: Endpoint | KafkaSinkEndpoint = Field(discriminator="type")
@@ -257,6 +270,7 @@ class Profile(_Strict):
     state_dir: str | None = Field(default=None, description="where Kafka runs keep the savepoint and input "
                                   "position the next run continues from; default: $CTXSYNC_HOME/state or "
                                   "~/.cache/ctxsync/state")
+    metrics: MetricsEndpoints = Field(default_factory=MetricsEndpoints)
 
 
 _MODEL_ID = re.compile(r"[A-Za-z0-9._-]+")
