@@ -3,7 +3,11 @@ the dashboard and `ctxsync status`, so a rename is one edit and a test can check
 
 Job metrics are registered under the operator's metric group `ctxsync` (Flink) or the Beam Metrics
 namespace `ctxsync`; Flink's Prometheus reporter prefixes them with its scope (JOB_PREFIX) and turns
-key/value groups (e.g. `outcome`) into labels. Connector metrics are served by `prometheus-client` as named.
+key/value groups (e.g. `outcome`) into labels, and the group's key stays in the name: use `job_series`
+for the exposed name. Flink's Python metrics have no histogram (a Python distribution reaches the reporter
+as its last value only), so the job's durations are histogram parts made of counters: `<name>_bucket{le}`
+(cumulative, `le` in ms as in the name, up to "+Inf"), `<name>_sum` and `<name>_count`
+(transforms/tally.py). Connector metrics are served by `prometheus-client` as named.
 """
 from __future__ import annotations
 
@@ -28,10 +32,24 @@ JOB_METRICS = (
     Metric("conflicts_total", "counter", (), "optimistic-concurrency conflicts (sub-events)"),
     Metric("stale_updates_total", "counter", (), "attribute updates not applied because a newer one is stored"),
     Metric("views_emitted_total", "counter", (), "view records emitted (one per applied aggregate change)"),
-    Metric("event_lag_seconds", "distribution", (), "processing time minus event time, per accepted event"),
-    Metric("batch_seconds", "distribution", (), "Python time per batch handed over by the engine"),
+    Metric("event_lag_ms", "histogram", ("le",), "processing time minus event time, per accepted event (ms)"),
+    Metric("batch_ms", "histogram", ("le",), "Python time per batch handed over by the engine (ms)"),
     Metric("state_users", "gauge", (), "users whose state this operator instance holds in its cache"),
 )
+HISTOGRAM_PARTS = ("_bucket", "_sum", "_count")
+
+
+def job_series(name: str) -> str:
+    """The name Flink's Prometheus reporter exposes for a job metric (or a histogram part such as
+    `event_lag_ms_bucket`): the key of a key/value group joins the scope before the name, e.g.
+    events_total by outcome -> flink_taskmanager_job_task_operator_ctxsync_outcome_events_total{outcome=..}.
+    The reporter exposes every Flink counter as a Prometheus gauge; rate() and increase() still apply."""
+    for metric in JOB_METRICS:
+        if metric.kind == "histogram" and name.startswith(metric.name) and name[len(metric.name):] in HISTOGRAM_PARTS:
+            return JOB_PREFIX + ("le_" if name.endswith("_bucket") else "") + name
+        if metric.name == name:
+            return JOB_PREFIX + "".join(f"{label}_" for label in metric.labels) + name
+    raise KeyError(f"{name} is not a job metric of ctxsync.metric_names")
 
 CONNECTOR_METRICS = (
     Metric("ctxsync_connector_records_total", "counter", ("connector", "outcome"),
