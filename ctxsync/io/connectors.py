@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -22,6 +22,9 @@ from ctxsync.errors import RuntimeFailure
 from ctxsync.io.es_history import EsBulkWriter, history_doc, violation_doc
 from ctxsync.io.kafka_io import DLQ, HISTORY, VIEWS, VIOLATIONS
 from ctxsync.io.redis_views import RedisViewSink, ViewWrite
+
+if TYPE_CHECKING:
+    from ctxsync.io.connector_metrics import ConnectorMetrics
 
 log = logging.getLogger(__name__)
 VIEW_FIELDS = ("key", "category", "userId", "version", "updatedAt", "attributes", "targetModels")
@@ -38,6 +41,7 @@ class ConnectorStats:
     retries: int = 0
     batches: int = 0
     seconds: float = 0.0
+    write_seconds: float = 0.0  # the last batch's sink write (the successful attempt)
 
     def rate(self) -> float:
         return self.consumed / self.seconds if self.seconds > 0 else 0.0
@@ -175,6 +179,7 @@ class SinkConnector:
     backoff_s: tuple[float, float] = (0.1, 5.0)
     stats: ConnectorStats = field(default_factory=ConnectorStats)
     on_batch: Callable[[ConnectorStats], None] | None = None
+    metrics: ConnectorMetrics | None = None  # observed per batch (ctxsync.io.connector_metrics)
 
     def run(self, until_caught_up: bool = False, stop: threading.Event | None = None,
             idle_timeout_s: float = 60.0) -> ConnectorStats:
@@ -211,8 +216,14 @@ class SinkConnector:
                     self.stats.seconds = last_progress - start
                     if self.on_batch is not None:
                         self.on_batch(self.stats)
+                    if self.metrics is not None:
+                        self.metrics.after_batch(batch, self.stats)
+                if self.metrics is not None:
+                    self.metrics.refresh(consumer, assigned, self.dlq_topic)
                 if until_caught_up and not batch and self._caught_up(consumer, assigned, at_end):
                     self.handler.settle()
+                    if self.metrics is not None:
+                        self.metrics.refresh(consumer, assigned, self.dlq_topic, force=True)
                     break
                 if until_caught_up and time.monotonic() - last_progress > idle_timeout_s:
                     raise RuntimeFailure(f"connector {self.group_id}: no progress for {idle_timeout_s:.0f}s")
@@ -273,7 +284,9 @@ class SinkConnector:
         delay = self.backoff_s[0]
         while True:
             try:
+                started = time.perf_counter()
                 dead = self.handler.write(batch, self.stats)
+                self.stats.write_seconds = time.perf_counter() - started
                 break
             except self.handler.transient as exc:  # sink down or restarting: keep the batch, retry
                 self.stats.retries += 1
