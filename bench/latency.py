@@ -156,6 +156,21 @@ def measure(rate: int, lines: list[bytes], config: dict, views: AppliedViews, ou
     return result
 
 
+def check_running(client, warm: dict) -> None:
+    """Stop with the job's own error if it is not running; say how far the warm-up got (stderr)."""
+    status = client.get_job_status().result()
+    print(f"latency bench: warm-up {warm['events']:,} events, {warm['job_measured']:,} left the job, "
+          f"{warm['measured']:,} applied in Redis; job {status}", file=sys.stderr, flush=True)
+    if str(status) != "JobStatus.RUNNING":
+        try:
+            client.get_job_execution_result().result()
+        except Exception as exc:  # the job's failure, shortened: the bench cannot measure without it
+            raise SystemExit(f"latency bench: the job is {status}: {str(exc).splitlines()[0][:500]}") from None
+        raise SystemExit(f"latency bench: the job is {status}")
+    if not warm["job_measured"]:
+        raise SystemExit("latency bench: no view left the job during the warm-up; see the Flink logs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=int, action="append", help="events/s produced, repeatable "
@@ -192,7 +207,8 @@ def main() -> None:
                                                      conflict_rate=0, delete_rate=0, mean_gap_ms=1))
             # warm-up: job started, checkpoints done, and the JVM's compilers past the hot paths (measured: a
             # fresh Kafka job runs at a third of its steady rate for its first ~40 s)
-            measure(1000, list(islice(stream, WARM_UP)), config, views, outputs)
+            warm = measure(1000, list(islice(stream, WARM_UP)), config, views, outputs)
+            check_running(client, warm)
             for rate in rates:
                 result = measure(rate, list(islice(stream, rate * args.seconds)), config, views, outputs)
                 result.update(delivery=args.delivery, checkpoint_ms=args.checkpoint_ms, window_ms=job.batching.window)

@@ -3,8 +3,10 @@ submit time on a typo costs a data engineer far more than a clear message up fro
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +19,7 @@ from ctxsync.errors import UsageError
 from transforms.batching import Batching
 from transforms.drift import DriftSettings
 from transforms.expectations import load_compiled
-from transforms.settings import SyncSettings
+from transforms.settings import USER_FIELD, Mode, PrivacyPolicy, SyncSettings
 
 _DURATION = re.compile(r"([0-9]+)\s*(ms|s|m|h|d)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -35,6 +37,9 @@ def duration_ms(value: Any) -> int:
     if match is None:
         raise ValueError(f"expected a duration like 24h, 5m, 90s or 250ms, got {value!r}")
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+_ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class _Strict(BaseModel):
@@ -262,6 +267,26 @@ class MetricsEndpoints(_Strict):
         description="connector kind -> port of its `ctxsync connect` process")
 
 
+class ProfilePrivacy(_Strict):
+    """A profile's `privacy:` section: turns the job's PII protection on and says where its keys are
+    (README: Security, PII protection). The master key itself is never in jobs.yaml."""
+
+    enabled: bool = True
+    master_key_env: str | None = Field(default="CTXSYNC_MASTER_KEY", pattern=_ENV_NAME_PATTERN,
+                                       description="environment variable with the base64 master key")
+    master_key_file: str | None = Field(default=None, description="file with the base64 master key (used "
+                                        "when the variable is unset)")
+    keystore: Literal["redis", "file"] = Field(default="redis", description="where the wrapped per-user data "
+                                               "keys live: the profile's Redis (hash <prefix>:keys) or files")
+    keystore_path: str | None = Field(default=None, description="directory of the file key store")
+
+    @model_validator(mode="after")
+    def _store_located(self) -> "ProfilePrivacy":
+        if self.keystore == "file" and not self.keystore_path:
+            raise ValueError("keystore: file needs keystore_path")
+        return self
+
+
 class Profile(_Strict):
     source: Endpoint | KafkaSourceEndpoint = Field(discriminator="type")
     sink: Endpoint | KafkaSinkEndpoint = Field(discriminator="type")
@@ -271,10 +296,11 @@ class Profile(_Strict):
                                   "position the next run continues from; default: $CTXSYNC_HOME/state or "
                                   "~/.cache/ctxsync/state")
     metrics: MetricsEndpoints = Field(default_factory=MetricsEndpoints)
+    privacy: ProfilePrivacy | None = Field(default=None, description="PII protection on, and its keys")
 
 
 _MODEL_ID = re.compile(r"[A-Za-z0-9._-]+")
-_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_ENV_NAME = _ENV_NAME_PATTERN
 
 
 class ModelGrant(_Strict):
@@ -307,6 +333,26 @@ class AccessSettings(_Strict):
         return self.models[model].user or f"{self.user_prefix}{model}"
 
 
+class PrivacySettings(_Strict):
+    """The job's `privacy:` section: which fields and attributes are PII and how each is protected."""
+
+    fields: dict[str, Mode] = Field(default_factory=lambda: {USER_FIELD: "pseudonymize"},
+                                    description="dotted event paths -> pseudonymize or encrypt")
+    attributes: dict[str, Mode] = Field(default_factory=dict, description="attribute names whose values "
+                                        "are protected -> pseudonymize or encrypt")
+
+    @field_validator("fields")
+    @classmethod
+    def _user_pseudonymized(cls, value: dict[str, Mode]) -> dict[str, Mode]:
+        if value.get(USER_FIELD, "pseudonymize") != "pseudonymize":
+            raise ValueError(f"{USER_FIELD} must be pseudonymize: history joins, Elasticsearch ids and erase "
+                             "find a user by the stable token")
+        return {USER_FIELD: "pseudonymize", **value}
+
+    def policy(self, keys: dict[str, str]) -> PrivacyPolicy:
+        return PrivacyPolicy(dict(self.fields), dict(self.attributes), keys)
+
+
 class JobConfig(_Strict):
     type: Literal["context-sync", "context-drift"]
     description: str = ""
@@ -316,6 +362,8 @@ class JobConfig(_Strict):
     batching: BatchingModel = Field(default_factory=BatchingModel)
     flink: dict[str, str] = Field(default_factory=dict)
     access: AccessSettings | None = Field(default=None, description="per-model Redis read grants")
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings, description="PII fields; protected "
+                                     "where the profile turns privacy on")
     profiles: dict[str, Profile]
 
     @field_validator("access")
@@ -546,3 +594,30 @@ def resolve_profile(profile: Profile, name: str, dev_endpoints: dict[str, str] |
         return Profile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, f"profile {name}", {}, "invalid profile")) from exc
+
+
+def privacy_policy(job: JobConfig, profile: Profile) -> PrivacyPolicy | None:
+    """The job's PII policy with the (resolved) profile's key locations, or None where privacy is off."""
+    keys = profile.privacy
+    if keys is None or not keys.enabled:
+        return None
+    located: dict[str, str] = {"store": keys.keystore}
+    if keys.master_key_env:
+        located["master_key_env"] = keys.master_key_env
+    if keys.master_key_file:
+        located["master_key_file"] = keys.master_key_file
+    if keys.keystore == "file":
+        located["path"] = str(keys.keystore_path)
+    else:
+        if profile.redis is None:
+            raise ConfigError("privacy.keystore: redis needs the profile's redis:", "or use keystore: file")
+        redis = profile.redis.model_dump(mode="json")
+        if profile.redis.password is not None:
+            redis["password"] = profile.redis.password.get_secret_value()
+        located["redis"] = json.dumps(redis)
+    return job.privacy.policy(located)
+
+
+def sync_settings(job: JobConfig, profile: Profile) -> SyncSettings:
+    """The operators' settings for a run of `job` on a resolved `profile` (privacy is per profile)."""
+    return replace(job.settings.to_settings(), privacy=privacy_policy(job, profile))

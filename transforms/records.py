@@ -17,6 +17,7 @@ from transforms.model import DeadLetter, Event
 from transforms.timestamps import format_iso_ms
 
 HISTORY, VIEW, ORDERING, CONFLICT, DEAD_LETTER, DUPLICATE = "H", "V", "O", "C", "D", "U"
+TOMBSTONE = "T"  # the end of an aggregate's view (an erased user): a null record on the views topic
 
 
 def aggregate_key(category: str, user_id: str) -> str:

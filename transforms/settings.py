@@ -8,6 +8,18 @@ if TYPE_CHECKING:
     from transforms.expectations import CompiledSuite
 
 ConflictPolicy = Literal["last-writer-wins", "reject"]
+Mode = Literal["pseudonymize", "encrypt"]
+USER_FIELD = "contextDelta.userId"
+
+
+@dataclass(frozen=True)
+class PrivacyPolicy:
+    """What transforms/privacy.py protects, and where the operator finds its keys (`keys`: a description
+    such as `{"store": "file", "path": ...}` that ctxsync.io.keystore opens; never a key itself)."""
+
+    fields: dict[str, Mode] = field(default_factory=lambda: {USER_FIELD: "pseudonymize"})
+    attributes: dict[str, Mode] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -21,6 +33,7 @@ class SyncSettings:
     future_skew_ms: int = 5 * 60 * 1000
     max_event_bytes: int = 1_000_000
     expectations: "CompiledSuite | None" = None  # opt-in GE suite, compiled (transforms/expectations.py)
+    privacy: PrivacyPolicy | None = None  # PII protection of outputs, on where the profile says (privacy.py)
 
     def category_of(self, attribute: str) -> str:
         return self.categories.get(attribute, self.default_category)

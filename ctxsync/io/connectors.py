@@ -95,6 +95,11 @@ class RedisViewsHandler(Handler):
         writes, dead = [], []
         for message in messages:
             value = message.value()
+            if value is None and message.key():  # a tombstone (erase): the views written so far, then the delete
+                self._flush(writes, stats)
+                writes = []
+                stats.written += self.sink.delete(message.key().decode())
+                continue
             try:
                 view = orjson.loads(value)
                 missing = [k for k in VIEW_FIELDS if k not in view]
@@ -105,11 +110,14 @@ class RedisViewsHandler(Handler):
             except (orjson.JSONDecodeError, TypeError, AttributeError) as exc:
                 dead.append(dead_letter("bad_view_record", f"view changelog record is not a JSON object: {exc}",
                                         self.stage, value or b"", origin_of(message)))
+        self._flush(writes, stats)
+        return dead
+
+    def _flush(self, writes: list[ViewWrite], stats: ConnectorStats) -> None:
         latest = coalesce(writes)
         applied, skipped = self.sink.write(latest)
         stats.written += applied
         stats.skipped += skipped + len(writes) - len(latest)
-        return dead
 
 
 def coalesce(writes: list[ViewWrite]) -> list[ViewWrite]:

@@ -103,6 +103,11 @@ class RedisViewSink:
         applied = sum(1 for r in results if r == 1)
         return applied, count - applied
 
+    def delete(self, aggregate_key: str) -> int:
+        """Remove the view of `<category>:<userId>` (a tombstone on the views topic); 1 if there was one."""
+        category, _, user_id = aggregate_key.partition(":")
+        return int(self.client.delete(view_key(self.prefix, category, user_id)))
+
     def read(self, category: str, user_id: str) -> dict[str, Any] | None:
         fields = self.client.hgetall(view_key(self.prefix, category, user_id))
         return view_from_hash(_text(fields)) if fields else None

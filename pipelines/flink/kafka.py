@@ -30,7 +30,7 @@ from ctxsync.io.avro import avro_payload_to_json
 from pipelines.flink.batches import TIME_COLUMNS_SQL, batches
 from transforms.batching import Batching
 from transforms.ingest import ingest
-from transforms.records import DEAD_LETTER, DUPLICATE, HISTORY, VIEW, untag
+from transforms.records import DEAD_LETTER, DUPLICATE, HISTORY, TOMBSTONE, VIEW, untag
 from transforms.settings import SyncSettings
 
 STARTS = ("committed", "earliest", "latest", "timestamp")
@@ -143,22 +143,23 @@ def kafka_lines(lines: list[str], ttl: int | None) -> list[str]:
 def route_sql(spec: KafkaJobSpec, batches: str, sink: str = "ctx_outputs") -> str:
     """The Java half of the routing: every line of a batch's output string (`kafka_lines`, joined by
     newlines, which JSON text never holds raw) becomes one record of the sink table. Views are keyed by
-    their aggregate key (the compacted changelog), dead letters by origin and given reason, stage and
-    origin headers; history and violations are unkeyed."""
+    their aggregate key (the compacted changelog; a tombstone line is a null value there), dead letters by
+    origin and given reason, stage and origin headers; history and violations are unkeyed."""
     def field(name: str) -> str:
         return f"ENCODE(JSON_VALUE(v, '$.{name}'), 'UTF-8')"
 
     headers = ", ".join(f"'{name}', {field(name)}" for name in DLQ_HEADERS)
-    topic = (f"CASE kind WHEN 'V' THEN {_quote(spec.views_topic)} WHEN 'H' THEN {_quote(spec.history_topic)} "
+    topic = (f"CASE kind WHEN 'V' THEN {_quote(spec.views_topic)} WHEN 'T' THEN {_quote(spec.views_topic)} WHEN 'H' THEN {_quote(spec.history_topic)} "
              f"WHEN 'D' THEN {_quote(spec.dlq_topic)} ELSE {_quote(spec.violations_topic)} END")
     return (f"INSERT INTO {sink} SELECT "
-            f"CASE kind WHEN 'V' THEN {field('key')} WHEN 'D' THEN {field('origin')} END, ENCODE(v, 'UTF-8'), "
+            f"CASE kind WHEN 'V' THEN {field('key')} WHEN 'T' THEN {field('key')} WHEN 'D' THEN {field('origin')} END, "
+            f"CASE kind WHEN 'T' THEN CAST(NULL AS BYTES) ELSE ENCODE(v, 'UTF-8') END, "
             f"CAST({topic} AS STRING), CAST(CASE kind WHEN 'D' THEN MAP[{headers}] END AS MAP<STRING, BYTES>) "
             f"FROM (SELECT SUBSTRING(line FROM 1 FOR 1) AS kind, SUBSTRING(line FROM 2) AS v "
             f"FROM {batches} CROSS JOIN UNNEST(SPLIT(batch, CHR(10))) AS lines(line))")
 
 
-def route_lines(lines: list[str], spec: KafkaJobSpec) -> list[tuple[bytes | None, bytes, str, dict[str, bytes]]]:
+def route_lines(lines: list[str], spec: KafkaJobSpec) -> list[tuple[bytes | None, bytes | None, str, dict[str, bytes]]]:
     """The Kafka records (key, value, topic, headers) the job writes for one event's tagged output lines:
     `kafka_lines` and `route_sql` done in Python, for tests and benchmarks that publish without Flink.
     The TTL is read from the history record (the engine has the Event at hand)."""
@@ -166,10 +167,12 @@ def route_lines(lines: list[str], spec: KafkaJobSpec) -> list[tuple[bytes | None
     for line in lines:
         if line[0] == HISTORY:
             ttl = (orjson.loads(untag(line)[3]).get("propagationRules") or {}).get("ttl")
-    records: list[tuple[bytes | None, bytes, str, dict[str, bytes]]] = []
+    records: list[tuple[bytes | None, bytes | None, str, dict[str, bytes]]] = []
     for line in kafka_lines(lines, int(ttl) if ttl else None):
         kind, value = line[0], line[1:]
-        if kind == VIEW:
+        if kind == TOMBSTONE:
+            records.append((orjson.loads(value)["key"].encode(), None, spec.views_topic, {}))
+        elif kind == VIEW:
             records.append((orjson.loads(value)["key"].encode(), value.encode(), spec.views_topic, {}))
         elif kind == HISTORY:
             records.append((None, value.encode(), spec.history_topic, {}))
@@ -195,6 +198,8 @@ def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parall
         batching = replace(batching, buckets=1)
 
     class SyncKafkaBuckets(SyncBuckets):
+        controls = True
+
         def origin(self, seq: int, part: int) -> str:
             return f"{topic}/{part}/{seq}"
 

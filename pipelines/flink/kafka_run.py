@@ -98,7 +98,7 @@ def _input_config(profile: Any) -> dict[str, Any]:
     return {"bootstrap.servers": source.bootstrap, **source.security.client_config()}
 
 
-def _start_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restore: str | None) -> Any:
+def _start_job(spec: KafkaJobSpec, job: Any, settings: Any, parallelism: int, state: Path, restore: str | None) -> Any:
     """Build the Kafka job (checkpoints retained under `state`, restored from `restore`) and start it."""
     from ctxsync.jars import kafka_jars
     from pipelines.flink.env import flink_environment
@@ -112,12 +112,12 @@ def _start_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, rest
     env = flink_environment(flink, parallelism=1, jars=[str(p) for p in kafka_jars()])
     env.enable_checkpointing(spec.checkpoint_interval_ms)
     cache_size = int(job.flink.get("python.state.cache-size", "10000"))
-    build_kafka_job(env, replace(spec, bounded=False), job.settings.to_settings(), parallelism,
+    build_kafka_job(env, replace(spec, bounded=False), settings, parallelism,
                     job.batching.to_batching(), cache_size)
     return env.execute_async(f"ctxsync context-sync ({spec.input_topic})")
 
 
-def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restore: str | None,
+def _run_job(spec: KafkaJobSpec, job: Any, settings: Any, parallelism: int, state: Path, restore: str | None,
              source: _Input, base: Offsets, progress: Any) -> tuple[str, Offsets]:
     """Run the job until its input is covered (bounded) or it is interrupted; (savepoint, offsets then)."""
     from pipelines.flink.control import JobFailed, stop_requests, stop_with_savepoint, watch
@@ -126,7 +126,7 @@ def _run_job(spec: KafkaJobSpec, job: Any, parallelism: int, state: Path, restor
     # interrupts a call into the JVM half-way (py4j would log its own traceback)
     with stop_requests() as interrupted:
         progress.note("starting Flink (JVM, job graph, Python workers: 10-30 s here)")
-        client = _start_job(spec, job, parallelism, state, restore)
+        client = _start_job(spec, job, settings, parallelism, state, restore)
         bounded, targets = spec.bounded, source.high
         total = sum(max(targets[p] - base.get(p, 0), 0) for p in targets)
         last: Offsets | None = None
@@ -180,7 +180,7 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
                       fresh: bool = False, with_connectors: bool = True) -> KafkaRunResult:
     """Run the profile's Kafka job from where the last run stopped (or from the start: `fresh`), then
     (bounded) or alongside (unbounded) the Redis and Elasticsearch connectors."""
-    from ctxsync.config import resolve_profile
+    from ctxsync.config import resolve_profile, sync_settings
     from ctxsync.io.clients import kafka_config, kafka_sink
     from ctxsync.io.connectors import profile_connectors, run_all
     from ctxsync.io.kafka_io import TopicSpec, check_reachable, ensure_topics, topic_ends
@@ -235,7 +235,8 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
             runner = threading.Thread(target=run_all, args=(connectors, False, stop), daemon=True)
             runner.start()
         try:
-            new_savepoint, offsets = _run_job(spec, job, parallelism, state, restore, source, base, progress)
+            new_savepoint, offsets = _run_job(spec, job, sync_settings(job, profile), parallelism, state, restore,
+                                              source, base, progress)
         finally:
             stop.set()
             if runner is not None:

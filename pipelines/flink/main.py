@@ -80,7 +80,7 @@ def build_file_job(job: JobConfig, input_path: Path, out_dir: Path, parallelism:
 
 def build_kafka_job(job: JobConfig, job_name: str, profile_name: str, parallelism: int, dev_dir: Path | None):
     """Kafka -> context-sync -> Kafka (pipelines/flink/kafka.py), with the connector jars shipped."""
-    from ctxsync.config import resolve_profile
+    from ctxsync.config import resolve_profile, sync_settings
     from ctxsync.io.clients import kafka_config, kafka_sink
     from ctxsync.jars import kafka_jars
     from ctxsync.servers import running_endpoints
@@ -96,7 +96,7 @@ def build_kafka_job(job: JobConfig, job_name: str, profile_name: str, parallelis
     env = environment(job_flink_conf(job, jars), parallelism)
     env.enable_checkpointing(spec.checkpoint_interval_ms)
     cache_size = int(job.flink.get("python.state.cache-size", "10000"))
-    add_kafka_job(env, spec, job.settings.to_settings(), parallelism, job.batching.to_batching(), cache_size)
+    add_kafka_job(env, spec, sync_settings(job, profile), parallelism, job.batching.to_batching(), cache_size)
     return env
 
 

@@ -24,14 +24,16 @@ from pyflink.datastream.state import MapStateDescriptor
 
 from pipelines.flink.batches import line_batches
 from transforms.batching import Batching, bucket_of, split_batch
+from transforms.control import CONTROL_PREFIX, parse_control
 from transforms.ingest import dead_letter_line, ingest, is_blank
 from transforms.model import Event
-from transforms.records import DUPLICATE
+from transforms.records import DUPLICATE, TOMBSTONE, aggregate_key, tagged
 from transforms.settings import SyncSettings
 from transforms.sync import UserState, sync_step
 from transforms.validate import dead_letter
 
 Parsed = tuple[str, Event | str]
+CONTROL_TEXT = CONTROL_PREFIX.decode("latin-1")
 
 
 def _state_from_blob(blob: bytes) -> UserState:
@@ -47,8 +49,13 @@ def _blob(state: UserState) -> bytes:
 class SyncBuckets(KeyedProcessFunction):
     """Runs `sync_step` over each batch in arrival order, keeping users' state in the bucket's MapState.
 
-    Subclasses say how a framed payload is parsed (`parse`) and how a batch's outputs leave (`emit`).
+    Subclasses say how a framed payload is parsed (`parse`) and how a batch's outputs leave (`emit`), and
+    whether the input may carry control records (`controls`: erase commands on the Kafka input).
+    With PII protection on (settings.privacy), every output but views is protected before it leaves, and
+    events of erased users from before their erase are dropped (transforms/privacy.py).
     """
+
+    controls = False
 
     def __init__(self, settings: SyncSettings, batching: Batching, cache_size: int = 10_000) -> None:
         self.settings = settings
@@ -56,11 +63,16 @@ class SyncBuckets(KeyedProcessFunction):
         self.cache_size = cache_size
         self.cache: dict[str, UserState] = {}
         self.users: Any = None
+        self.protector: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.users = runtime_context.get_map_state(
             MapStateDescriptor("users", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.cache = {}
+        if self.settings.privacy is not None:
+            from ctxsync.io.keystore import open_protector  # the key store's clients: only with privacy on
+
+            self.protector = open_protector(self.settings.privacy)
         gc.freeze()  # setup done: full collections need not walk the worker's modules (PyFlink, Beam)
 
     def parse(self, seq: int, part: int, payload: str, now_ms: int) -> Parsed | None:
@@ -82,16 +94,22 @@ class SyncBuckets(KeyedProcessFunction):
         now_ms = int(time.time() * 1000)
         outputs: list[list[str]] = []
         dirty: dict[str, UserState] = {}
+        protector = self.protector
         for seq, part, payload in split_batch(value[1]):
+            if self.controls and payload.startswith(CONTROL_TEXT):
+                outputs.append(self.route(self._control(seq, part, payload, dirty), None))
+                continue
             parsed = self.parse(seq, part, payload, now_ms)
             if parsed is None:
                 continue
             key, event = parsed
             if isinstance(event, str):  # a dead-letter line: no state involved
-                outputs.append(self.route([event], None))
+                outputs.append(self.route(self._protect([event], None), None))
                 continue
             if bucket_of(key, buckets) != bucket:
-                outputs.append(self.route([self._misrouted(event, payload, part)], None))
+                outputs.append(self.route(self._protect([self._misrouted(event, payload, part)], None), None))
+                continue
+            if protector is not None and protector.suppressed(key, event.ts):
                 continue
             state = cache.pop(key, None)
             if state is None:
@@ -103,7 +121,7 @@ class SyncBuckets(KeyedProcessFunction):
             cache[key] = state
             if len(lines) > 1 or lines[0][0] != DUPLICATE:  # a duplicate changes nothing
                 dirty[key] = state
-            outputs.append(self.route(lines, event.ttl))
+            outputs.append(self.route(self._protect(lines, key), event.ttl))
             if len(outputs) >= self.batching.max_events:
                 yield from self.emit(outputs)
                 outputs = []
@@ -111,6 +129,30 @@ class SyncBuckets(KeyedProcessFunction):
             users.put(key, _blob(state))
         if outputs:
             yield from self.emit(outputs)
+
+    def _protect(self, lines: list[str], user_id: str | None) -> list[str]:
+        return lines if self.protector is None else self.protector.lines(lines, user_id)
+
+    def _control(self, seq: int, part: int, payload: str, dirty: dict[str, UserState]) -> list[str]:
+        """An erase command: the user's state goes (a tombstone per view they had), and the key store's
+        erase marker is read again, so their earlier events are dropped if they come by once more.
+        A command that is malformed or not signed with the job's key is dead-lettered."""
+        raw = payload.encode("latin-1")
+        command = parse_control(raw, None if self.protector is None else self.protector.control_key)
+        if isinstance(command, str):
+            return self._protect([dead_letter_line(dead_letter(
+                raw, seq, self.origin(seq, part), "refused_control", command, "control"))], None)
+        user = command.user_id
+        state = self.cache.pop(user, None)
+        blob = self.users.get(user)
+        if state is None and blob is not None:
+            state = _state_from_blob(blob)
+        self.users.remove(user)
+        dirty.pop(user, None)
+        if self.protector is not None:
+            self.protector.keys.forget(self.protector.token(user))
+        categories = sorted(state["aggs"]) if state else []
+        return [tombstone_line(seq, aggregate_key(category, user)) for category in categories]
 
     def _misrouted(self, event: Event, payload: str, part: int) -> str:
         """The engine's JSON reading of userId differed from ours (never seen; guarded, not assumed)."""
@@ -138,6 +180,11 @@ class SyncFileBuckets(SyncBuckets):
 
     def emit(self, outputs: list[list[str]]) -> Iterable[str]:
         yield join_batch(outputs)
+
+
+def tombstone_line(seq: int, key: str) -> str:
+    """The end of an aggregate's view (its user was erased): a null record for the compacted views topic."""
+    return tagged(TOMBSTONE, seq, {"key": key})
 
 
 def join_batch(outputs: list[list[str]]) -> str:
