@@ -42,6 +42,7 @@ from ctxsync.io.connectors import redis_connector  # noqa: E402
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer  # noqa: E402
 from ctxsync.servers import LocalServers  # noqa: E402
 from pipelines.flink.kafka import KafkaJobSpec, build_kafka_job  # noqa: E402
+from pipelines.flink.kafka_run import RUN_DEFAULTS  # noqa: E402
 
 
 WARM_UP = 30_000  # events produced at 1,000/s before any rate is measured
@@ -52,12 +53,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def start_job(spec: KafkaJobSpec, job):
-    """Submit the unbounded Kafka job to a local mini-cluster; returns its JobClient."""
+def start_job(spec: KafkaJobSpec, job, checkpoints: Path):
+    """Submit the unbounded Kafka job to a local mini-cluster; returns its JobClient.
+
+    Checkpoints go to files as on every real run: the default (JobManager memory) refuses state over 5 MB,
+    which 10,000 users pass within a minute, and the job then restarts in a loop."""
     from ctxsync.jars import kafka_jars
     from pipelines.flink.env import flink_environment
 
-    env = flink_environment(job.flink, parallelism=1, jars=[str(p) for p in kafka_jars()])
+    flink = {**RUN_DEFAULTS, **job.flink, "execution.checkpointing.storage": "filesystem",
+             "execution.checkpointing.dir": checkpoints.resolve().as_uri()}
+    env = flink_environment(flink, parallelism=1, jars=[str(p) for p in kafka_jars()])
     env.enable_checkpointing(spec.checkpoint_interval_ms)
     build_kafka_job(env, spec, job.settings.to_settings(), 1, job.batching.to_batching())
     return env.execute_async("ctxsync latency bench")
@@ -195,7 +201,7 @@ def main() -> None:
                           + [TopicSpec("context.dlq", 1)])
             spec = KafkaJobSpec(bootstrap=endpoints["kafka"], bounded=False, start="earliest", delivery=args.delivery,
                                 checkpoint_interval_ms=args.checkpoint_ms)
-            client = start_job(spec, job)
+            client = start_job(spec, job, Path(tmp) / "checkpoints")
             multiprocessing.get_context("spawn").Process(
                 target=run_connector, args=(config, endpoints["redis"], stop), daemon=True).start()
             views = AppliedViews(redis.Redis.from_url(endpoints["redis"]))
