@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import signal
 import sys
 import tempfile
 import threading
@@ -187,6 +188,9 @@ def main() -> None:
     parser.add_argument("--window", help="batch window, e.g. 20ms (default: jobs.yaml)")
     args = parser.parse_args()
     import redis
+
+    # a kill must still stop the servers and the connector (the finally below): leftovers skew the next run
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     job = resolve_job(ROOT / "jobs.yaml", "context-sync", [f"batching.window={args.window}"] if args.window else [])
     with tempfile.TemporaryDirectory(prefix="ctxsync-latency-") as tmp:

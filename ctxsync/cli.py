@@ -11,7 +11,7 @@ from typing import NoReturn
 from ctxsync import __version__
 from ctxsync.errors import debug_enabled, explain
 
-COMMANDS = ("run", "jobs", "generate", "validate", "drift-report", "dev", "replay", "view", "history", "connect", "cluster", "submit", "verify", "snapshot", "as-of", "pit-join", "dlq", "acl")
+COMMANDS = ("run", "jobs", "generate", "validate", "drift-report", "dev", "replay", "view", "history", "connect", "cluster", "submit", "verify", "snapshot", "as-of", "pit-join", "dlq", "acl", "audit")
 
 EPILOG = """\
 examples:
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ctxsync {__version__}")
     parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
+    parser.add_argument("--actor", metavar="NAME",
+                        help="who acts, for the audit log (default: $CTXSYNC_AUDIT_ACTOR, else the OS user@host)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"ctxsync.commands.{name.replace('-', '_')}").register(sub)

@@ -267,6 +267,14 @@ class MetricsEndpoints(_Strict):
         description="connector kind -> port of its `ctxsync connect` process")
 
 
+class AuditSettings(_Strict):
+    """Where operator actions are recorded, and whether they may run unrecorded (README: Security, Audit log)."""
+
+    required: bool = Field(default=False, description="refuse audited actions (replay, run --fresh, submit, "
+                           "acl apply, ...) when no audit key is configured; else run them unrecorded")
+    topic: str = Field(default="context.audit", description="Kafka profiles: the log's topic (one partition)")
+
+
 class ProfilePrivacy(_Strict):
     """A profile's `privacy:` section: turns the job's PII protection on and says where its keys are
     (README: Security, PII protection). The master key itself is never in jobs.yaml."""
@@ -296,6 +304,7 @@ class Profile(_Strict):
                                   "position the next run continues from; default: $CTXSYNC_HOME/state or "
                                   "~/.cache/ctxsync/state")
     metrics: MetricsEndpoints = Field(default_factory=MetricsEndpoints)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     privacy: ProfilePrivacy | None = Field(default=None, description="PII protection on, and its keys")
 
 

@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ctxsync.audit import record_action
     from ctxsync.io.redis_acl import model_users
 
     job = resolve_job(args.jobs, args.job, [])
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
             print(user.shown())
         return 0
     profile = profile_from_args(args)
+    record_action(args.profile, "acl-apply", {"job": args.job, "models": ",".join(sorted(job.access.models)),
+                                              "prune": str(args.prune).lower()}, job=job, actor=args.actor)
     return _apply(profile.redis, job.access, args.prune)
 
 

@@ -220,7 +220,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _audit_details(args: argparse.Namespace, topic: str) -> dict[str, str]:
+    """What was replayed where; a --user filter is recorded as set, not by its userId (personal data)."""
+    details = {"job": args.job, "topic": topic,
+               "source": str(args.file) if args.file is not None else f"topic {args.from_topic}"}
+    for name in ("since", "until", "model", "event_type", "rate", "format"):
+        if getattr(args, name) is not None:
+            details[name] = str(getattr(args, name))
+    if args.user is not None:
+        details["user"] = "(one user)"
+    return details
+
+
 def run(args: argparse.Namespace) -> int:
+    from ctxsync.audit import record_action
     from ctxsync.io.clients import kafka_config, kafka_sink, kafka_source
     from ctxsync.io.kafka_io import TopicSpec, check_reachable, ensure_topics, producer
     from ctxsync.servers import running_endpoints
@@ -237,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
     topic = args.topic or source.topic
     config = {"bootstrap.servers": source.bootstrap, **source.security.client_config()}
     check_reachable(config)
+    record_action(args.profile, "replay", _audit_details(args, topic), job=job, actor=args.actor)
     if sink.create_topics:
         ensure_topics(kafka_config(profile), [TopicSpec(topic, sink.partitions)])
     progress = Progress(f"replay -> {topic}")

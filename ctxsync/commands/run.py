@@ -89,6 +89,11 @@ def _run_kafka(args: argparse.Namespace, job) -> int:
     """`--profile local|prod`: the Kafka job, continued from the last run, then the connectors."""
     if args.runner != "flink":
         raise ConfigError(f"profile {args.profile!r} runs on the flink runner only")
+    if args.fresh:
+        from ctxsync.audit import record_action
+
+        keys = " ".join(o.partition("=")[0] for o in args.overrides)  # values may be secrets: keys only
+        record_action(args.profile, "run-fresh", {"job": args.job, "overrides": keys}, job=job, actor=args.actor)
     progress = Progress(f"{args.job} [{args.profile}]")
     result = run_kafka_profile(args.job, job, args.profile, job.parallelism, progress, fresh=args.fresh)
     progress.done(f"{result.input_records:,} input records")

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ctxsync.cluster import ClusterError
+from ctxsync.commands.profile_args import add_profile_args
 from ctxsync.config import ConfigError, resolve_job, resolve_profile
 from ctxsync.errors import check_input_file
 from ctxsync.progress import Progress
@@ -71,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--jobmanager flink:8081")
     p.add_argument("job_id", metavar="JOB_ID", type=_job_id, help="32 hex digits, as `ctxsync status` lists")
     p.add_argument("--dir", help="target directory URI (default: the cluster's state.savepoints.dir)")
+    add_profile_args(p, "audit log")
     p.set_defaults(func=run_savepoint)
 
     p = _control_parser(sub, "cancel", "cancel a job, or stop it with a savepoint (--savepoint)",
@@ -79,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("job_id", metavar="JOB_ID", type=_job_id, help="32 hex digits, as `ctxsync status` lists")
     p.add_argument("--savepoint", action="store_true", help="stop with a savepoint and print its path")
     p.add_argument("--dir", help="savepoint directory URI (default: the cluster's state.savepoints.dir)")
+    add_profile_args(p, "audit log")
     p.set_defaults(func=run_cancel)
 
     p = _control_parser(sub, "status", "list the jobs on a Flink cluster, with their state and last checkpoint",
@@ -101,6 +104,7 @@ def _jobmanager(args: argparse.Namespace) -> str:
 
 
 def run_submit(args: argparse.Namespace) -> int:
+    from ctxsync.audit import record_action
     from pipelines.flink import client as fc
 
     job = resolve_job(args.jobs, args.job, args.overrides)  # fail here, not inside the Flink client
@@ -117,6 +121,10 @@ def run_submit(args: argparse.Namespace) -> int:
         profile = resolve_profile(job.profile(args.profile), args.profile, running_endpoints(args.dev_dir))
         check_reachable(kafka_config(profile))
     jobmanager = _jobmanager(args)
+    record_action(args.profile, "submit", {"job": args.job, "jobmanager": jobmanager,
+                                           "from_savepoint": args.from_savepoint or "",
+                                           "parallelism": str(args.parallelism or job.parallelism)},
+                  job=job, dev_dir=args.dev_dir, actor=args.actor)
     submission = fc.Submission(args.job, args.profile, jobmanager, args.parallelism, args.from_savepoint,
                                tuple(args.overrides), args.jobs, args.input, args.out, args.dev_dir)
     progress = Progress(f"submit {args.job}")
@@ -138,10 +146,24 @@ def run_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(args: argparse.Namespace, action: str, jobmanager: str) -> None:
+    """Audit a control action on a job that exists (an unknown id or a cluster that is down fails first)."""
+    from ctxsync.audit import record_action
+    from pipelines.flink import client as fc
+
+    name = fc.job_detail(jobmanager, args.job_id).get("name", "")
+    record_action(args.profile, action, {"flink_job": args.job_id, "name": name, "jobmanager": jobmanager,
+                                         "with_savepoint": str(action == "savepoint" or args.savepoint).lower(),
+                                         "dir": args.dir or ""},
+                  job=resolve_job(args.jobs, args.job, []), actor=args.actor)
+
+
 def run_savepoint(args: argparse.Namespace) -> int:
     from pipelines.flink import client as fc
 
-    print(fc.savepoint(_jobmanager(args), args.job_id, args.dir))
+    jobmanager = _jobmanager(args)
+    _record(args, "savepoint", jobmanager)
+    print(fc.savepoint(jobmanager, args.job_id, args.dir))
     return 0
 
 
@@ -149,6 +171,7 @@ def run_cancel(args: argparse.Namespace) -> int:
     from pipelines.flink import client as fc
 
     jobmanager = _jobmanager(args)
+    _record(args, "cancel", jobmanager)
     if args.savepoint:
         print(fc.stop_with_savepoint(jobmanager, args.job_id, args.dir))
     else:
