@@ -47,12 +47,14 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.beam.compat import beam_urns
+from pipelines.beam.metrics import job_counters, record_tally
 from pipelines.file_outputs import OutputCollector, Summary
 from transforms.ingest import DEAD_LETTER_KEY, ingest, is_blank
 from transforms.model import Event
-from transforms.records import VIEW
+from transforms.records import HISTORY, VIEW
 from transforms.settings import SyncSettings
 from transforms.sync import UserState, sync_step
+from transforms.tally import lags_ms, tally_lines
 
 if TYPE_CHECKING:
     from ctxsync.config import JobConfig
@@ -115,6 +117,7 @@ class ReadAndIngest(beam.DoFn):
             else:
                 by_user.setdefault(key, []).append(value)
         if dead:
+            record_tally(tally_lines(dead))
             yield beam.pvalue.TaggedOutput(DEAD, "\n".join(dead))
         for user, events in by_user.items():
             yield user, pickle.dumps(events, pickle.HIGHEST_PROTOCOL)  # one pickle, not one per Event
@@ -129,13 +132,16 @@ class IngestRecords(beam.DoFn):
     def process(self, record: tuple[int, bytes]) -> Iterator[Any]:
         seq, raw = record
         key, value = ingest(raw, seq, f"{self.origin_prefix}:{seq}", int(time.time() * 1000), self.settings)
+        if key == DEAD_LETTER_KEY:
+            record_tally(tally_lines([value]))
         yield beam.pvalue.TaggedOutput(DEAD, value) if key == DEAD_LETTER_KEY else (key, value)
 
 
 def fold_user(
-    state: UserState | None, events: Iterable[Event], settings: SyncSettings
+    state: UserState | None, events: Iterable[Event], settings: SyncSettings, accepted_ms: list[int] | None = None
 ) -> tuple[UserState | None, list[str]]:
-    """sync_step over events sorted by seq; of each aggregate's views only the last is kept.
+    """sync_step over events sorted by seq; of each aggregate's views only the last is kept. The event
+    times of accepted events go to `accepted_ms` (the job metrics' lag).
 
     Every sink keeps the latest view per aggregate (the file sink by seq, an index by upsert), so the
     earlier views of one fold are dropped here rather than shipped.
@@ -144,6 +150,8 @@ def fold_user(
     views: dict[str, str] = {}
     for event in sorted(events, key=lambda e: e.seq):
         state, lines = sync_step(state, event, settings)
+        if accepted_ms is not None and lines[-1][0] == HISTORY:
+            accepted_ms.append(event.ts)
         for line in lines:
             if line[0] == VIEW:
                 views[line.split("\t", 2)[1]] = line
@@ -153,6 +161,12 @@ def fold_user(
     return state, outputs
 
 
+def record_fold(outputs: list[str], accepted_ms: list[int], started: float) -> None:
+    """One fold's job metrics: its output lines, its accepted events' lag, its time since `started`."""
+    record_tally(tally_lines(outputs), lags_ms(accepted_ms, int(time.time() * 1000)),
+                 int((time.perf_counter() - started) * 1000))
+
+
 class FoldUser(beam.DoFn):
     """Batch: all of one user's events (after GroupByKey: one pickled list per chunk), folded in seq order."""
 
@@ -160,8 +174,10 @@ class FoldUser(beam.DoFn):
         self.settings = settings
 
     def process(self, group: tuple[str, Iterable[bytes]]) -> Iterator[str]:
+        started, accepted = time.perf_counter(), []
         events = (event for part in group[1] for event in pickle.loads(part))
-        _, outputs = fold_user(None, events, self.settings)
+        _, outputs = fold_user(None, events, self.settings, accepted)
+        record_fold(outputs, accepted, started)
         if outputs:
             yield "\n".join(outputs)  # one element per user: the text sink writes it as that many lines
 
@@ -195,7 +211,9 @@ class SyncUser(beam.DoFn):
         self, pending: Any = beam.DoFn.StateParam(PENDING), earliest: Any = beam.DoFn.StateParam(EARLIEST),
         user: Any = beam.DoFn.StateParam(USER),
     ) -> Iterator[str]:
-        state, outputs = fold_user(user.read(), pending.read(), self.settings)
+        started, accepted = time.perf_counter(), []
+        state, outputs = fold_user(user.read(), pending.read(), self.settings, accepted)
+        record_fold(outputs, accepted, started)
         pending.clear()
         earliest.clear()
         user.write(state)
@@ -247,12 +265,12 @@ def pipeline_options(parallelism: int) -> PipelineOptions:
 
 def run_job(
     input_path: Path, job: "JobConfig", out_dir: Path, parallelism: int | None = None,
-    timings: dict[str, float] | None = None,
+    timings: dict[str, float] | None = None, metrics: dict[str, int] | None = None,
 ) -> Summary:
     """Run the batch graph to text shards, then write the contract's files to out_dir from them.
 
     `timings["engine_s"]` gets the pipeline's own seconds (without merging the shards into files), as the
-    Flink runner reports it for the benchmark.
+    Flink runner reports it for the benchmark; `metrics` gets the job metrics' Beam counters.
     """
     settings = job.settings.to_settings()
     work = Path(tempfile.mkdtemp(prefix="ctxsync-beam-"))
@@ -261,6 +279,8 @@ def run_job(
         with beam_urns(), beam.Pipeline(options=pipeline_options(parallelism or job.parallelism)) as pipeline:
             lines = build_batch(pipeline, input_path, settings)
             lines | "WriteShards" >> beam.io.WriteToText(str(work / "part"), coder=StrUtf8Coder())
+        if metrics is not None:
+            metrics.update(job_counters(pipeline.result))  # run and waited for when the block ended
         if timings is not None:
             timings["engine_s"] = time.perf_counter() - start
         collector = OutputCollector()

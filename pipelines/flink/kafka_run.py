@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlparse
 from ctxsync import paths, run_ledger
 from ctxsync.io.kafka_positions import (Offsets, commit_offsets, committed_offsets, has_readable, offsets_for_time,
                                         partition_ends)
+from pipelines.flink.env import prometheus_reporter
 from pipelines.flink.kafka import KafkaJobSpec, build_kafka_job, job_spec
 
 RUN_DEFAULTS = {  # a Kafka run on the CLI: a persistent failure ends the run with its cause
@@ -187,6 +188,8 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
     from ctxsync.servers import running_endpoints
 
     profile = resolve_profile(job.profiles[profile_name], profile_name, running_endpoints())
+    # the job's metrics for Prometheus on the profile's port (README: Observability); `flink:` keys win
+    job = job.model_copy(update={"flink": {**prometheus_reporter(profile.metrics.job_port), **job.flink}})
     spec = job_spec(profile, job_name)
     config, sink = kafka_config(profile), kafka_sink(profile)
     check_reachable(config)

@@ -23,6 +23,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
 from pipelines.flink.batches import line_batches
+from pipelines.flink.metrics import FlinkJobMetrics
 from transforms.batching import Batching, bucket_of, split_batch
 from transforms.control import CONTROL_PREFIX, parse_control
 from transforms.ingest import dead_letter_line, ingest, is_blank
@@ -30,6 +31,7 @@ from transforms.model import Event
 from transforms.records import DUPLICATE, TOMBSTONE, aggregate_key, tagged
 from transforms.settings import SyncSettings
 from transforms.sync import UserState, sync_step
+from transforms.tally import lags_ms, tally_lines
 from transforms.validate import dead_letter
 
 Parsed = tuple[str, Event | str]
@@ -63,12 +65,14 @@ class SyncBuckets(KeyedProcessFunction):
         self.cache_size = cache_size
         self.cache: dict[str, UserState] = {}
         self.users: Any = None
+        self.metrics: Any = None
         self.protector: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.users = runtime_context.get_map_state(
             MapStateDescriptor("users", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.cache = {}
+        self.metrics = FlinkJobMetrics(runtime_context.get_metrics_group())
         if self.settings.privacy is not None:
             from ctxsync.io.keystore import open_protector  # the key store's clients: only with privacy on
 
@@ -91,9 +95,11 @@ class SyncBuckets(KeyedProcessFunction):
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         bucket, buckets = value[0], self.batching.buckets
         settings, cache, users = self.settings, self.cache, self.users
-        now_ms = int(time.time() * 1000)
+        now_ms, started = int(time.time() * 1000), time.perf_counter()
         outputs: list[list[str]] = []
         dirty: dict[str, UserState] = {}
+        tallied: list[str] = []  # the batch's tagged lines, counted once at its end (transforms/tally.py)
+        accepted_ms: list[int] = []  # event times of accepted events, for the lag histogram
         protector = self.protector
         for seq, part, payload in split_batch(value[1]):
             if self.controls and payload.startswith(CONTROL_TEXT):
@@ -104,10 +110,13 @@ class SyncBuckets(KeyedProcessFunction):
                 continue
             key, event = parsed
             if isinstance(event, str):  # a dead-letter line: no state involved
+                tallied.append(event)
                 outputs.append(self.route(self._protect([event], None), None))
                 continue
             if bucket_of(key, buckets) != bucket:
-                outputs.append(self.route(self._protect([self._misrouted(event, payload, part)], None), None))
+                misrouted = self._misrouted(event, payload, part)
+                tallied.append(misrouted)
+                outputs.append(self.route(self._protect([misrouted], None), None))
                 continue
             if protector is not None and protector.suppressed(key, event.ts):
                 continue
@@ -119,14 +128,18 @@ class SyncBuckets(KeyedProcessFunction):
                     del cache[next(iter(cache))]
             state, lines = sync_step(state, event, settings)
             cache[key] = state
+            tallied.extend(lines)
             if len(lines) > 1 or lines[0][0] != DUPLICATE:  # a duplicate changes nothing
                 dirty[key] = state
+                accepted_ms.append(event.ts)
             outputs.append(self.route(self._protect(lines, key), event.ttl))
             if len(outputs) >= self.batching.max_events:
                 yield from self.emit(outputs)
                 outputs = []
         for key, state in dirty.items():
             users.put(key, _blob(state))
+        self.metrics.record(tally_lines(tallied), lags_ms(accepted_ms, now_ms),
+                            int((time.perf_counter() - started) * 1000), len(cache))
         if outputs:
             yield from self.emit(outputs)
 
