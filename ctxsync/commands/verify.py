@@ -3,7 +3,9 @@ streams against it."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import time
 from typing import TYPE_CHECKING
 
 from ctxsync.commands.arg_types import positive_int
@@ -29,6 +31,11 @@ examples:
   ctxsync verify --user user-00042            # one user's views only
   ctxsync verify --sample 1000 --json         # 1,000 random keys (Redis-only extras not searched)
   ctxsync verify --profile prod
+  ctxsync verify --every 60 --metrics-port 9253   # check every minute, serve the ratio to Prometheus
+
+--every repeats the check (until Ctrl-C, or --count checks) and prints each report; with --metrics-port
+the latest ratio is served as ctxsync_consistency_ratio{sink="redis"} at http://HOST:PORT/metrics
+(HOST: the profile's metrics.host), which the alert rule CtxsyncConsistencyBelow999 watches.
 """
 SHOWN = 20  # mismatches listed in the table output
 
@@ -44,6 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-es", action="store_true",
                    help="skip the check that Elasticsearch holds every history document (default: check it "
                         "when the profile has an elasticsearch endpoint)")
+    p.add_argument("--every", type=positive_int, metavar="SECONDS",
+                   help="repeat the check every SECONDS seconds (default: check once)")
+    p.add_argument("--count", type=positive_int, metavar="N", help="with --every: stop after N checks "
+                   "(default: until Ctrl-C)")
+    p.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
+                   help="with --every: serve the latest consistency ratio to Prometheus on PORT "
+                        "(the local profile's Prometheus scrapes 9253; default 0 = off)")
     add_profile_args(p, "Kafka and Redis")
     p.set_defaults(func=run)
 
@@ -54,8 +68,12 @@ def run(args: argparse.Namespace) -> int:
     from ctxsync.io.clients import es_client, kafka_config, kafka_sink, redis_client
     from ctxsync.io.connectors import ES_GROUP, REDIS_GROUP
     from ctxsync.io.kafka_io import check_reachable
+    from ctxsync.errors import UsageError
     from ctxsync.servers import running_endpoints
 
+    if (args.metrics_port or args.count) and args.every is None:
+        raise UsageError("--metrics-port and --count need --every: a single check ends before Prometheus "
+                         "scrapes it", "e.g. ctxsync verify --every 60 --metrics-port 9253")
     job = resolve_job(args.jobs, args.job, [])
     profile = resolve_profile(job.profile(args.profile), args.profile, running_endpoints())
     config, topics = kafka_config(profile), kafka_sink(profile).topics
@@ -65,12 +83,40 @@ def run(args: argparse.Namespace) -> int:
     es = es_client(profile.elasticsearch) if profile.elasticsearch is not None and not args.no_es else None
     sources = Sources(config, topics.history, topics.views, REDIS_GROUP, client, profile.redis.prefix,
                       profile.redis.stream_maxlen, es, ES_GROUP)
-    report = verify(sources, job.settings.to_settings(), args.user, args.sample, args.seed)
-    if args.json:
-        print(json.dumps(report.to_json(), separators=(",", ":")))
-    else:
-        print_table(report)
-    return 1 if report.findings else 0
+    ratio = serve_ratio(profile.metrics.host, args.metrics_port) if args.metrics_port else None
+    checks = range(1) if args.every is None else itertools.count() if args.count is None else range(args.count)
+    status = 0
+    for check in checks:
+        if check:
+            time.sleep(args.every)
+        report = verify(sources, job.settings.to_settings(), args.user, args.sample, args.seed)
+        if ratio is not None:
+            ratio.set(report.ratio)
+        if args.json:
+            print(json.dumps(report.to_json(), separators=(",", ":")), flush=True)
+        else:
+            print_table(report)
+            print("\n" if args.every else "", end="", flush=True)
+        status = 1 if report.findings else 0
+    return status
+
+
+def serve_ratio(host: str, port: int):  # -> prometheus_client Gauge (imported lazily, like every CLI dependency)
+    """The ctxsync_consistency_ratio gauge in its own registry, served on host:port for the process' life."""
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    from ctxsync.errors import RuntimeFailure
+    from ctxsync.metric_names import CONNECTOR_METRICS
+
+    (spec,) = [m for m in CONNECTOR_METRICS if m.name == "ctxsync_consistency_ratio"]
+    registry = CollectorRegistry()
+    gauge = Gauge(spec.name, spec.help, spec.labels, registry=registry).labels("redis")
+    try:
+        start_http_server(port, host, registry)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot serve the consistency ratio on {host}:{port}: {exc}",
+                             "pick another --metrics-port") from exc
+    return gauge
 
 
 def print_table(report: "VerifyReport") -> None:
