@@ -136,7 +136,8 @@ def run_verify(args: argparse.Namespace) -> int:
     records = _records(args)
     verdict = verify(records, public)
     if not verdict.intact:
-        raise RuntimeFailure(f"audit log NOT intact after {verdict.entries} good entries: {verdict.problem}",
+        good = f"{verdict.entries} good {'entry' if verdict.entries == 1 else 'entries'}"
+        raise RuntimeFailure(f"audit log NOT intact after {good}: {verdict.problem}",
                              "restore the log from a copy, and find out who changed it")
     if args.contains and not any(digest(r.data) == args.contains for r in records):
         raise RuntimeFailure(f"audit log has no entry with hash {args.contains} ({verdict.entries} entries, last "

@@ -20,7 +20,7 @@ from ctxsync.config import ConfigError, resolve_job, resolve_profile
 from ctxsync.errors import RuntimeFailure, UsageError, check_input_file
 from ctxsync.progress import Progress
 from pipelines.reference import read_lines
-from transforms.timestamps import parse_iso_ms
+from transforms.timestamps import format_iso_ms, parse_iso_ms
 
 EPILOG = """\
 examples:
@@ -224,7 +224,10 @@ def _audit_details(args: argparse.Namespace, topic: str) -> dict[str, str]:
     """What was replayed where; a --user filter is recorded as set, not by its userId (personal data)."""
     details = {"job": args.job, "topic": topic,
                "source": str(args.file) if args.file is not None else f"topic {args.from_topic}"}
-    for name in ("since", "until", "model", "event_type", "rate", "format"):
+    for name in ("since", "until"):
+        if getattr(args, name) is not None:
+            details[name] = format_iso_ms(getattr(args, name))
+    for name in ("model", "event_type", "rate", "format"):
         if getattr(args, name) is not None:
             details[name] = str(getattr(args, name))
     if args.user is not None:
