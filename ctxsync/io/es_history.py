@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ctxsync.errors import RuntimeFailure
+from transforms.timestamps import format_iso_ms
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,10 @@ HISTORY_PREFIX = "context-history-"
 VIOLATIONS_INDEX = "context-violations"
 TEMPLATE_NAME = "context-history"
 VIOLATIONS_TEMPLATE_NAME = "context-violations"
+# Outside the contract's record, in each document's _source only: where the connector read the record
+# (topic/partition/offset) and when it indexed it, so `ctxsync trace` can time this hop. Readers of the
+# history (search_history) drop it; it is not mapped (dynamic: false).
+TRACE_FIELD = "@ctxsync"
 _KEYWORD = {"type": "keyword"}
 _DATE = {"type": "date"}
 
@@ -187,9 +192,10 @@ class EsBulkWriter:
         from elasticsearch import ApiError, ConnectionError as EsConnectionError, ConnectionTimeout
 
         operations: list[dict[str, Any]] = []
+        written = {"indexedAt": format_iso_ms(int(time.time() * 1000))}
         for doc in docs:
             operations.append({"create": {"_index": doc.index, "_id": doc.id}})
-            operations.append(doc.source)
+            operations.append({**doc.source, TRACE_FIELD: {**written, "origin": doc.origin}})
         try:
             response = self.client.bulk(operations=operations)
         except (EsConnectionError, ConnectionTimeout) as exc:
@@ -249,6 +255,6 @@ def search_history(client: Any, user: str, since: str | None = None, attribute: 
         batch = page["hits"]["hits"]
         if not batch:
             break
-        hits.extend(hit["_source"] for hit in batch)
+        hits.extend({k: v for k, v in hit["_source"].items() if k != TRACE_FIELD} for hit in batch)
         search_after = batch[-1]["sort"]
     return hits

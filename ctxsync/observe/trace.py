@@ -1,0 +1,271 @@
+"""One event's path through the system, hop by hop, with the time each hop was written.
+
+Every output carries the source event's id: the history record and violations have `eventId`, a view has
+it on each attribute the event set, a change-stream entry holds the view, a dead letter holds the original
+payload (`raw`) and where it was read (`origin`), an Elasticsearch document holds the record plus
+`@ctxsync.origin`/`@ctxsync.indexedAt` (written by the connector, outside the contract's record). So the
+trace searches by eventId, in bounded windows: Kafka topics from the first offset at or after `since`
+(offsets_for_times) to the end they had when the trace started, change streams by entry id from `since`.
+
+A view record stays on the views topic after later events changed other attributes of the aggregate, so
+the view an event *emitted* is the one of lowest version per aggregate that holds its eventId (the topic
+is keyed by aggregate: one partition, offsets in version order). A view whose only change was a deletion
+holds no trace of the event (deleted attributes are left out of views): it is not found.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from ctxsync.errors import RuntimeFailure
+from ctxsync.io.avro import avro_payload_to_json
+from ctxsync.io.es_history import HISTORY_PREFIX, TRACE_FIELD, VIOLATIONS_INDEX
+from ctxsync.io.kafka_positions import offsets_for_time, partition_ends
+from ctxsync.io.redis_views import stream_key, view_from_hash, view_key
+from transforms.timestamps import parse_iso_ms
+
+INPUT, HISTORY, VIEWS, VIOLATIONS, DLQ = "input", "history", "views", "violations", "dlq"
+STREAM, REDIS_VIEW, ES_HISTORY, ES_VIOLATIONS = "redis stream", "redis view", "es history", "es violations"
+ORDER = (INPUT, HISTORY, VIEWS, VIOLATIONS, DLQ, STREAM, REDIS_VIEW, ES_HISTORY, ES_VIOLATIONS)
+
+
+@dataclass
+class Hop:
+    stage: str               # one of ORDER
+    where: str               # topic/partition/offset, stream key and entry id, hash key, index/_id
+    time_ms: int | None      # when it was written: Kafka timestamp, stream entry id, ES indexedAt
+    note: str                # what the record says, in a few words
+    record: dict[str, Any] | None = field(default=None, repr=False)
+
+
+@dataclass
+class Trace:
+    event_id: str
+    since_ms: int
+    hops: list[Hop] = field(default_factory=list)
+
+    @property
+    def source_ms(self) -> int | None:
+        return next((h.time_ms for h in self.hops if h.stage == INPUT), None)
+
+    def to_json(self) -> dict[str, Any]:
+        source = self.source_ms
+        hops = [{**asdict(h), "delta_ms": None if h.time_ms is None or source is None else h.time_ms - source}
+                for h in self.hops]
+        return {"eventId": self.event_id, "since_ms": self.since_ms, "hops": hops}
+
+
+@dataclass(frozen=True)
+class Found:
+    """One Kafka record that matched."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+    @property
+    def origin(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+def scan_topic(config: dict[str, Any], topic: str, since_ms: int, wanted: Callable[[bytes], bool],
+               timeout_s: float = 10.0) -> list[Found]:
+    """The committed records of `topic` written at or after `since_ms` (up to the end the topic had when
+    the scan began) whose value satisfies `wanted`; [] for a missing topic."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    try:
+        _, high = partition_ends(config, topic, timeout_s)
+    except KeyError:
+        return []
+    starts = offsets_for_time(config, topic, high, since_ms, timeout_s)
+    pending = {p for p in high if starts[p] < high[p]}
+    if not pending:
+        return []
+    consumer = Consumer({**config, "group.id": "ctxsync-trace", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    found: list[Found] = []
+    try:
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(pending)])
+        last = time.monotonic()
+        while pending:
+            batch = consumer.consume(5000, timeout=0.2)
+            if not batch:
+                if time.monotonic() - last > timeout_s:
+                    raise RuntimeFailure(f"no progress reading {topic} for {timeout_s:.0f}s")
+                continue
+            last = time.monotonic()
+            for m in batch:
+                error = m.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(m.partition())
+                        continue
+                    raise RuntimeFailure(f"reading {topic}: {error}")
+                if m.offset() >= high[m.partition()] - 1:
+                    pending.discard(m.partition())
+                if m.offset() < high[m.partition()] and m.value() is not None and wanted(m.value()):
+                    found.append(Found(topic, m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(),
+                                       {k: v or b"" for k, v in (m.headers() or [])}))
+    finally:
+        consumer.close()
+    return found
+
+
+def _json(value: bytes | str) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _holds(view: dict[str, Any], event_id: str) -> list[str]:
+    """Names of the view's attributes that the event set."""
+    return sorted(name for name, a in (view.get("attributes") or {}).items() if a.get("eventId") == event_id)
+
+
+def first_views(views: Iterable[tuple[dict[str, Any], Any]], event_id: str) -> list[tuple[dict[str, Any], Any]]:
+    """Per aggregate key, the (view, where) of lowest version that holds the event's id: the one it emitted."""
+    best: dict[str, tuple[dict[str, Any], Any]] = {}
+    for view, where in views:
+        if _holds(view, event_id) and (view["key"] not in best or view["version"] < best[view["key"]][0]["version"]):
+            best[view["key"]] = (view, where)
+    return [best[key] for key in sorted(best)]
+
+
+class Tracer:
+    """Finds one event's hops in a resolved profile's topics, Redis and Elasticsearch (each optional)."""
+
+    def __init__(self, input_config: dict[str, Any], output_config: dict[str, Any], input_topic: str,
+                 topics: Any, avro_schema_id: int | None | bool = False, redis: Any = None,
+                 redis_prefix: str = "ctx", es: Any = None) -> None:
+        self.input_config, self.output_config = input_config, output_config
+        self.input_topic, self.topics = input_topic, topics
+        self.avro, self.schema_id = avro_schema_id is not False, avro_schema_id or None
+        self.redis, self.prefix, self.es = redis, redis_prefix, es
+
+    def trace(self, event_id: str, since_ms: int) -> Trace:
+        result = Trace(event_id, since_ms)
+        needle, quoted = event_id.encode(), orjson.dumps(event_id)
+        hops = result.hops
+
+        def found(config: dict[str, Any], topic: str, prefilter: Callable[[bytes], bool],
+                  keep: Callable[[dict[str, Any]], bool], decode: Callable[[bytes], bytes] = bytes
+                  ) -> list[tuple[dict[str, Any], Found]]:
+            return [(doc, record) for record in scan_topic(config, topic, since_ms, prefilter)
+                    if isinstance(doc := _json(decode(record.value)), dict) and keep(doc)]
+
+        def same_id(doc: dict[str, Any]) -> bool:
+            return doc.get("eventId") == event_id
+
+        decode = (lambda value: avro_payload_to_json(value, self.schema_id)) if self.avro else bytes
+        for doc, record in found(self.input_config, self.input_topic, lambda v: needle in v, same_id, decode):
+            hops.append(Hop(INPUT, record.origin, record.timestamp_ms,
+                            f"produced; key {(record.key or b'').decode(errors='replace')}, "
+                            f"event time {doc.get('timestamp')}", doc))
+        origins = {h.where for h in hops}
+        for doc, record in found(self.output_config, self.topics.history, lambda v: quoted in v, same_id):
+            hops.append(Hop(HISTORY, record.origin, record.timestamp_ms, _history_note(doc), doc))
+        emitted = first_views(found(self.output_config, self.topics.views, lambda v: quoted in v, lambda _: True), event_id)
+        for view, record in emitted:
+            hops.append(Hop(VIEWS, record.origin, record.timestamp_ms, _view_note(view, event_id), view))
+        for doc, record in found(self.output_config, self.topics.violations, lambda v: quoted in v, same_id):
+            hops.append(Hop(VIOLATIONS, record.origin, record.timestamp_ms, _violation_note(doc), doc))
+        for doc, record in found(self.output_config, self.topics.dlq,
+                                 lambda v: needle in v or any(o.encode() in v for o in origins),
+                                 lambda d: d.get("origin") in origins or _raw_event_id(d) == event_id):
+            hops.append(Hop(DLQ, record.origin, record.timestamp_ms, f"dead letter {doc.get('reason')} at stage "
+                            f"{doc.get('stage')}, origin {doc.get('origin')}", doc))
+        if self.redis is not None:
+            self._redis_hops(result, [view for view, _ in emitted])
+        if self.es is not None:
+            self._es_hops(result)
+        hops.sort(key=lambda h: ORDER.index(h.stage))
+        return result
+
+    def _redis_hops(self, result: Trace, emitted: list[dict[str, Any]]) -> None:
+        """Per target model, the change-stream entry of the view the event emitted, and each view in Redis
+        now. The view's hash and its stream entries are written by one script, so the entry's id is the
+        time the view reached Redis."""
+        reached: dict[str, int] = {}
+        for model in sorted({m for view in emitted for m in view.get("targetModels", [])}):
+            stream = stream_key(self.prefix, model)
+            for view, entry_id in first_views(self._entries(stream, result.since_ms), result.event_id):
+                entry_ms = int(entry_id.split("-")[0])
+                reached[view["key"]] = min(reached.get(view["key"], entry_ms), entry_ms)
+                result.hops.append(Hop(STREAM, f"{stream} {entry_id}", entry_ms,
+                                       _view_note(view, result.event_id), view))
+        for view in emitted:
+            category, _, user = view["key"].partition(":")
+            key = view_key(self.prefix, category, user)
+            fields = self.redis.hgetall(key)
+            if not fields:
+                result.hops.append(Hop(REDIS_VIEW, key, None, "no view in Redis (expired, erased or not written)"))
+                continue
+            now = view_from_hash({_text(k): _text(v) for k, v in fields.items()})
+            held = _holds(now, result.event_id)
+            note = (f"now version {now['version']}, holds {', '.join(held)} from this event" if held else
+                    f"now version {now['version']}, every attribute of this event overwritten since")
+            result.hops.append(Hop(REDIS_VIEW, key, reached.get(view["key"]), note, now))
+
+    def _entries(self, stream: str, since_ms: int) -> list[tuple[dict[str, Any], str]]:
+        """(view, entry id) of a change stream's entries from `since_ms` on, 1,000 per round trip."""
+        entries: list[tuple[dict[str, Any], str]] = []
+        start = f"{since_ms}-0"
+        while True:
+            chunk = self.redis.xrange(stream, min=start, max="+", count=1000)
+            for entry_id, fields in chunk:
+                view = _json(fields.get(b"view", fields.get("view", b"null")))
+                if isinstance(view, dict):
+                    entries.append((view, _text(entry_id)))
+            if len(chunk) < 1000:
+                return entries
+            start = "(" + _text(chunk[-1][0])
+
+    def _es_hops(self, result: Trace) -> None:
+        for stage, index in ((ES_HISTORY, HISTORY_PREFIX + "*"), (ES_VIOLATIONS, VIOLATIONS_INDEX)):
+            page = self.es.search(index=index, ignore_unavailable=True, allow_no_indices=True, size=100,
+                                  query={"term": {"eventId": result.event_id}})
+            for hit in page["hits"]["hits"]:
+                source = dict(hit["_source"])
+                written = source.pop(TRACE_FIELD, None) or {}
+                note = (_history_note(source) if stage == ES_HISTORY else _violation_note(source))
+                if written.get("origin"):
+                    note += f"; from {written['origin']}"
+                result.hops.append(Hop(stage, f"{hit['_index']}/{hit['_id']}",
+                                       parse_iso_ms(written["indexedAt"]) if written.get("indexedAt") else None,
+                                       note, source))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _raw_event_id(dead_letter: dict[str, Any]) -> Any:
+    raw = dead_letter.get("raw")
+    doc = _json(raw) if isinstance(raw, str) else None
+    return doc.get("eventId") if isinstance(doc, dict) else None
+
+
+def _history_note(doc: dict[str, Any]) -> str:
+    flags = [name for name in ("violation", "conflict") if doc.get(name)]
+    return (f"accepted: {', '.join(doc.get('aggregates') or [])}; applied {', '.join(doc.get('applied') or []) or 'none'}"
+            + (f"; stale {', '.join(doc['stale'])}" if doc.get("stale") else "")
+            + (f"; {' and '.join(flags)}" if flags else ""))
+
+
+def _view_note(view: dict[str, Any], event_id: str) -> str:
+    return f"{view['key']} version {view['version']}, sets {', '.join(_holds(view, event_id))}"
+
+
+def _violation_note(doc: dict[str, Any]) -> str:
+    detail = f"lag {doc['lagMs']} ms" if "lagMs" in doc else f"policy {doc.get('policy')}"
+    return f"{doc.get('kind')} violation on {doc.get('key')}, {detail}"
