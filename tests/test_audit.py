@@ -304,3 +304,83 @@ def test_without_a_key_a_required_profile_refuses_and_others_run_unrecorded(
     assert not (tmp_path / "state" / "audit.f.log").exists()
     client.close()
     assert os.environ.get("CTXSYNC_AUDIT_KEY_FILE") is None
+
+
+class FakeFlinkRest:
+    """Unit-test stand-in for Flink's REST API: one running job, a savepoint that completes at once, a cancel
+    that ends it; any other job id is 404 (as Flink answers)."""
+
+    def __init__(self, job_id: str) -> None:
+        import http.server
+        import json
+
+        state = {"job": "RUNNING"}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, code: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _route(self) -> None:
+                if self.headers.get("Content-Length"):
+                    self.rfile.read(int(self.headers["Content-Length"]))
+                path = self.path.split("?")[0]
+                if not path.startswith(f"/jobs/{job_id}"):
+                    return self._answer(404, {"errors": ["Job could not be found."]})
+                if path.endswith("/savepoints") and self.command == "POST":
+                    return self._answer(202, {"request-id": "r1"})
+                if path.endswith("/savepoints/r1"):
+                    return self._answer(200, {"status": {"id": "COMPLETED"},
+                                              "operation": {"location": "file:///sp/savepoint-1"}})
+                if self.command == "PATCH":
+                    state["job"] = "CANCELED"
+                    return self._answer(202, {})
+                return self._answer(200, {"jid": job_id, "name": "context-sync", "state": state["job"]})
+
+            do_GET = do_POST = do_PATCH = _route
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_savepoint_and_cancel_are_recorded_for_a_job_that_exists_and_submit_and_fresh_runs_check_first(
+        key, servers, unique, tmp_path, monkeypatch, capsys):  # noqa: F811
+    job_id = "ab" * 16
+    rest = FakeFlinkRest(job_id)
+    jobs = str(jobs_file(tmp_path, servers, unique))
+    on = ["--jobmanager", rest.address, "--jobs", jobs, "--profile", "f"]
+    try:
+        assert main(["cancel", "cd" * 16, *on]) == 1  # unknown job: fails before anything is recorded
+        assert main(["--actor", "carol", "savepoint", job_id, *on]) == 0
+        assert main(["cancel", job_id, *on]) == 0
+    finally:
+        rest.server.shutdown()
+    assert "file:///sp/savepoint-1" in capsys.readouterr().out
+    assert main(["audit", "log", "--jobs", jobs, "--profile", "f", "--json"]) == 0
+    entries = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["seq"], e["action"], e["actor"]) for e in entries] == [(1, "savepoint", "carol"),
+                                                                      (2, "cancel", audit.login())]
+    assert entries[0]["details"] == {"flink_job": job_id, "name": "context-sync", "jobmanager": rest.address,
+                                     "with_savepoint": "true", "dir": ""}
+    assert entries[1]["details"]["with_savepoint"] == "false"
+
+    # submit and run --fresh ask for their entry before any work: a required profile without a key refuses
+    monkeypatch.delenv("CTXSYNC_AUDIT_KEY_FILE")
+    required = str(jobs_file(tmp_path, servers, unique, required=True))
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(SAMPLE.read_bytes()[:2000].rsplit(b"\n", 1)[0] + b"\n")
+    assert main(["submit", "context-sync", "--jobs", required, "--profile", "f", "--input", str(events),
+                 "--out", str(tmp_path / "out"), "--jobmanager", "127.0.0.1:1"]) == 2
+    assert "requires an audit log entry for submit" in capsys.readouterr().err
+    text = Path(required).read_text().replace("required: true", "required: false")
+    Path(required).write_text(text.replace("audit: {topic:", "audit: {required: true, topic:"))
+    assert main(["run", "context-sync", "--jobs", required, "--profile", "k", "--fresh"]) == 2
+    assert "requires an audit log entry for run-fresh" in capsys.readouterr().err
