@@ -215,3 +215,14 @@ def test_kafka_job_with_privacy_on_writes_no_clear_pii_and_an_authorized_reader_
     views = RedisViewSink(redis_client).read_all()
     assert sorted(v["key"] for v in views) == sorted(expected.views)
     assert {v["userId"] for v in views} <= users
+
+
+def test_a_dead_letter_of_an_erased_user_from_before_the_erase_keeps_no_payload(store):
+    protector = open_protector(POLICY, store)
+    token = protector.token("user-seven")
+    store.erase(token, at_ms=NOW_MS)
+    before = event(eventId="", contextDelta__userId="user-seven")  # 2026-11-17: before the erase
+    after = event(eventId="", contextDelta__userId="user-seven", timestamp="2026-11-19T00:00:00.000Z")
+    (_, old), (_, new) = outputs(protector, before, after)
+    assert old["erased"] and old["raw"] is None and old["detail"] is None and old["keyId"] == token
+    assert "erased" not in new and reveal(new, store.existing_key(token))["raw"] == raw(after).decode()

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from transforms.json_values import dumps_compact
 from transforms.records import CONFLICT, DEAD_LETTER, DUPLICATE, HISTORY, ORDERING
 from transforms.settings import USER_FIELD, Mode, PrivacyPolicy
+from transforms.timestamps import parse_iso_ms
 
 TOKEN_PREFIX = "pt:"
 CIPHER_PREFIX = "enc:v1:"
@@ -167,17 +168,32 @@ class Protector:
 
     def dead_letter(self, record: dict[str, Any]) -> dict[str, Any]:
         """`raw` and `detail` (which may quote a value) encrypted under the data key of the user the payload
-        names, if it names one (so erasing the user shreds them), else under a shared key."""
+        names, if it names one (so erasing the user shreds them), else under a shared key. The payload of
+        an erased user from before the erase (or of unknown time) is not kept at all: `erased: true`."""
         try:
-            user = _user_of(orjson.loads(record["raw"])) if record.get("rawEncoding") == "utf-8" else None
+            doc = orjson.loads(record["raw"]) if record.get("rawEncoding") == "utf-8" else None
         except orjson.JSONDecodeError:
-            user = None
+            doc = None
+        user = _user_of(doc)
         token = self.token(user) if user else UNATTRIBUTED
         out = dict(record)
+        out["keyId"] = token
+        if user and self._erased_before(token, doc):
+            out["raw"] = out["detail"] = None
+            out["erased"] = True
+            return out
         out["raw"] = self._seal(token, record["raw"])
         out["detail"] = self._seal(token, record["detail"])
-        out["keyId"] = token
         return out
+
+    def _erased_before(self, token: str, doc: dict[str, Any]) -> bool:
+        erased = self.keys.erased_at(token)
+        if erased is None:
+            return False
+        try:
+            return parse_iso_ms(doc["timestamp"]) <= erased
+        except (KeyError, TypeError, ValueError):
+            return True
 
     def lines(self, lines: list[str], user_id: str | None) -> list[str]:
         """Tagged output lines (transforms.records) with every record that leaves the job protected; views
