@@ -74,6 +74,32 @@ def _refused_login(exc: BaseException) -> bool:
     return _is(exc, "redis", "AuthenticationError") or _is(exc, "redis", "AuthenticationWrongNumberOfArgsError")
 
 
+def _es_refused(exc: BaseException) -> CtxsyncError | None:
+    """Elasticsearch's 401/403 (an ApiError, not a connection error): the status and ES's own reason when
+    it sent JSON (it names the user, never the password); a proxy's HTML error page is left out."""
+    if not any(_is(exc, "elasticsearch", name) for name in ("AuthenticationException", "AuthorizationException")):
+        return None
+    status = getattr(getattr(exc, "meta", None), "status", None)
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    said = error.get("reason") if isinstance(error, dict) else None
+    reason = f": {_first_line(str(said))}" if said else ""
+    if status == 403:
+        return RuntimeFailure(f"Elasticsearch refused the request (HTTP 403){reason}",
+                              "the profile's Elasticsearch user or API key lacks a privilege for these indices")
+    return RuntimeFailure(f"Elasticsearch refused the login (HTTP {status}){reason}",
+                          "check the profile's username and password or api_key, and the variables they come from")
+
+
+def _text(exc: BaseException) -> str:
+    """The error's own words: elastic_transport's TLS and connection errors print a bare "TLS error" and
+    keep the cause (CERTIFICATE_VERIFY_FAILED, ...) in `.message`."""
+    message = getattr(exc, "message", None)
+    if _is(exc, "elastic_transport", "TransportError") and isinstance(message, str) and message:
+        return message
+    return str(exc)
+
+
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
 
@@ -112,22 +138,26 @@ def explain(exc: BaseException) -> CtxsyncError:
     if isinstance(exc, UnicodeDecodeError):
         return UsageError(f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})",
                           "save it as UTF-8")
+    refused = _es_refused(exc)
+    if refused is not None:
+        return refused
     server = _unreachable_server(exc)
+    text = _text(exc)
     if server is not None and _refused_login(exc):
-        return RuntimeFailure(f"{server} refused the login: {_first_line(str(exc))}",
+        return RuntimeFailure(f"{server} refused the login: {_first_line(text)}",
                               "check the profile's username and password, and the variables they come from")
-    if server is not None and _TLS_REFUSED in str(exc):
-        return RuntimeFailure(f"{server}'s TLS certificate is not trusted: {_first_line(str(exc))}",
+    if server is not None and _TLS_REFUSED in text:
+        return RuntimeFailure(f"{server}'s TLS certificate is not trusted: {_first_line(text)}",
                               "ca_location must be the CA that signed the server's certificate, which must name "
                               "the url's host")
-    if server is not None and "CERTIFICATE_REQUIRED" in str(exc):
-        return RuntimeFailure(f"{server} requires a client certificate: {_first_line(str(exc))}",
+    if server is not None and "CERTIFICATE_REQUIRED" in text:
+        return RuntimeFailure(f"{server} requires a client certificate: {_first_line(text)}",
                               "set cert_location and key_location in the profile")
     if _is(exc, "redis", "NoPermissionError"):
         return RuntimeFailure(f"Redis refused the command: {_first_line(str(exc))}",
                               "the profile's Redis user lacks this permission; see `ctxsync acl apply`")
     if server is not None:
-        return RuntimeFailure(f"cannot reach {server}: {_first_line(str(exc)) or type(exc).__name__}",
+        return RuntimeFailure(f"cannot reach {server}: {_first_line(text) or type(exc).__name__}",
                               "is it running? `ctxsync dev up` starts the local ones")
     cause = java_cause(exc)
     if cause is not None:

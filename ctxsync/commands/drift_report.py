@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from ctxsync.commands.profile_args import add_profile_args, profile_from_args
+from ctxsync.config import ElasticsearchEndpoint
 from ctxsync.drift_report import render_report
 from ctxsync.errors import UsageError, check_writable_file
 
@@ -16,22 +18,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write one self-contained HTML page (inline SVG, works offline) with a chart per\n"
                     "attribute: drift scores over time as multiples of their thresholds, alert windows\n"
                     "shaded, and the distribution per window. With --kafka / --es, also publish the\n"
-                    "records to topic context.drift and index context-drift (idempotent).\n\nexamples:\n"
+                    "records to topic context.drift and index context-drift (idempotent). Without a\n"
+                    "value, --kafka / --es use the profile's output Kafka cluster and Elasticsearch with\n"
+                    "their security (TLS, SASL, username/password, CA).\n\nexamples:\n"
                     "  ctxsync run context-drift --input events.jsonl --out out/drift\n"
                     "  ctxsync drift-report out/drift/drift.jsonl --html out/drift.html\n"
-                    "  ctxsync drift-report out/drift/drift.jsonl --kafka 127.0.0.1:9092 --es http://127.0.0.1:9200",
+                    "  ctxsync drift-report out/drift/drift.jsonl --kafka 127.0.0.1:9092 --es http://127.0.0.1:9200\n"
+                    "  ctxsync drift-report out/drift/drift.jsonl --kafka --es --profile prod",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("drift", type=Path, metavar="DRIFT.jsonl", help="drift records written by context-drift")
     p.add_argument("--html", type=Path, help="output HTML file (parent directories are created)")
     p.add_argument("--title", default=None, help="page title (default: Context drift – <input file>)")
-    p.add_argument("--kafka", metavar="BOOTSTRAP", help="publish to Kafka topic context.drift (plaintext)")
-    p.add_argument("--es", metavar="URL", help="publish to Elasticsearch index context-drift")
+    p.add_argument("--kafka", metavar="BOOTSTRAP", nargs="?", const=FROM_PROFILE,
+                   help="publish to Kafka topic context.drift: BOOTSTRAP in plaintext, or without a value the "
+                        "profile's output cluster with its security")
+    p.add_argument("--es", metavar="URL", nargs="?", const=FROM_PROFILE,
+                   help="publish to Elasticsearch index context-drift: URL without credentials, or without a "
+                        "value the profile's elasticsearch endpoint (https, login, CA)")
+    add_profile_args(p, "Kafka and Elasticsearch (for --kafka / --es without a value)")
     p.set_defaults(func=run)
 
 
+FROM_PROFILE = ""  # --kafka / --es given without a value
+
+
 def run(args: argparse.Namespace) -> int:
-    if not (args.html or args.kafka or args.es):
+    if not (args.html or args.kafka is not None or args.es is not None):
         raise UsageError("say where to", "give --html FILE, --kafka BOOTSTRAP and/or --es URL")
     if args.html:
         check_writable_file(args.html, "HTML page")
@@ -71,17 +84,18 @@ def _read_records(path: Path) -> list[dict]:
 
 
 def _publish(args: argparse.Namespace, records: list[dict]) -> int:
+    from ctxsync.io.clients import es_client, kafka_config
     from pipelines.drift_sinks import DRIFT_INDEX, DRIFT_TOPIC, publish_to_es, publish_to_kafka
 
-    if args.kafka:
-        sent = publish_to_kafka({"bootstrap.servers": args.kafka}, records)
-        print(f"{sent} drift records -> Kafka {args.kafka} topic {DRIFT_TOPIC}")
-    if args.es:
-        from elasticsearch import Elasticsearch
-
-        client = Elasticsearch(args.es, request_timeout=30, max_retries=0)
-        written, rejected = publish_to_es(client, records, str(args.drift))
-        print(f"{written} drift records -> Elasticsearch {args.es} index {DRIFT_INDEX}")
+    profile = profile_from_args(args) if FROM_PROFILE in (args.kafka, args.es) else None
+    if args.kafka is not None:
+        config = kafka_config(profile) if args.kafka == FROM_PROFILE else {"bootstrap.servers": args.kafka}
+        sent = publish_to_kafka(config, records)
+        print(f"{sent} drift records -> Kafka {config['bootstrap.servers']} topic {DRIFT_TOPIC}")
+    if args.es is not None:
+        endpoint = profile.elasticsearch if args.es == FROM_PROFILE else ElasticsearchEndpoint(hosts=args.es)
+        written, rejected = publish_to_es(es_client(endpoint), records, str(args.drift))
+        print(f"{written} drift records -> Elasticsearch {endpoint.hosts} index {DRIFT_INDEX}")
         for r in rejected:
             print(f"  rejected {r.doc.id}: {r.error_type}: {r.reason}", file=sys.stderr)
         if rejected:
