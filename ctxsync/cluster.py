@@ -29,6 +29,7 @@ import yaml
 
 from ctxsync import paths
 from ctxsync.errors import RuntimeFailure
+from ctxsync.metric_names import FLINK_REPORTER_FACTORY
 from ctxsync.servers import free_port
 
 STATE_FILE = "cluster.json"
@@ -60,6 +61,7 @@ class ClusterSpec:
     taskmanager_memory: str = "2048m"
     checkpoint_interval: str = "2s"
     python: str = sys.executable
+    metrics_port: int = 0  # first port of the Prometheus reporters (JobManager, then one per TaskManager); 0: off
 
 
 def cluster_config(home: Path, spec: ClusterSpec) -> dict[str, Any]:
@@ -102,7 +104,19 @@ def cluster_config(home: Path, spec: ClusterSpec) -> dict[str, Any]:
         "env.pid.dir": str(home / "pids"),
         "env.log.dir": str(home / "log"),
         "env.java.opts.all": _java_opts(),
+        **metrics_reporter(spec),
     }
+
+
+def metrics_reporter(spec: ClusterSpec) -> dict[str, Any]:
+    """Flink's Prometheus reporter (a plugin here: FLINK_PLUGINS_DIR) in every process of the cluster.
+    The processes share one config, so they share a port range: each takes the first free port of
+    metrics_port .. metrics_port + taskmanagers. Label values stay as they are (the job's le="+Inf")."""
+    if not spec.metrics_port:
+        return {}
+    return {"metrics.reporter.prom.factory.class": FLINK_REPORTER_FACTORY,
+            "metrics.reporter.prom.port": f"{spec.metrics_port}-{spec.metrics_port + spec.taskmanagers}",
+            "metrics.reporter.prom.filterLabelValueCharacters": "false"}
 
 
 def _java_opts() -> str:

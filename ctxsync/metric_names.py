@@ -22,6 +22,8 @@ class Metric(NamedTuple):
 
 
 JOB_GROUP = "ctxsync"
+# Flink's Prometheus reporter: the local job (pipelines/flink/env.py) and the loopback cluster (ctxsync/cluster.py).
+FLINK_REPORTER_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 # How Flink's Prometheus reporter names an operator metric of group JOB_GROUP (checked by the job metrics test).
 JOB_PREFIX = "flink_taskmanager_job_task_operator_ctxsync_"
 

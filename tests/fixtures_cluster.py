@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from ctxsync.cluster import Cluster, ClusterSpec
+from ctxsync.servers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,8 @@ def flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
     home = tmp_path_factory.mktemp("flink-cluster")
     previous = os.environ.get("CTXSYNC_CLUSTER_HOME")
     os.environ["CTXSYNC_CLUSTER_HOME"] = str(home)  # `ctxsync submit` without --jobmanager finds it
-    cluster = Cluster(home.resolve(), ClusterSpec(taskmanagers=1, slots=2, checkpoint_interval="1s"))
+    cluster = Cluster(home.resolve(), ClusterSpec(taskmanagers=1, slots=2, checkpoint_interval="1s",
+                                                  metrics_port=free_port()))
     try:
         cluster.up(timeout_s=180)
         yield cluster

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import urllib.request
 from pathlib import Path
 
 import elasticsearch
@@ -40,6 +41,18 @@ def test_file_profile_submitted_with_the_cli_equals_reference(flink_cluster, tmp
     assert checkpoints["counts"]["completed"] >= 1
     assert cli.main(["status"]) == 0 and job_id in capsys.readouterr().out
     assert cli.main(["cluster", "status"]) == 0 and flink_cluster.url in capsys.readouterr().out
+
+
+def test_every_cluster_process_serves_prometheus_metrics(flink_cluster):  # noqa: F811
+    """The reporter is loaded as a plugin on the standalone cluster (the local mini-cluster needs the jar on
+    its classpath instead: pipelines/flink/env.py)."""
+    first = flink_cluster.spec.metrics_port
+    bodies = []
+    for port in range(first, first + flink_cluster.spec.taskmanagers + 1):
+        with contextlib.suppress(OSError):  # a port of the range taken by another program is skipped
+            bodies.append(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode())
+    assert any("\nflink_jobmanager_numRegisteredTaskManagers" in b for b in bodies)
+    assert any("\nflink_taskmanager_Status_JVM_CPU_Load" in b for b in bodies)
 
 
 def test_cluster_mistakes_are_one_line_without_java_stacks(flink_cluster, tmp_path):  # noqa: F811

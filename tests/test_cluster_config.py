@@ -4,7 +4,8 @@ from __future__ import annotations
 import yaml
 
 from ctxsync import cli
-from ctxsync.cluster import Cluster, ClusterSpec
+from ctxsync.cluster import Cluster, ClusterSpec, cluster_config
+from ctxsync.metric_names import FLINK_REPORTER_FACTORY
 from pipelines.flink.client import ENTRY, SHIPPED_PACKAGES, Submission, run_command
 from pipelines.flink import main as flink_main
 from tests.helpers import SAMPLE
@@ -29,6 +30,14 @@ def test_generated_conf_binds_loopback_only_and_needs_no_ssh(tmp_path):
     assert conf["env.pid.dir"] == str(tmp_path / "pids")  # never /tmp, shared with other users' clusters
     again = Cluster.load(tmp_path)  # ports are kept for later commands
     assert again.spec == cluster.spec and again.address == cluster.address
+
+
+def test_prometheus_reporter_is_off_by_default_and_else_gives_each_process_a_port_of_a_range(tmp_path):
+    assert not any(k.startswith("metrics.") for k in cluster_config(tmp_path, ClusterSpec()))
+    conf = cluster_config(tmp_path, ClusterSpec(taskmanagers=2, metrics_port=9300))
+    assert conf["metrics.reporter.prom.factory.class"] == FLINK_REPORTER_FACTORY
+    assert conf["metrics.reporter.prom.port"] == "9300-9302"  # the JobManager and two TaskManagers
+    assert conf["metrics.reporter.prom.filterLabelValueCharacters"] == "false"  # le="+Inf" survives
 
 
 def test_submit_command_ships_the_packages_and_passes_the_job_arguments(tmp_path):

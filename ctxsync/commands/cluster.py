@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--taskmanagers", type=int, default=1, help="TaskManagers to start (up; default 1)")
     p.add_argument("--slots", type=int, default=2, help="slots per TaskManager (up; default 2)")
     p.add_argument("--checkpoint-interval", default="2s", help="cluster default checkpoint interval, a Flink duration such as 2s or 500ms (up; default 2s)")
+    p.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
+                   help="expose Flink's and the jobs' metrics for Prometheus: the JobManager and each TaskManager "
+                        "take a free port of PORT..PORT+taskmanagers (up; default 0: off)")
     p.add_argument("--json", action="store_true", help="status as JSON (exit 3 when no cluster answers)")
     p.set_defaults(func=run)
 
@@ -49,6 +52,7 @@ def _up(cluster: Cluster, args: argparse.Namespace) -> int:
     if not cluster.pids("standalonesession"):
         cluster.spec.taskmanagers, cluster.spec.slots = args.taskmanagers, args.slots
         cluster.spec.checkpoint_interval = args.checkpoint_interval
+        cluster.spec.metrics_port = args.metrics_port
     start = time.monotonic()
     print(f"starting Flink (JobManager + {cluster.spec.taskmanagers} TaskManager(s)) under {cluster.home} ...",
           flush=True)
@@ -57,6 +61,9 @@ def _up(cluster: Cluster, args: argparse.Namespace) -> int:
     print(f"  web UI / REST:  {cluster.url}")
     print(f"  --jobmanager    {cluster.address}")
     print(f"  logs:           {cluster.log_dir}")
+    if cluster.spec.metrics_port:
+        last = cluster.spec.metrics_port + cluster.spec.taskmanagers
+        print(f"  metrics:        ports {cluster.spec.metrics_port}-{last}, path /metrics (Prometheus)")
     print(f"  checkpoints:    {cluster.home / 'checkpoints'}")
     print(f"  savepoints:     {cluster.home / 'savepoints'}")
     return 0

@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ctxsync import paths
+from ctxsync.metric_names import FLINK_REPORTER_FACTORY
 import transforms
 
 PROJECT_ROOT = Path(transforms.__file__).resolve().parent.parent
 DEFAULT_LOG_DIR = paths.home() / "flink-logs"
-PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 
 
 def python_path() -> str:
@@ -48,7 +48,7 @@ def prometheus_reporter(port: int) -> dict[str, str]:
     `le="+Inf"` stays readable by PromQL (the default filter would turn it into `_Inf`)."""
     if not port:
         return {}
-    return {"metrics.reporter.prom.factory.class": PROMETHEUS_FACTORY, "metrics.reporter.prom.port": str(port),
+    return {"metrics.reporter.prom.factory.class": FLINK_REPORTER_FACTORY, "metrics.reporter.prom.port": str(port),
             "metrics.reporter.prom.filterLabelValueCharacters": "false"}
 
 
