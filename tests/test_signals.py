@@ -21,6 +21,7 @@ from ctxsync import cli
 from ctxsync.config import Profile, resolve_job
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer
 from ctxsync.metric_names import CONNECTOR_METRICS, JOB_METRICS, job_series
+from ctxsync.observe.render import lines
 from ctxsync.observe.scrape import JOB, Endpoint, endpoints, scrape, scrape_all
 from ctxsync.observe.signals import compute, histogram_quantile
 from ctxsync.servers import free_port
@@ -155,7 +156,17 @@ def test_a_restarted_counter_counts_from_zero_and_quiet_histograms_show_the_tota
     status = compute(before, scrape_all(targets))
     assert status.events_per_s * status.interval_s == pytest.approx(40)
     latency = status.connectors["redis"].propagation
-    assert latency.window == "total" and latency.count == 1 and 0.1 < latency.p95_s <= 0.25
+    assert latency.window == "total" and latency.count == 1 and 0.1 < latency.p95_s <= 0.25 and not latency.beyond
+
+
+def test_a_quantile_above_the_largest_bucket_is_marked_as_such(connector_endpoint):
+    conn, cm = connector_endpoint
+    for _ in range(20):
+        cm["ctxsync_propagation_seconds"].labels(connector="redis").observe(100)  # default buckets end at 10 s
+    status = compute([], scrape_all([Endpoint("redis", f"http://127.0.0.1:{conn.port}/metrics")]))
+    latency = status.connectors["redis"].propagation
+    assert latency.beyond and latency.p95_s == 10.0
+    assert ">10,000.0 ms*" in "\n".join(lines(status, "t", color=False))
 
 
 def test_an_endpoint_that_is_down_is_reported_not_raised(job_endpoint):

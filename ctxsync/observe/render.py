@@ -56,22 +56,29 @@ def lines(status: Status, title: str, color: bool) -> list[str]:
         out.append(f"{name:<15}{_number(c.records_per_s, '{:,.1f}'):>11}{c.records.get('written', 0):>10,.0f}"
                    f"{c.records.get('skipped', 0):>9,.0f}{c.records.get('dead_lettered', 0):>11,.0f}"
                    f"{_latency(c.propagation, paint, PROPAGATION_TARGET_S):>18}{_latency(c.write, paint, None):>12}")
-    if any(lat is not None and lat.window == "total" for lat in [status.event_lag] + [
-           x for c in status.connectors.values() for x in (c.propagation, c.write)]):
-        out.append(paint("  * since the process started (nothing observed between the two scrapes)", DIM))
+    latencies = [x for x in [status.event_lag] + [y for c in status.connectors.values() for y in (c.propagation, c.write)]
+                 if x is not None]
+    notes = (["* since the process started (nothing observed between the two scrapes)"]
+             if any(x.window == "total" for x in latencies) else [])
+    notes += ["> above the histogram's largest bucket"] if any(x.beyond for x in latencies) else []
+    if notes:
+        out.append(paint("  " + "; ".join(notes), DIM))
     out.append("")
 
     if status.lag:
-        out.append(paint("consumer lag", BOLD) + paint("   (records behind the partition's end)", DIM))
+        out.append(paint("consumer lag", BOLD) + paint("   (records behind the partition's end, partition:records)", DIM))
+        topics: dict[tuple[str, str], list[str]] = {}
         for connector, topic, partition, records in status.lag:
-            value = paint(f"{records:,.0f}", RED if records > 0 else GREEN)
-            out.append(f"  {connector:<15}{topic}/{partition:<6} {value}")
+            topics.setdefault((connector, topic), []).append(
+                f"{partition}:" + paint(f"{records:,.0f}", RED if records > 0 else GREEN))
+        for (connector, topic), parts in topics.items():
+            out.append(f"  {connector:<15}{topic:<24} {'  '.join(parts)}")
     else:
         out.append(paint("consumer lag", BOLD) + "   " + paint("no lag metrics", DIM))
     if status.dlq_records:
         grows = status.dlq_per_s is not None and status.dlq_per_s > 0
-        topics = "  ".join(f"{topic} {records:,.0f}" for topic, records in status.dlq_records.items())
-        out.append(paint("dead-letter topics", BOLD) + f"   {topics}   "
+        sizes = "  ".join(f"{topic} {records:,.0f}" for topic, records in status.dlq_records.items())
+        out.append(paint("dead-letter topics", BOLD) + f"   {sizes}   "
                    + paint(f"{_rate(status.dlq_per_s, 'records/s')} growth", RED if grows else GREEN))
     return out
 
@@ -97,7 +104,8 @@ def _counter(counter: Counter | None, paint: Paint) -> str:
 def _latency(latency: Latency | None, paint: Paint, target_s: float | None) -> str:
     if latency is None:
         return NONE
-    text = f"{latency.p95_s * 1000:,.1f} ms" + ("" if latency.window == "interval" else "*")
+    text = (">" if latency.beyond else "") + f"{latency.p95_s * 1000:,.1f} ms" + (
+        "" if latency.window == "interval" else "*")
     if target_s is None:
         return text
     # pad before painting so that the escape codes do not count towards the column width

@@ -35,6 +35,7 @@ class Latency:
     p95_s: float
     window: str          # "interval" (between the scrapes) or "total" (since the process started)
     count: int           # observations in that window
+    beyond: bool = False  # the quantile is in the +Inf bucket: p95_s is the largest bound, the truth is above
 
 
 @dataclass
@@ -187,10 +188,14 @@ def _latency(new: dict[str, list[Sample]], old: dict[str, list[Sample]], buckets
     interval = {le: count - before.get(le, 0.0) for le, count in now.items()}
     inf = math.inf
     if before and interval.get(inf, 0.0) > 0 and all(v >= 0 for v in interval.values()):
-        return Latency(histogram_quantile(q, interval) * unit_s, "interval", int(interval[inf]))
-    if now.get(inf, 0.0) > 0:
-        return Latency(histogram_quantile(q, now) * unit_s, "total", int(now[inf]))
-    return None
+        window, buckets_used = "interval", interval
+    elif now.get(inf, 0.0) > 0:
+        window, buckets_used = "total", now
+    else:
+        return None
+    finite = [count for le, count in buckets_used.items() if le != inf]
+    beyond = q * buckets_used[inf] > max(finite, default=0.0)
+    return Latency(histogram_quantile(q, buckets_used) * unit_s, window, int(buckets_used[inf]), beyond)
 
 
 def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
