@@ -5,7 +5,9 @@ it on each attribute the event set, a change-stream entry holds the view, a dead
 payload (`raw`) and where it was read (`origin`), an Elasticsearch document holds the record plus
 `@ctxsync.origin`/`@ctxsync.indexedAt` (written by the connector, outside the contract's record). So the
 trace searches by eventId, in bounded windows: Kafka topics from the first offset at or after `since`
-(offsets_for_times) to the end they had when the trace started, change streams by entry id from `since`.
+(offsets_for_times) to the end they had when the trace started, change streams by entry id from `since`;
+Elasticsearch documents are fetched by the id their topic record gives (real time, before a refresh), and
+searched by eventId.
 
 A view record stays on the views topic after later events changed other attributes of the aggregate, so
 the view an event *emitted* is the one of lowest version per aggregate that holds its eventId (the topic
@@ -23,7 +25,7 @@ import orjson
 
 from ctxsync.errors import RuntimeFailure
 from ctxsync.io.avro import avro_payload_to_json
-from ctxsync.io.es_history import HISTORY_PREFIX, TRACE_FIELD, VIOLATIONS_INDEX
+from ctxsync.io.es_history import HISTORY_PREFIX, TRACE_FIELD, VIOLATIONS_INDEX, history_index, record_id
 from ctxsync.io.kafka_positions import offsets_for_time, partition_ends
 from ctxsync.io.redis_views import stream_key, view_from_hash, view_key
 from transforms.timestamps import parse_iso_ms
@@ -231,19 +233,36 @@ class Tracer:
             start = "(" + _text(chunk[-1][0])
 
     def _es_hops(self, result: Trace) -> None:
+        """The documents of the history and violation records found on the topics, fetched by id (a real-time
+        GET: seen before the index refreshes), plus any others a search by eventId finds."""
+        from elasticsearch import NotFoundError
+
+        wanted = [(ES_HISTORY, history_index(h.record["timestamp"]), record_id(h.record)) for h in result.hops
+                  if h.stage == HISTORY and h.record] + \
+                 [(ES_VIOLATIONS, VIOLATIONS_INDEX, record_id(h.record)) for h in result.hops
+                  if h.stage == VIOLATIONS and h.record]
+        docs = []
+        for stage, index, doc_id in wanted:
+            try:
+                found = self.es.get(index=index, id=doc_id)
+            except NotFoundError:
+                continue
+            docs.append((stage, found["_index"], found["_id"], found["_source"]))
+        seen = {doc_id for _, _, doc_id, _ in docs}
         for stage, index in ((ES_HISTORY, HISTORY_PREFIX + "*"), (ES_VIOLATIONS, VIOLATIONS_INDEX)):
             page = self.es.search(index=index, ignore_unavailable=True, allow_no_indices=True, size=100,
                                   query={"term": {"eventId": result.event_id}})
-            for hit in page["hits"]["hits"]:
-                source = dict(hit["_source"])
-                written = source.pop(TRACE_FIELD, None) or {}
-                note = (_history_note(source) if stage == ES_HISTORY else _violation_note(source))
-                if written.get("origin"):
-                    note += f"; from {written['origin']}"
-                result.hops.append(Hop(stage, f"{hit['_index']}/{hit['_id']}",
-                                       parse_iso_ms(written["indexedAt"]) if written.get("indexedAt") else None,
-                                       note, source))
-
+            docs += [(stage, hit["_index"], hit["_id"], hit["_source"]) for hit in page["hits"]["hits"]
+                     if hit["_id"] not in seen]
+        for stage, index, doc_id, source in docs:
+            source = dict(source)
+            written = source.pop(TRACE_FIELD, None) or {}
+            note = _history_note(source) if stage == ES_HISTORY else _violation_note(source)
+            if written.get("origin"):
+                note += f"; from {written['origin']}"
+            result.hops.append(Hop(stage, f"{index}/{doc_id}",
+                                   parse_iso_ms(written["indexedAt"]) if written.get("indexedAt") else None,
+                                   note, source))
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
