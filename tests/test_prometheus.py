@@ -1,6 +1,8 @@
 """A real Prometheus (the fixture, the `dev` server) scraping real endpoints; the alert rules checked by promtool."""
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import threading
 
@@ -9,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from ctxsync.cli import main
 from ctxsync.config import resolve_job
+from ctxsync.metric_names import CONNECTOR_METRICS, HISTOGRAM_PARTS, JOB_METRICS, job_series
 from ctxsync.prometheus import ALERT_RULES, api, profile_targets
 from ctxsync.servers import LocalServers, free_port
 from tests.fixtures_prometheus import RunningPrometheus, prometheus  # noqa: F401
@@ -98,3 +101,52 @@ def test_verify_every_serves_the_consistency_ratio_and_the_alert_goes_pending(  
     finally:
         checks.join(60)
     assert codes == [1]  # the last check still finds the lost view
+
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "ctxsync.json"
+FLINK_BUILTINS = {"flink_taskmanager_Status_JVM_CPU_Load", "flink_taskmanager_Status_JVM_Memory_Heap_Used",
+                  "flink_taskmanager_Status_JVM_Memory_Heap_Max"}
+PROMQL_WORDS = {"sum", "max", "min", "by", "rate", "delta", "deriv", "histogram_quantile", "and", "le"}
+
+
+def known_metrics() -> set[str]:
+    """Every series name our rules and panels may use: the catalogue as exposed, plus Flink's built-ins."""
+    names = set(FLINK_BUILTINS) | {"up"}
+    for metric in CONNECTOR_METRICS:
+        names |= {metric.name} | ({f"{metric.name}_{s}" for s in ("bucket", "sum", "count")}
+                                  if metric.kind == "histogram" else set())
+    for metric in JOB_METRICS:  # as Flink's reporter exposes them (job_series)
+        parts = [metric.name + part for part in HISTOGRAM_PARTS] if metric.kind == "histogram" else [metric.name]
+        names |= {job_series(part) for part in parts}
+    return names
+
+
+def series_names(expr: str) -> set[str]:
+    """The metric names of a PromQL expression: identifiers outside {...}, [...] and quotes, minus keywords."""
+    bare = re.sub(r'\{[^}]*\}|\[[^\]]*\]|"[^"]*"', " ", expr)
+    bare = re.sub(r"\b(by|without)\s*\([^)]*\)", " ", bare)
+    return {word for word in re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", bare)} - PROMQL_WORDS
+
+
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def test_dashboard_has_a_panel_per_signal_using_only_known_metrics() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    titles = [panel["title"] for panel in dashboard["panels"]]
+    for signal in ("Throughput", "Propagation", "lag", "Dead letters", "violations", "Consistency", "Resource use"):
+        assert any(signal in title for title in titles), (signal, titles)
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(titles)
+    rules = [rule["expr"] for group in yaml.safe_load(ALERT_RULES.read_text())["groups"] for rule in group["rules"]]
+    known = known_metrics()
+    for expr in dashboard_exprs() + rules:
+        assert series_names(expr) and series_names(expr) <= known, (expr, series_names(expr) - known)
+
+
+def test_every_dashboard_query_is_valid_promql_for_a_real_prometheus(prometheus) -> None:  # noqa: F811
+    prom = prometheus({})
+    for expr in dashboard_exprs():
+        prom.query(expr)  # raises (RuntimeFailure with Prometheus' parse error) on invalid PromQL
+    assert series_names("sum by (le) (rate(x_bucket{a=\"b\"}[1m]))") == {"x_bucket"}
