@@ -257,7 +257,7 @@ class ElasticsearchEndpoint(_Strict):
 class MetricsEndpoints(_Strict):
     """Where the running job and the connectors expose Prometheus metrics (README: Observability).
 
-    Ports are fixed per profile so that Prometheus, `ctxsync status` and the Grafana dashboard find them
+    Ports are fixed per profile so that Prometheus, `ctxsync signals` and the Grafana dashboard find them
     without discovery; 0 turns an endpoint off."""
 
     host: str = Field(default="127.0.0.1", description="interface the endpoints bind to and are scraped on")

@@ -1,5 +1,5 @@
 """The one catalogue of ctxsync's metric names, shared by the job, the connectors, Prometheus rules,
-the dashboard and `ctxsync status`, so a rename is one edit and a test can check every query against it.
+the dashboard and `ctxsync signals`, so a rename is one edit and a test can check every query against it.
 
 Job metrics are registered under the operator's metric group `ctxsync` (Flink) or the Beam Metrics
 namespace `ctxsync`; Flink's Prometheus reporter prefixes them with its scope (JOB_PREFIX) and turns
