@@ -1,9 +1,12 @@
 """Secrets are never printed: with known Kafka SASL, Redis and Elasticsearch passwords in a profile, none of
 them appears in a command's stdout/stderr (servers down, a typo in the profile, a bad value next to a
-secret), in the repr/str/dump of the resolved profile, or in the Flink job spec's repr. Wrong passwords
+secret), in the repr/str/dump of the resolved profile, in the Flink job spec's repr, or in the logs of a
+Flink job whose Kafka table carries the password in `sasl.jaas.config`. Wrong passwords
 against real servers are covered by test_redis_tls.py and test_es_tls.py (one line, no secret)."""
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from ctxsync import cli
 from ctxsync.config import resolve_job, resolve_profile
 from pipelines.flink.kafka import job_spec
+from tests.fixtures_servers import servers  # noqa: F401
 
 SECRETS = {"T_KAFKA_PW": "kafka-secret-1Zr", "T_REDIS_PW": "redis-secret-2Yq", "T_ES_PW": "es-secret-3Xp"}
 PROFILE = """\
@@ -78,3 +82,30 @@ def test_a_config_error_next_to_a_secret_does_not_quote_it(tmp_path, capsys, kaf
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1, err
     assert_no_secret(err)
+
+
+@pytest.mark.flink
+def test_a_flink_job_whose_ddl_carries_sasl_jaas_config_logs_no_password(servers):  # noqa: F811
+    """noida-db accepts SASL PLAIN without checking it, so a real Flink job can read a topic with the
+    password in its table's `sasl.jaas.config`; the Kafka client logs that property as [hidden]."""
+    from pyflink.table import StreamTableEnvironment
+
+    from ctxsync.config import KafkaSecurity
+    from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer
+    from ctxsync.jars import kafka_jars
+    from pipelines.flink.env import flink_environment
+    from pipelines.flink.kafka import KafkaJobSpec, source_ddl
+
+    secret, bootstrap, topic = SECRETS["T_KAFKA_PW"], servers.endpoints()["kafka"], f"jaas-{uuid.uuid4().hex[:8]}"
+    ensure_topics({"bootstrap.servers": bootstrap}, [TopicSpec(topic, 1)])
+    out = producer({"bootstrap.servers": bootstrap})
+    out.produce(topic, b'{"eventId": "e1"}')
+    assert out.flush(10) == 0
+    security = KafkaSecurity(protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", username="reader", password=secret)
+    t_env = StreamTableEnvironment.create(flink_environment({}, 1, [str(j) for j in kafka_jars()]))
+    t_env.execute_sql(source_ddl(KafkaJobSpec(bootstrap, input_topic=topic, client_properties=security.java_properties())))
+    with t_env.execute_sql("SELECT `offset` FROM ctx_events").collect() as rows:
+        assert [row[0] for row in rows] == [0]
+    logs = "".join(path.read_text(errors="replace") for path in Path(os.environ["FLINK_LOG_DIR"]).glob("*.log"))
+    assert "sasl.jaas.config = [hidden]" in logs
+    assert secret not in logs
