@@ -11,7 +11,7 @@ from typing import NoReturn
 from ctxsync import __version__
 from ctxsync.errors import debug_enabled, explain
 
-COMMANDS = ("run", "jobs", "generate", "validate", "drift-report", "dev", "replay", "view", "history", "connect", "cluster", "submit", "verify", "snapshot", "as-of", "pit-join", "dlq", "acl", "erase", "pii", "audit")
+COMMANDS = ("run", "jobs", "generate", "validate", "drift-report", "dev", "replay", "view", "history", "connect", "cluster", "submit", "verify", "snapshot", "as-of", "pit-join", "dlq", "acl", "erase", "pii", "audit", "signals", "trace")
 
 EPILOG = """\
 examples:
