@@ -11,7 +11,9 @@ bringing the user back). A user who returns after the erase gets a new key.
 
 Backends: a Redis hash `<prefix>:keys` for server profiles (the job's workers, the CLI and readers on other
 machines share it; HSETNX makes the first writer of a key win), and a directory of files for the embedded
-profile and tests (one file per entry, named by a hash of its id, created with O_EXCL).
+profile and tests (one file per entry, named by a hash of its id, created with O_EXCL; a key's entry
+records its id too, which rotation needs as the wrap's associated data). `rotate` moves a store to a new
+master key by re-wrapping entries; the keys inside, and so tokens and ciphertexts, do not change.
 No key is ever logged or printed: errors name the key's source (variable, file), never its bytes.
 """
 from __future__ import annotations
@@ -20,8 +22,9 @@ import base64
 import binascii
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -122,6 +125,20 @@ class FileBackend:
         os.chmod(tmp, 0o600)
         tmp.replace(self._file(key_id))
 
+    def entries(self) -> Iterator[tuple[str | None, bytes]]:
+        """(id, stored bytes) of every entry; the id is the one the entry records (None in entries
+        written before entries recorded it: the file name is a one-way hash of it)."""
+        for file in sorted(self.dir.glob("*.key")):
+            raw = file.read_bytes()
+            yield orjson.loads(raw).get("id"), raw
+
+    def replace(self, key_id: str, old: bytes, new: bytes) -> bool:
+        """Set the entry to `new` if it still holds `old` (the embedded profile has one writer at a time)."""
+        if self.get(key_id) != old:
+            return False
+        self.set(key_id, new)
+        return True
+
 
 class RedisBackend:
     def __init__(self, client: Any, prefix: str = "ctx") -> None:
@@ -136,6 +153,18 @@ class RedisBackend:
 
     def set(self, key_id: str, value: bytes) -> None:
         self.client.hset(self.hash, key_id, value)
+
+    def entries(self) -> Iterator[tuple[str | None, bytes]]:
+        for field, raw in self.client.hscan_iter(self.hash, count=1000):
+            yield field.decode(), raw
+
+    def replace(self, key_id: str, old: bytes, new: bytes) -> bool:
+        """Compare-and-set in one server-side step, so an erase that lands meanwhile is never overwritten."""
+        return bool(self.client.eval(_REPLACE, 1, self.hash, key_id, old, new))
+
+
+_REPLACE = ("if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then "
+            "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) return 1 end return 0")
 
 
 class KeyStore:
@@ -168,8 +197,8 @@ class KeyStore:
         key, erased = self._entry(key_id)
         if key is not None:
             return key
-        value = orjson.dumps({"wrapped": base64.b64encode(self.wrapper.wrap(os.urandom(KEY_BYTES), key_id)).decode(),
-                              "erasedAt": erased})
+        value = orjson.dumps({"id": key_id, "erasedAt": erased,
+                              "wrapped": base64.b64encode(self.wrapper.wrap(os.urandom(KEY_BYTES), key_id)).decode()})
         if erased is None:
             if not self.backend.add(key_id, value):  # someone else made it first: theirs counts
                 self._cache.pop(key_id, None)
@@ -199,17 +228,77 @@ class KeyStore:
         self._cache.pop(key_id, None)
 
 
-def open_store(keys: dict[str, str]) -> KeyStore:
-    """The key store a policy's `keys` describe: {"store": "file", "path"} or {"store": "redis", "url",
-    "prefix", ...the profile's Redis TLS/ACL settings}, master key from `master_key_env` / `master_key_file`."""
-    wrapper = MasterKeyWrapper(master_key(keys.get("master_key_env"), keys.get("master_key_file")))
+@dataclass
+class Rotation:
+    """What a master-key rotation did (or, planned, would do) to the entries of a key store."""
+
+    rewrapped: int = 0
+    already_new: int = 0
+    erased: int = 0
+
+
+def key_fingerprint(key: bytes) -> str:
+    """The first 8 hex digits of SHA-256 of a key: names a master key in receipts and the audit log."""
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
+def _opens(wrapper: KeyWrapper, blob: bytes, key_id: str) -> bytes | None:
+    try:
+        return wrapper.unwrap(blob, key_id)
+    except RuntimeFailure:
+        return None
+
+
+def rotate(backend: FileBackend | RedisBackend, old: KeyWrapper, new: KeyWrapper, *, plan: bool = False) -> Rotation:
+    """Re-wrap every entry (users' data keys and the job's `~pseudonym`/`~control` keys) from `old` to `new`.
+
+    The keys themselves never change, so tokens, ciphertexts and erase markers stay as they are. Each entry
+    is tried with the new key first, then the old one: no label has to be trusted, an interrupted rotation
+    leaves every entry wholly on one key or the other (each write replaces one entry at once), and running
+    it again re-wraps only what is left. With `plan`, nothing is written (the receipt says what would be)."""
+    done = Rotation()
+    for key_id, raw in backend.entries():
+        while True:
+            doc = orjson.loads(raw)
+            if not doc.get("wrapped"):
+                done.erased += 1
+                break
+            if key_id is None:
+                raise RuntimeFailure("a key store entry does not record its id, so it cannot be re-wrapped",
+                                     "it predates rotation support: recreate the store, or keep the old master key")
+            blob = base64.b64decode(doc["wrapped"])
+            if _opens(new, blob, key_id) is not None:
+                done.already_new += 1
+                break
+            key = _opens(old, blob, key_id)
+            if key is None:
+                raise RuntimeFailure(f"key store entry {key_id} opens with neither the current nor the new master key",
+                                     "is the profile's master key the one the store was made with?")
+            rewrapped = orjson.dumps({**doc, "id": key_id,
+                                      "wrapped": base64.b64encode(new.wrap(key, key_id)).decode()})
+            if plan or backend.replace(key_id, raw, rewrapped):
+                done.rewrapped += 1
+                break
+            raw = backend.get(key_id) or b"{}"  # changed meanwhile (an erase, say): look again
+    return done
+
+
+def open_backend(keys: dict[str, str]) -> FileBackend | RedisBackend:
+    """The backend a policy's `keys` describe (see `open_store`)."""
     if keys.get("store") == "redis":
         from ctxsync.config import RedisEndpoint
         from ctxsync.io.clients import redis_client
 
         endpoint = RedisEndpoint.model_validate(orjson.loads(keys["redis"]))
-        return KeyStore(RedisBackend(redis_client(endpoint), endpoint.prefix), wrapper)
-    return KeyStore(FileBackend(keys["path"]), wrapper)
+        return RedisBackend(redis_client(endpoint), endpoint.prefix)
+    return FileBackend(keys["path"])
+
+
+def open_store(keys: dict[str, str]) -> KeyStore:
+    """The key store a policy's `keys` describe: {"store": "file", "path"} or {"store": "redis", "url",
+    "prefix", ...the profile's Redis TLS/ACL settings}, master key from `master_key_env` / `master_key_file`."""
+    wrapper = MasterKeyWrapper(master_key(keys.get("master_key_env"), keys.get("master_key_file")))
+    return KeyStore(open_backend(keys), wrapper)
 
 
 def open_protector(policy: PrivacyPolicy, store: KeyStore | None = None) -> Protector:
