@@ -4,6 +4,8 @@ client reads the views the job wrote, receives them on its change feed, and sees
 concurrent read-modify-write in the violations topic."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import yaml
 
@@ -46,6 +48,8 @@ def test_publish_read_subscribe_and_conflict_through_the_job(
     seen_by_risk, seen_by_churn = risk.get("u1"), churn.get("u1")
     accepted = risk.update("u1", lambda ctx: {"riskTolerance": "mid"})
     assert accepted.expected_version == seen_by_risk.version("financial") == 1
+    # the late write must carry a later millisecond: within one, the contract orders by eventId (random)
+    time.sleep(0.005)
     late = churn.publish("u1", {"riskTolerance": "high"}, expected_version=seen_by_churn.version("financial"),
                          targets=["churn-predictor"])
     run_local(job, tmp_path, servers)
