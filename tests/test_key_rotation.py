@@ -20,21 +20,10 @@ from ctxsync.io.keystore import (FileBackend, KeyStore, MasterKeyWrapper,
                                  key_fingerprint, open_backend, open_protector, open_store, rotate)
 from transforms.privacy import is_encrypted, reveal
 from tests.fixtures_servers import redis_client, servers  # noqa: F401
+from tests.test_audit import key  # noqa: F401  (the audit signing key, made by `ctxsync audit keygen`)
 from tests.helpers import ROOT, event
 
 pytestmark = pytest.mark.servers
-
-
-@pytest.fixture
-def audit_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
-    """A key made by `ctxsync audit keygen`, configured for signing; returns its public key file."""
-    assert main(["audit", "keygen", "--out", str(tmp_path / "audit.pem")]) == 0
-    public = tmp_path / "audit.pub"
-    public.write_text(capsys.readouterr().out)
-    monkeypatch.setenv("CTXSYNC_AUDIT_KEY_FILE", str(tmp_path / "audit.pem"))
-    monkeypatch.delenv("CTXSYNC_AUDIT_KEY", raising=False)
-    monkeypatch.setenv("CTXSYNC_HOME", str(tmp_path / "home"))
-    return public
 
 
 def new_key(path: Path, capsys: pytest.CaptureFixture[str]) -> bytes:
@@ -64,7 +53,7 @@ def policy_of(jobs: Path):  # noqa: ANN201 - a PrivacyPolicy
 
 @pytest.mark.parametrize("store", ["file", "redis"])
 def test_rotation_keeps_data_readable_with_the_new_key_only_erased_users_stay_erased_and_reruns_are_no_ops(
-        store, tmp_path, audit_key, servers, redis_client, capsys):  # noqa: F811
+        store, tmp_path, key, servers, redis_client, capsys):  # noqa: F811
     old_file, new_file = tmp_path / "old.key", tmp_path / "new.key"
     old, new = new_key(old_file, capsys), new_key(new_file, capsys)
     jobs = jobs_file(tmp_path, old_file, servers.endpoints()["redis"] if store == "redis" else None)
@@ -97,7 +86,7 @@ def test_rotation_keeps_data_readable_with_the_new_key_only_erased_users_stay_er
     assert "0 entries re-wrapped, 4 already on the new key, 1 erased" in capsys.readouterr().out
 
     log = FileStore(tmp_path / "state" / "audit.embedded.log").read()
-    verdict = verify(log, load_public(audit_key))
+    verdict = verify(log, load_public(key))
     assert verdict.intact and verdict.entries == 2, verdict.problem
     entries = [orjson.loads(r.data) for r in log]
     assert [e["action"] for e in entries] == ["key-rotate", "key-rotate"]
