@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +27,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chromium_screenshot import screenshot  # noqa: E402  (scripts/, this script's folder)
 from ctxsync.io.connector_metrics import serve_metrics  # noqa: E402
 from ctxsync.io.connectors import elasticsearch_connector, redis_connector, run_all  # noqa: E402
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer  # noqa: E402
@@ -88,18 +87,6 @@ def scene(run_dir: Path, seconds: float) -> tuple[LocalServers, list]:
     return local, served
 
 
-def screenshot(url: str, png: Path, size: tuple[int, int]) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        sys.exit("chromium is not installed (scripts/install-system-deps.sh installs it)")
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        "--hide-scrollbars", "--virtual-time-budget=15000", f"--user-data-dir={profile}",
-                        f"--screenshot={png}", f"--window-size={size[0]},{size[1]}", url],
-                       check=True, capture_output=True, timeout=180)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="a running Prometheus (default: start the scene described above)")
@@ -115,7 +102,7 @@ def main() -> int:
             url = args.url or local.servers["prometheus"].endpoints["prometheus"]
             page = f"{url}/graph?" + urllib.parse.urlencode(
                 {"g0.expr": args.query, "g0.tab": "0", "g0.range_input": args.range, "g0.stacked": "0"})
-            screenshot(page, args.out.resolve(), (1400, 900))
+            screenshot(page, args.out.resolve(), (1400, 900), wait_ms=15000)
         finally:
             for metrics in served:
                 metrics.close()

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import html
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from chromium_screenshot import screenshot  # scripts/, this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SGR = re.compile(r"\x1b\[([0-9;]*)m")
@@ -51,18 +52,6 @@ def to_html(ansi: str) -> str:
     return PAGE.format(body="".join(out))
 
 
-def screenshot(page: Path, png: Path, size: tuple[int, int]) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        sys.exit("chromium is not installed (scripts/install-system-deps.sh installs it)")
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        "--hide-scrollbars", f"--user-data-dir={profile}", f"--screenshot={png}",
-                        f"--window-size={size[0]},{size[1]}", page.as_uri()],
-                       check=True, capture_output=True, timeout=120)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="local")
@@ -83,7 +72,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as work:
         page = Path(work) / "signals.html"
         page.write_text(to_html(ansi))
-        screenshot(page, args.out, size)
+        screenshot(page.as_uri(), args.out, size, timeout_s=120)
     print(f"wrote {args.out} ({size[0]}x{size[1]})")
     return 0
 
