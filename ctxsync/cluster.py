@@ -267,10 +267,17 @@ class Cluster:
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
+        gone_since: float | None = None
         while time.monotonic() < deadline:
             if self.is_ready():
                 return
-            if not self.pids("standalonesession"):
+            # Absent for 3 s, not once: right after the start script, the pid it wrote can still be the
+            # shell that is about to exec the JVM (its command line does not name our conf dir yet).
+            if self.pids("standalonesession"):
+                gone_since = None
+            elif gone_since is None:
+                gone_since = time.monotonic()
+            elif time.monotonic() - gone_since > 3:
                 raise ClusterError(f"the JobManager exited while starting: {self._log_cause()}",
                                    f"logs: {self.log_dir}")
             time.sleep(0.25)

@@ -115,8 +115,9 @@ def check_reachable(client_config: dict[str, Any], timeout_s: float = 10.0) -> N
 
 
 def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.0,
-               read_committed: bool = True) -> Iterator[Any]:
-    """Every record of a topic from the beginning to its current end (assign(), no group join)."""
+               read_committed: bool = True, starts: dict[int, int] | None = None) -> Iterator[Any]:
+    """Every record of a topic from the beginning (or, with `starts`, from those offsets of those
+    partitions only) to its current end (assign(), no group join)."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({**client_config, "group.id": "ctxsync-reader", "enable.auto.commit": False,
@@ -126,7 +127,10 @@ def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
         parts = []
         for p in metadata.partitions:
+            if starts is not None and p not in starts:
+                continue
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            low = low if starts is None else max(low, starts[p])
             if high > low:
                 parts.append(TopicPartition(topic, p, low))
         if not parts:

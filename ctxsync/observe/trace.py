@@ -16,16 +16,15 @@ holds no trace of the event (deleted attributes are left out of views): it is no
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 
-from ctxsync.errors import RuntimeFailure
 from ctxsync.io.avro import avro_payload_to_json
 from ctxsync.io.es_history import HISTORY_PREFIX, TRACE_FIELD, VIOLATIONS_INDEX, history_index, record_id
+from ctxsync.io.kafka_io import read_topic
 from ctxsync.io.kafka_positions import offsets_for_time, partition_ends
 from ctxsync.io.redis_views import stream_key, view_from_hash, view_key
 from transforms.timestamps import parse_iso_ms
@@ -82,43 +81,16 @@ def scan_topic(config: dict[str, Any], topic: str, since_ms: int, wanted: Callab
                timeout_s: float = 10.0) -> list[Found]:
     """The committed records of `topic` written at or after `since_ms` (up to the end the topic had when
     the scan began) whose value satisfies `wanted`; [] for a missing topic."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
     try:
         _, high = partition_ends(config, topic, timeout_s)
     except KeyError:
         return []
     starts = offsets_for_time(config, topic, high, since_ms, timeout_s)
-    pending = {p for p in high if starts[p] < high[p]}
-    if not pending:
-        return []
-    consumer = Consumer({**config, "group.id": "ctxsync-trace", "enable.auto.commit": False,
-                         "isolation.level": "read_committed", "enable.partition.eof": True})
     found: list[Found] = []
-    try:
-        consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(pending)])
-        last = time.monotonic()
-        while pending:
-            batch = consumer.consume(5000, timeout=0.2)
-            if not batch:
-                if time.monotonic() - last > timeout_s:
-                    raise RuntimeFailure(f"no progress reading {topic} for {timeout_s:.0f}s")
-                continue
-            last = time.monotonic()
-            for m in batch:
-                error = m.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                        continue
-                    raise RuntimeFailure(f"reading {topic}: {error}")
-                if m.offset() >= high[m.partition()] - 1:
-                    pending.discard(m.partition())
-                if m.offset() < high[m.partition()] and m.value() is not None and wanted(m.value()):
-                    found.append(Found(topic, m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(),
-                                       {k: v or b"" for k, v in (m.headers() or [])}))
-    finally:
-        consumer.close()
+    for m in read_topic(config, topic, timeout_s, starts=starts):
+        if m.offset() < high[m.partition()] and m.value() is not None and wanted(m.value()):
+            found.append(Found(topic, m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(),
+                               {k: v or b"" for k, v in (m.headers() or [])}))
     return found
 
 
