@@ -52,6 +52,10 @@ def test_valid_event_is_parsed_with_categories_and_normalized_time():
     (raw(event(contextDelta__expectedVersion=-1)), "invalid_field", "validate", "contextDelta.expectedVersion"),
     (raw(event(contextDelta__expectedVersion=True)), "invalid_field", "validate", "contextDelta.expectedVersion"),
     (raw(event(contextDelta__expectedVersion=1.5)), "invalid_field", "validate", "contextDelta.expectedVersion"),
+    # beyond a 64-bit long (read as a float by the JSON parser): stopped the Flink job before (issue 22)
+    (raw(event(contextDelta__expectedVersion=18446744073709551616)), "invalid_field", "validate", "expectedVersion"),
+    (raw(event(contextDelta__expectedVersion=1e300)), "invalid_field", "validate", "expectedVersion"),
+    (raw(event(contextDelta__expectedVersion=2**63)), "invalid_field", "validate", "expectedVersion"),
     (raw(event(contextDelta__updates={})), "invalid_field", "validate", "contextDelta.updates"),
     (raw(event(contextDelta__updates=[])), "invalid_field", "validate", "contextDelta.updates"),
     (raw(event(contextDelta__updates__segment__current=[1])), "invalid_field", "validate", "segment.current"),
@@ -69,6 +73,8 @@ def test_valid_event_is_parsed_with_categories_and_normalized_time():
     (raw(event(propagationRules__priority="urgent")), "invalid_field", "validate", "priority"),
     (raw(event(propagationRules__ttl=0)), "invalid_field", "validate", "ttl"),
     (raw(event(propagationRules__ttl="1h")), "invalid_field", "validate", "ttl"),
+    (raw(event(propagationRules__ttl=1e300)), "invalid_field", "validate", "ttl"),
+    (raw(event(propagationRules__ttl=10**12 + 1)), "invalid_field", "validate", "ttl"),
     (raw(event(timestamp="2099-01-01T00:00:00Z")), "future_timestamp", "validate", "2099"),
     (raw(event(contextDelta__expectedVersion=2, contextDelta__updates={
         "segment": {"current": "a", "confidence": 1}, "creditScore": {"current": 700, "confidence": 1}})),

@@ -16,6 +16,10 @@ from transforms.timestamps import parse_iso
 EVENT_TYPES = ("context.updated", "context.deleted")
 PRIORITIES = ("low", "normal", "high", "critical")
 MAX_EVENT_ID_CHARS = 128
+# The largest values a sink can hold: versions are Avro/Java longs; a TTL becomes a Redis EXPIRE (ms since
+# the epoch in a signed 64-bit integer, read as a double by Lua): 10^12 s (~31,700 years) is safe for both.
+MAX_EXPECTED_VERSION = 2**63 - 1
+MAX_TTL_SECONDS = 10**12
 _SCALARS = (str, bool, int, float)  # with None: a JSON scalar (see json_values.is_scalar)
 _NUMBERS = (int, float)  # booleans are ints in Python: excluded where a number is checked
 
@@ -138,10 +142,11 @@ def _propagation(doc: dict[str, Any]) -> tuple[tuple[str, ...], int | None]:
     if priority is not None and priority not in PRIORITIES:
         raise _wrong("propagationRules.priority", "one of " + ", ".join(PRIORITIES), priority)
     ttl = rules.get("ttl")
-    if ttl is not None and (type(ttl) is not int or ttl <= 0):
+    if ttl is not None and (type(ttl) is not int or not 0 < ttl <= MAX_TTL_SECONDS):
         ttl = _whole_number(rules["ttl"])
-        if ttl is None or ttl <= 0:
-            raise _wrong("propagationRules.ttl", "an integer number of seconds > 0", rules["ttl"])
+        if ttl is None or not 0 < ttl <= MAX_TTL_SECONDS:
+            raise _wrong("propagationRules.ttl", f"an integer number of seconds from 1 to {MAX_TTL_SECONDS}",
+                         rules["ttl"])
     return (tuple(targets) if targets else ()), ttl
 
 
@@ -189,8 +194,9 @@ def validate_document(
     expected_version = delta.get("expectedVersion")
     if expected_version is not None:
         expected_version = _whole_number(delta["expectedVersion"])
-        if expected_version is None or expected_version < 0:
-            raise _wrong("contextDelta.expectedVersion", "an integer >= 0", delta["expectedVersion"])
+        if expected_version is None or not 0 <= expected_version <= MAX_EXPECTED_VERSION:
+            raise _wrong("contextDelta.expectedVersion", f"an integer from 0 to {MAX_EXPECTED_VERSION}",
+                         delta["expectedVersion"])
     by_category = _grouped_updates(delta, event_type == "context.deleted", settings)
     targets, ttl = _propagation(doc)
     if ts > now_ms + settings.future_skew_ms:

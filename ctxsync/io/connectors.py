@@ -21,13 +21,12 @@ import orjson
 from ctxsync.errors import RuntimeFailure
 from ctxsync.io.es_history import EsBulkWriter, history_doc, violation_doc
 from ctxsync.io.kafka_io import DLQ, HISTORY, VIEWS, VIOLATIONS
-from ctxsync.io.redis_views import RedisViewSink, ViewWrite
+from ctxsync.io.redis_views import RedisViewSink, ViewWrite, view_problem
 
 if TYPE_CHECKING:
     from ctxsync.io.connector_metrics import ConnectorMetrics
 
 log = logging.getLogger(__name__)
-VIEW_FIELDS = ("key", "category", "userId", "version", "updatedAt", "attributes", "targetModels")
 REDIS_GROUP = "ctxsync-redis-views"  # consumer group of the Redis connector (verify reads its position)
 ES_GROUP = "ctxsync-elasticsearch"   # consumer group of the Elasticsearch connector (likewise)
 
@@ -92,32 +91,41 @@ class RedisViewsHandler(Handler):
         self.transient = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
     def write(self, messages: list[Any], stats: ConnectorStats) -> list[dict[str, Any]]:
-        writes, dead = [], []
+        writes: list[ViewWrite] = []
+        dead: list[dict[str, Any]] = []
+        sources: dict[int, tuple[bytes, str]] = {}  # id(view write) -> its record (bytes, origin), for dead letters
         for message in messages:
             value = message.value()
             if value is None and message.key():  # a tombstone (erase): the views written so far, then the delete
-                self._flush(writes, stats)
+                dead += self._flush(writes, stats, sources)
                 writes = []
                 stats.written += self.sink.delete(message.key().decode())
                 continue
             try:
                 view = orjson.loads(value)
-                missing = [k for k in VIEW_FIELDS if k not in view]
-                if missing:
-                    raise TypeError(f"fields missing: {', '.join(missing)}")
+                problem = view_problem(view)
+                if problem:
+                    raise TypeError(problem)
                 ttl = view.pop("ttl", None)
                 writes.append(ViewWrite(view, ttl))
-            except (orjson.JSONDecodeError, TypeError, AttributeError) as exc:
-                dead.append(dead_letter("bad_view_record", f"view changelog record is not a JSON object: {exc}",
+            except (orjson.JSONDecodeError, TypeError) as exc:
+                dead.append(dead_letter("bad_view_record", f"not a view record: {exc}",
                                         self.stage, value or b"", origin_of(message)))
-        self._flush(writes, stats)
+                continue
+            sources[id(writes[-1])] = (value, origin_of(message))
+        dead += self._flush(writes, stats, sources)
         return dead
 
-    def _flush(self, writes: list[ViewWrite], stats: ConnectorStats) -> None:
+    def _flush(self, writes: list[ViewWrite], stats: ConnectorStats,
+               sources: dict[int, tuple[bytes, str]]) -> list[dict[str, Any]]:
+        """Write the coalesced views; a view Redis refuses is dead-lettered with its reason, never retried
+        forever (it would refuse it again after every restart)."""
         latest = coalesce(writes)
-        applied, skipped = self.sink.write(latest)
-        stats.written += applied
-        stats.skipped += skipped + len(writes) - len(latest)
+        result = self.sink.write(latest)
+        stats.written += result.applied
+        stats.skipped += result.skipped + len(writes) - len(latest)
+        return [dead_letter("redis_refused", f"Redis refused the view: {reason}", self.stage,
+                            *sources[id(item)]) for item, reason in result.refused]
 
 
 def coalesce(writes: list[ViewWrite]) -> list[ViewWrite]:

@@ -13,28 +13,48 @@ modelId); stream `ctx:changes:<modelId>` with entries key, version, view (JSON).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from transforms.validate import MAX_TTL_SECONDS
+
 ATTR_PREFIX = "a:"
+VIEW_FIELDS = ("key", "category", "userId", "version", "updatedAt", "attributes", "targetModels")
 
 # KEYS[1] view hash, KEYS[2..] change streams. ARGV[1] version, ARGV[2] ttl seconds (0 = keep),
-# ARGV[3] stream max length, ARGV[4] view JSON, ARGV[5..] hash field/value pairs.
-CAS_SCRIPT = """
+# ARGV[3] stream max length, ARGV[4] view JSON, ARGV[5] mode, ARGV[6..] hash field/value pairs.
+# Mode "cas": applied only when the version is newer (replays and retries are no-ops). Mode "sync": also
+# when Redis holds the same or a newer version with other content (its `digest`, SHA-1 of the view JSON):
+# the job writes views before its checkpoint commits, so after a restore Redis may hold versions that the
+# restored state never produced; the first write of each aggregate after a restore puts Redis back in line.
+# Returns 0 (not applied), 1 (applied) or 2 (applied over diverged content).
+# Fields go to HSET in chunks: Lua's unpack() fails beyond ~8,000 values (a view of ~4,000 attributes).
+HSET_CHUNK = 1000  # even, so a chunk that starts at a field name ends at a value
+CAS_SCRIPT = f"""
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
 local incoming = tonumber(ARGV[1])
-if current >= incoming then return 0 end
+if current >= incoming and ARGV[5] ~= 'sync' then return 0 end
+local digest = redis.sha1hex(ARGV[4])
+local result = 1
+if current >= incoming then
+  if current == incoming and redis.call('HGET', KEYS[1], 'digest') == digest then return 0 end
+  result = 2
+end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+for i = 6, #ARGV, {HSET_CHUNK} do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + {HSET_CHUNK - 1}, #ARGV)))
+end
+redis.call('HSET', KEYS[1], 'digest', digest)
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 for i = 2, #KEYS do
   redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], '*', 'key', KEYS[1], 'version', ARGV[1], 'view', ARGV[4])
 end
-return 1
+return result
 """
+MAX_DETAIL_CHARS = 300  # a refused view's reason: Redis quotes the script's arguments, a whole view
 
 
 def view_key(prefix: str, category: str, user_id: str) -> str:
@@ -43,6 +63,29 @@ def view_key(prefix: str, category: str, user_id: str) -> str:
 
 def stream_key(prefix: str, model_id: str) -> str:
     return f"{prefix}:changes:{model_id}"
+
+
+def view_problem(view: Any) -> str | None:
+    """Why a record read from the views topic cannot be written as a view (None if it can): the topic is
+    open to any producer, and a malformed record must be dead-lettered, not stop the connector."""
+    if not isinstance(view, dict):
+        return f"a view is a JSON object, got {type(view).__name__}"
+    missing = [name for name in VIEW_FIELDS if name not in view]
+    if missing:
+        return f"fields missing: {', '.join(missing)}"
+    if not all(isinstance(view[name], str) for name in ("key", "category", "userId", "updatedAt")):
+        return "key, category, userId and updatedAt must be strings"
+    if type(view["version"]) is not int or view["version"] < 0:
+        return "version must be an integer >= 0"
+    if not isinstance(view["attributes"], dict):
+        return "attributes must be an object"
+    targets = view["targetModels"]
+    if not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets):
+        return "targetModels must be a list of non-empty strings"
+    ttl = view.get("ttl")
+    if ttl is not None and (type(ttl) is not int or not 0 <= ttl <= MAX_TTL_SECONDS):
+        return f"ttl must be an integer number of seconds up to {MAX_TTL_SECONDS}"
+    return None
 
 
 def hash_fields(view: dict[str, Any]) -> dict[str, str]:
@@ -69,10 +112,23 @@ def view_from_hash(fields: dict[str, str]) -> dict[str, Any]:
 
 @dataclass
 class ViewWrite:
-    """A view to write and the TTL (seconds, None = no expiry) of the event that produced it."""
+    """A view to write, the TTL (seconds, None = no expiry) of the event that produced it, and whether it
+    may replace diverged content (mode "sync" of CAS_SCRIPT)."""
 
     view: dict[str, Any]
     ttl: int | None = None
+    sync: bool = False
+
+
+@dataclass
+class WriteResult:
+    """What one batch did: views applied (`repaired` of them over diverged content), skipped as not newer,
+    and refused by Redis (each with a short reason), so one bad view never fails the others."""
+
+    applied: int = 0
+    skipped: int = 0
+    repaired: int = 0
+    refused: list[tuple[ViewWrite, str]] = field(default_factory=list)
 
 
 class RedisViewSink:
@@ -84,24 +140,38 @@ class RedisViewSink:
         self.stream_maxlen = stream_maxlen
         self.script = client.register_script(CAS_SCRIPT)
 
-    def write(self, writes: Iterable[ViewWrite]) -> tuple[int, int]:
-        """(applied, skipped as not newer). Raises redis errors; the caller retries the whole batch."""
+    def write(self, writes: Iterable[ViewWrite]) -> WriteResult:
+        """Raises redis connection errors (the caller retries the whole batch: writes are idempotent);
+        a view Redis refuses (a script error) is returned in `refused`."""
+        import redis
+
         pipe = self.client.pipeline(transaction=False)
-        count = 0
-        for item in writes:
+        items = list(writes)
+        if not items:
+            return WriteResult()
+        for item in items:
+            if item.ttl is not None and not 0 <= item.ttl <= MAX_TTL_SECONDS:  # validation bounds event TTLs
+                raise ValueError(f"ttl {item.ttl} out of range (0..{MAX_TTL_SECONDS} s)")
             view = item.view
             keys = [view_key(self.prefix, view["category"], view["userId"])]
             keys += [stream_key(self.prefix, model) for model in view["targetModels"]]
-            args: list[Any] = [view["version"], item.ttl or 0, self.stream_maxlen, orjson.dumps(view)]
-            for field, value in hash_fields(view).items():
-                args += [field, value]
+            args: list[Any] = [view["version"], item.ttl or 0, self.stream_maxlen, orjson.dumps(view),
+                               "sync" if item.sync else "cas"]
+            for name, value in hash_fields(view).items():
+                args += [name, value]
             self.script(keys=keys, args=args, client=pipe)
-            count += 1
-        if count == 0:
-            return 0, 0
-        results = pipe.execute()
-        applied = sum(1 for r in results if r == 1)
-        return applied, count - applied
+        result = WriteResult()
+        for item, outcome in zip(items, pipe.execute(raise_on_error=False)):
+            if isinstance(outcome, redis.ConnectionError | redis.TimeoutError):
+                raise outcome
+            if isinstance(outcome, Exception):
+                result.refused.append((item, short_reason(outcome)))
+            elif outcome == 0:
+                result.skipped += 1
+            else:
+                result.applied += 1
+                result.repaired += outcome == 2
+        return result
 
     def delete(self, aggregate_key: str) -> int:
         """Remove the view of `<category>:<userId>` (a tombstone on the views topic); 1 if there was one."""
@@ -137,3 +207,9 @@ def _text(fields: dict[Any, Any]) -> dict[str, str]:
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def short_reason(error: BaseException) -> str:
+    """Redis' error without the script arguments it quotes (they hold the whole view), bounded."""
+    text = str(error).split(" script: ", 1)[0]
+    return text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS - 3] + "..."
