@@ -140,14 +140,21 @@ class RedisViewSink:
         self.stream_maxlen = stream_maxlen
         self.script = client.register_script(CAS_SCRIPT)
 
-    def write(self, writes: Iterable[ViewWrite]) -> WriteResult:
-        """Raises redis connection errors (the caller retries the whole batch: writes are idempotent);
+    def write(self, writes: Iterable[ViewWrite], deletes: Iterable[str] = ()) -> WriteResult:
+        """Delete the views of `deletes` (aggregate keys), then write `writes`, in one round trip.
+
+        Raises redis connection errors (the caller retries the whole batch: writes are idempotent);
         a view Redis refuses (a script error) is returned in `refused`."""
         import redis
 
         pipe = self.client.pipeline(transaction=False)
         items = list(writes)
+        removed = [self._hash_key(key) for key in deletes]
+        if removed:
+            pipe.delete(*removed)
         if not items:
+            if removed:
+                pipe.execute()
             return WriteResult()
         for item in items:
             if item.ttl is not None and not 0 <= item.ttl <= MAX_TTL_SECONDS:  # validation bounds event TTLs
@@ -161,7 +168,8 @@ class RedisViewSink:
                 args += [name, value]
             self.script(keys=keys, args=args, client=pipe)
         result = WriteResult()
-        for item, outcome in zip(items, pipe.execute(raise_on_error=False)):
+        outcomes = pipe.execute(raise_on_error=False)[1 if removed else 0:]
+        for item, outcome in zip(items, outcomes):
             if isinstance(outcome, redis.ConnectionError | redis.TimeoutError):
                 raise outcome
             if isinstance(outcome, Exception):
@@ -175,8 +183,11 @@ class RedisViewSink:
 
     def delete(self, aggregate_key: str) -> int:
         """Remove the view of `<category>:<userId>` (a tombstone on the views topic); 1 if there was one."""
+        return int(self.client.delete(self._hash_key(aggregate_key)))
+
+    def _hash_key(self, aggregate_key: str) -> str:
         category, _, user_id = aggregate_key.partition(":")
-        return int(self.client.delete(view_key(self.prefix, category, user_id)))
+        return view_key(self.prefix, category, user_id)
 
     def read(self, category: str, user_id: str) -> dict[str, Any] | None:
         fields = self.client.hgetall(view_key(self.prefix, category, user_id))

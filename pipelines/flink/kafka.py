@@ -15,9 +15,11 @@ the value (no partition/offset for `origin`), and its KafkaSink cannot set recor
 topic carries reason/stage/origin headers). The Kafka table connector exposes both as metadata columns;
 `raw` format keeps payload bytes exact, so non-UTF-8 input reaches the dead-letter topic intact.
 
-Redis and Elasticsearch are written by the idempotent connectors (ctxsync/io/connectors.py) from the
-view/history/violation topics: PyFlink has no connector for them here, and Python functions get no
-checkpoint hook to flush a buffered sink.
+Views reach Redis from the operator itself, each batch in one pipelined round trip before its records go
+to Kafka (ctxsync/io/view_writer.py: idempotent by version, so no transaction and no second hop).
+Elasticsearch is written by its idempotent connector (ctxsync/io/connectors.py) from the history and
+violation topics: analysts are not latency-bound, and Python functions get no checkpoint hook to flush a
+buffered sink.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from typing import Any
 import orjson
 
 from ctxsync.io.avro import avro_payload_to_json
+from ctxsync.io.view_writer import JobViewWriter
 from pipelines.flink.batches import TIME_COLUMNS_SQL, batches
 from transforms.batching import Batching
 from transforms.ingest import ingest
@@ -59,6 +62,7 @@ class KafkaJobSpec:
     client_properties: dict[str, str] = field(default_factory=dict, repr=False)  # security.* etc.
     sink_bootstrap: str | None = None     # the output cluster, when it is not the input's
     sink_client_properties: dict[str, str] | None = field(default=None, repr=False)  # default: client_properties
+    views_redis: str | None = field(default=None, repr=False)  # Redis the job writes views to (JSON endpoint)
 
 
 def _quote(value: str) -> str:
@@ -218,8 +222,9 @@ def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parall
     t_env.execute_sql(sink_ddl(spec))
     table = batches(t_env, "ctx_events", "COALESCE(DECODE(payload, 'ISO-8859-1'), '')",
                     "DECODE(payload, 'UTF-8')", "`offset`", "`partition`", batching, spec.bounded)
+    views = JobViewWriter(spec.views_redis) if spec.views_redis else None
     outputs = (keyed_batches(t_env, table)
-               .process(SyncKafkaBuckets(settings, batching, cache_size), output_type=Types.STRING())
+               .process(SyncKafkaBuckets(settings, batching, cache_size, views), output_type=Types.STRING())
                .set_parallelism(parallelism).name("sync by bucket"))
     t_env.create_temporary_view("ctx_output_batches", t_env.from_data_stream(outputs).alias("batch"))
     statements = t_env.create_statement_set()
@@ -244,5 +249,16 @@ def job_spec(profile: Any, job_name: str) -> KafkaJobSpec:
         transactional_id_prefix=f"{sink.transactional_id_prefix}-{job_name}",
         checkpoint_interval_ms=sink.checkpoint_interval,
         client_properties=source.security.java_properties(), sink_bootstrap=sink_bootstrap,
-        sink_client_properties=sink_security.java_properties(),
+        sink_client_properties=sink_security.java_properties(), views_redis=views_endpoint(profile),
     )
+
+
+def views_endpoint(profile: Any) -> str | None:
+    """The profile's Redis as the JSON the job's view writer opens (password included: the job's operator
+    carries it as the key store's endpoint is carried), or None when the profile has no Redis."""
+    if profile.redis is None:
+        return None
+    endpoint = profile.redis.model_dump(mode="json")
+    if profile.redis.password is not None:
+        endpoint["password"] = profile.redis.password.get_secret_value()
+    return orjson.dumps(endpoint).decode()

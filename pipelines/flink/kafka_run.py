@@ -220,7 +220,9 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
     base = {p: ledger.offsets.get(p, source.low[p]) for p in source.high} if savepoint else \
         source.start_offsets(spec)
     before = topic_ends(config, outputs)
-    connectors = profile_connectors(profile) if with_connectors else {}
+    # views go to Redis from the job itself when the profile has Redis (pipelines/flink/kafka.py)
+    which = ("elasticsearch",) if spec.views_redis else ("redis", "elasticsearch")
+    connectors = profile_connectors(profile, which) if with_connectors else {}
     started = time.monotonic()
     nothing_new = spec.bounded and restore == savepoint and savepoint is not None and \
         all(base[p] >= h for p, h in source.high.items())

@@ -18,17 +18,19 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import orjson
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
+from ctxsync.io.view_writer import JobViewWriter, Refused, ViewChanges
 from pipelines.flink.batches import line_batches
 from pipelines.flink.metrics import FlinkJobMetrics
 from transforms.batching import Batching, bucket_of, split_batch
 from transforms.control import CONTROL_PREFIX, parse_control
 from transforms.ingest import dead_letter_line, ingest, is_blank
 from transforms.model import Event
-from transforms.records import DUPLICATE, TOMBSTONE, aggregate_key, tagged
+from transforms.records import DUPLICATE, TOMBSTONE, VIEW, aggregate_key, tagged, untag
 from transforms.settings import SyncSettings
 from transforms.sync import UserState, sync_step
 from transforms.tally import lags_ms, tally_lines
@@ -59,10 +61,12 @@ class SyncBuckets(KeyedProcessFunction):
 
     controls = False
 
-    def __init__(self, settings: SyncSettings, batching: Batching, cache_size: int = 10_000) -> None:
+    def __init__(self, settings: SyncSettings, batching: Batching, cache_size: int = 10_000,
+                 views: JobViewWriter | None = None) -> None:
         self.settings = settings
         self.batching = batching
         self.cache_size = cache_size
+        self.views = views  # the job writes each batch's views to Redis itself (ctxsync/io/view_writer.py)
         self.cache: dict[str, UserState] = {}
         self.users: Any = None
         self.metrics: Any = None
@@ -77,6 +81,8 @@ class SyncBuckets(KeyedProcessFunction):
             from ctxsync.io.keystore import open_protector  # the key store's clients: only with privacy on
 
             self.protector = open_protector(self.settings.privacy)
+        if self.views is not None:
+            self.views.open()
         gc.freeze()  # setup done: full collections need not walk the worker's modules (PyFlink, Beam)
 
     def parse(self, seq: int, part: int, payload: str, now_ms: int) -> Parsed | None:
@@ -101,9 +107,15 @@ class SyncBuckets(KeyedProcessFunction):
         tallied: list[str] = []  # the batch's tagged lines, counted once at its end (transforms/tally.py)
         accepted_ms: list[int] = []  # event times of accepted events, for the lag histogram
         protector = self.protector
+        changes = ViewChanges() if self.views is not None else None
         for seq, part, payload in split_batch(value[1]):
             if self.controls and payload.startswith(CONTROL_TEXT):
-                outputs.append(self.route(self._control(seq, part, payload, dirty), None))
+                lines = self._control(seq, part, payload, dirty)
+                if changes is not None:
+                    for line in lines:
+                        if line[0] == TOMBSTONE:
+                            changes.tombstone(orjson.loads(untag(line)[3])["key"], self.origin(seq, part))
+                outputs.append(self.route(lines, None))
                 continue
             parsed = self.parse(seq, part, payload, now_ms)
             if parsed is None:
@@ -132,16 +144,30 @@ class SyncBuckets(KeyedProcessFunction):
             if len(lines) > 1 or lines[0][0] != DUPLICATE:  # a duplicate changes nothing
                 dirty[key] = state
                 accepted_ms.append(event.ts)
+                if changes is not None:
+                    for line in lines:
+                        if line[0] == VIEW:
+                            _, aux, text = line.split("\t", 2)
+                            changes.view(orjson.loads(aux), text, event.ttl, event.origin)
             outputs.append(self.route(self._protect(lines, key), event.ttl))
             if len(outputs) >= self.batching.max_events:
                 yield from self.emit(outputs)
                 outputs = []
+        if changes:  # before anything else: what a model waits for
+            outputs.extend(self._refused(refused) for refused in self.views.apply(changes))
         for key, state in dirty.items():
             users.put(key, _blob(state))
         self.metrics.record(tally_lines(tallied), lags_ms(accepted_ms, now_ms),
                             int((time.perf_counter() - started) * 1000), len(cache))
         if outputs:
             yield from self.emit(outputs)
+
+    def _refused(self, refused: Refused) -> list[str]:
+        """A view Redis would not take, as a dead letter (stage redis) on the job's dead-letter output. Not
+        counted among the job's dead-lettered events: its event was accepted (history has it)."""
+        return self.route(self._protect([dead_letter_line(dead_letter(
+            refused.view.encode(), 0, refused.origin, "redis_refused", f"Redis refused the view: {refused.reason}",
+            "redis"))], None), None)
 
     def _protect(self, lines: list[str], user_id: str | None) -> list[str]:
         return lines if self.protector is None else self.protector.lines(lines, user_id)
