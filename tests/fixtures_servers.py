@@ -1,6 +1,6 @@
 """Real loopback servers for the I/O tests, started with the same code as `ctxsync dev up`.
 
-Session-scoped (starting is cheap, ~0.5 s, but one set is enough); each test isolates itself with
+Session-scoped (one set is enough: Kafka's JVM takes 5-10 s to start); each test isolates itself with
 unique topic names, Redis key prefixes and ES index contents. Import the fixtures you use by name.
 """
 from __future__ import annotations
@@ -15,21 +15,11 @@ from ctxsync.servers import LocalServers
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServers]:
-    """redis-server + noida-db (Kafka and Elasticsearch) on free loopback ports."""
+    """redis-server, Apache Kafka and noida-db (Elasticsearch API) on free loopback ports."""
     local = LocalServers(tmp_path_factory.mktemp("servers"))
     try:
-        local.up(["redis", "noida"])
+        local.up(["redis", "kafka", "noida"])
         yield local
-    finally:
-        local.down()
-
-
-@pytest.fixture(scope="session")
-def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A tansu broker (memory storage); yields its bootstrap address."""
-    local = LocalServers(tmp_path_factory.mktemp("tansu"))
-    try:
-        yield local.start("tansu").endpoints["kafka"]
     finally:
         local.down()
 

