@@ -102,3 +102,16 @@ def test_the_batch_waits_for_redis_to_come_back(writer, servers, redis_client): 
     thread.join(60)
     assert done.is_set()
     assert RedisViewSink(redis_client, "vw").read("behavioral", "u1") == view("u1", 1)
+
+
+def test_outcomes_asked_for_are_pushed_after_the_views_and_expire(writer, redis_client):  # noqa: F811
+    changes = ViewChanges()
+    changes.view("behavioral:u1", text(view("u1", 1)), None, "t/0/1")
+    changes.ack("risk-model", "e1", {"eventId": "e1", "outcome": "applied"})
+    writer.apply(changes)
+    key = "vw:ack:risk-model:e1"
+    assert orjson.loads(redis_client.lpop(key)) == {"eventId": "e1", "outcome": "applied"}
+    only_ack = ViewChanges()  # a duplicate changes no view: its outcome still goes out
+    only_ack.ack("risk-model", "e1", {"eventId": "e1", "outcome": "duplicate"})
+    assert only_ack and writer.apply(only_ack) == []
+    assert 0 < redis_client.ttl(key) <= 60

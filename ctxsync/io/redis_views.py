@@ -54,6 +54,7 @@ for i = 2, #KEYS do
 end
 return result
 """
+ACK_TTL_S = 60  # an outcome nobody waits for any more goes away
 MAX_DETAIL_CHARS = 300  # a refused view's reason: Redis quotes the script's arguments, a whole view
 
 
@@ -63,6 +64,12 @@ def view_key(prefix: str, category: str, user_id: str) -> str:
 
 def stream_key(prefix: str, model_id: str) -> str:
     return f"{prefix}:changes:{model_id}"
+
+
+def ack_key(prefix: str, model_id: str, event_id: str) -> str:
+    """The list the job pushes an event's outcome to, when the event asked for it (`"ack": true`); the
+    model id in the key lets a model's Redis user read only its own events' outcomes."""
+    return f"{prefix}:ack:{model_id}:{event_id}"
 
 
 def view_problem(view: Any) -> str | None:
@@ -140,8 +147,11 @@ class RedisViewSink:
         self.stream_maxlen = stream_maxlen
         self.script = client.register_script(CAS_SCRIPT)
 
-    def write(self, writes: Iterable[ViewWrite], deletes: Iterable[str] = ()) -> WriteResult:
-        """Delete the views of `deletes` (aggregate keys), then write `writes`, in one round trip.
+    def write(self, writes: Iterable[ViewWrite], deletes: Iterable[str] = (),
+              acks: Iterable[tuple[str, str, bytes]] = ()) -> WriteResult:
+        """Delete the views of `deletes` (aggregate keys), write `writes`, then push `acks` (model id,
+        eventId, outcome JSON: what `publish(wait=True)` waits for, so it sees its view applied), in
+        one round trip.
 
         Raises redis connection errors (the caller retries the whole batch: writes are idempotent);
         a view Redis refuses (a script error) is returned in `refused`."""
@@ -152,10 +162,6 @@ class RedisViewSink:
         removed = [self._hash_key(key) for key in deletes]
         if removed:
             pipe.delete(*removed)
-        if not items:
-            if removed:
-                pipe.execute()
-            return WriteResult()
         for item in items:
             if item.ttl is not None and not 0 <= item.ttl <= MAX_TTL_SECONDS:  # validation bounds event TTLs
                 raise ValueError(f"ttl {item.ttl} out of range (0..{MAX_TTL_SECONDS} s)")
@@ -167,8 +173,15 @@ class RedisViewSink:
             for name, value in hash_fields(view).items():
                 args += [name, value]
             self.script(keys=keys, args=args, client=pipe)
+        for model, event_id, outcome in acks:
+            key = ack_key(self.prefix, model, event_id)
+            pipe.lpush(key, outcome)
+            pipe.expire(key, ACK_TTL_S)
+        if not len(pipe):
+            return WriteResult()
         result = WriteResult()
-        outcomes = pipe.execute(raise_on_error=False)[1 if removed else 0:]
+        first = 1 if removed else 0
+        outcomes = pipe.execute(raise_on_error=False)[first:first + len(items)]
         for item, outcome in zip(items, outcomes):
             if isinstance(outcome, redis.ConnectionError | redis.TimeoutError):
                 raise outcome

@@ -38,6 +38,7 @@ class ViewChanges:
 
     latest: dict[str, tuple[str | None, int | None, str]] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
+    acks: list[tuple[str, str, bytes]] = field(default_factory=list)  # (model id, eventId, outcome JSON)
 
     def view(self, key: str, text: str, ttl: int | None, origin: str) -> None:
         self.latest[key] = (text, ttl, origin)
@@ -46,8 +47,12 @@ class ViewChanges:
         self.latest[key] = (None, None, origin)
         self.deleted.add(key)
 
+    def ack(self, model_id: str, event_id: str, outcome: dict) -> None:
+        """The outcome of an event that asked for one (`"ack": true`), pushed after the batch's views."""
+        self.acks.append((model_id, event_id, orjson.dumps(outcome)))
+
     def __bool__(self) -> bool:
-        return bool(self.latest)
+        return bool(self.latest) or bool(self.acks)
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ class JobViewWriter:
         deadline, delay = time.monotonic() + RETRY_FOR_S, 0.1
         while True:
             try:
-                result = self.sink.write(writes, sorted(changes.deleted))
+                result = self.sink.write(writes, sorted(changes.deleted), changes.acks)
                 break
             except TRANSIENT as exc:
                 if time.monotonic() > deadline:

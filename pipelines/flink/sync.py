@@ -30,6 +30,7 @@ from transforms.batching import Batching, bucket_of, split_batch
 from transforms.control import CONTROL_PREFIX, parse_control
 from transforms.ingest import dead_letter_line, ingest, is_blank
 from transforms.model import Event
+from transforms.outcome import event_outcome
 from transforms.records import DUPLICATE, TOMBSTONE, VIEW, aggregate_key, tagged, untag
 from transforms.settings import SyncSettings
 from transforms.sync import UserState, sync_step
@@ -149,6 +150,8 @@ class SyncBuckets(KeyedProcessFunction):
                         if line[0] == VIEW:
                             _, aux, text = line.split("\t", 2)
                             changes.view(orjson.loads(aux), text, event.ttl, event.origin)
+            if changes is not None and event.doc.get("ack") is True:
+                changes.ack(event.model_id, event.event_id, event_outcome(event.event_id, lines))
             outputs.append(self.route(self._protect(lines, key), event.ttl))
             if len(outputs) >= self.batching.max_events:
                 yield from self.emit(outputs)
