@@ -13,7 +13,7 @@ from ctxsync import cli
 from ctxsync.client import ContextClient, Credentials, from_urls
 from ctxsync.config import AccessSettings, ModelGrant, load_jobs
 from ctxsync.io.redis_acl import model_rules, model_users, stale_users
-from ctxsync.io.redis_views import RedisViewSink, ViewWrite, stream_key, view_key
+from ctxsync.io.redis_views import RedisViewSink, ViewWrite, ack_key, stream_key, view_key
 from tests.fixtures_tls import ADMIN, ADMIN_PASSWORD, RedisServer, acl_redis, admin_client  # noqa: F401
 from tests.helpers import SETTINGS
 
@@ -83,11 +83,12 @@ def test_rules_grant_read_only_views_and_the_own_stream_only():
     assert rules[0] == "reset"
     keys = [r for r in rules if "~" in r]
     assert keys == ["%R~ctx:financial:*", "%R~ctx:behavioral:*", "~ctx:changes:risk-model",
-                    "~ctx:changes:risk-model:seen:*"]
+                    "~ctx:changes:risk-model:seen:*", "~ctx:ack:risk-model:*"]
     assert not any(r.startswith(("+@", "allkeys", "allcommands", "~*")) for r in rules)
     assert not {"+set", "+del", "+xadd", "+eval", "+flushall", "+acl", "+config"} & set(rules)
     # glob characters in a prefix or model id cannot widen a pattern
     assert "~p\\*:changes:m\\?" in model_rules("p*", "m?", ())
+    assert "~p\\*:ack:m\\?:*" in model_rules("p*", "m?", ())
 
 
 def test_users_named_by_prefix_and_stale_ones_found():
@@ -122,7 +123,12 @@ def test_a_model_reads_its_grants_and_own_stream_and_nothing_else(tmp_path, acl_
     assert risk.hgetall(view_key("ctx", "financial", "u1"))[b"version"] == b"1"
     assert risk.ttl(view_key("ctx", "financial", "u1")) == -1
     assert len(risk.xread({stream_key("ctx", "risk-model"): "0"})[0][1]) == 2
+    admin.lpush(ack_key("ctx", "risk-model", "e1"), b'{"outcome": "applied"}')
+    admin.lpush(ack_key("ctx", "churn-predictor", "e2"), b'{"outcome": "applied"}')
+    assert risk.blpop([ack_key("ctx", "risk-model", "e1")], timeout=1)[1] == b'{"outcome": "applied"}'
     refused = [
+        lambda: risk.blpop([ack_key("ctx", "churn-predictor", "e2")], timeout=1),   # another model's outcome
+        lambda: risk.lpush(ack_key("ctx", "risk-model", "e3"), "forged"),            # forge its own outcome
         lambda: risk.hgetall(view_key("ctx", "behavioral", "u1")),                    # ungranted category
         lambda: risk.xread({stream_key("ctx", "churn-predictor"): "0"}),              # another model's stream
         lambda: risk.hset(view_key("ctx", "financial", "u1"), "version", "9"),       # write to a granted view

@@ -4,7 +4,8 @@ A model's user may read the view hashes of its granted categories (`%R~` read-on
 >= 7.0) and use its own change stream the way ctxsync.client does: a consumer group (XREADGROUP, XACK,
 XAUTOCLAIM, XGROUP CREATE) and the group's high-water hash `<stream>:seen:<group>`, raised by a script
 (EVALSHA; Redis checks the script's HSET against the same key patterns). It gets no other key and no
-write command on views, and may subscribe only to the client cache's invalidation channel. Every rule
+write command on views, and may subscribe only to the client cache's invalidation channel. It may pop
+the outcomes of its own events (`<prefix>:ack:<model>:*`, publish(wait=True)), no other model's. Every rule
 list starts with `reset`, so applying it again leaves exactly these rules, whatever the user had before.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ctxsync.config import AccessSettings
-from ctxsync.io.redis_views import stream_key
+from ctxsync.io.redis_views import ack_key, stream_key
 
 # What ctxsync.client sends, by purpose (read it there before adding one: every command is a permission).
 # (redis-py also sends CLIENT SETINFO, which Redis 7.0 does not know and redis-py lets fail quietly)
@@ -23,6 +24,7 @@ CHANGE_FEED = ("+xread", "+xreadgroup", "+xack", "+xautoclaim", "+xclaim", "+xpe
                "+xrevrange", "+xlen", "+xinfo|stream", "+xinfo|groups", "+xinfo|consumers",
                "+xgroup|create", "+xgroup|createconsumer",
                "+evalsha", "+script|load", "+script|exists", "+hset")  # the high-water script (HGET, HSET)
+OUTCOMES = ("+blpop",)  # publish(wait=True): the job's answer to the model's own event (client/acks.py)
 INVALIDATION_CHANNEL = "__redis__:invalidate"
 
 
@@ -54,8 +56,8 @@ def model_rules(prefix: str, model: str, categories: tuple[str, ...]) -> tuple[s
     """The user's rules after `reset` (which clears passwords, keys, channels and commands, and disables)."""
     stream = glob_escape(stream_key(prefix, model))
     keys = [f"%R~{glob_escape(prefix)}:{glob_escape(c)}:*" for c in categories]
-    keys += [f"~{stream}", f"~{stream}:seen:*"]
-    return ("reset", *keys, f"&{INVALIDATION_CHANNEL}", *CONNECTION, *CACHE, *VIEW_READS, *CHANGE_FEED)
+    keys += [f"~{stream}", f"~{stream}:seen:*", f"~{glob_escape(ack_key(prefix, model, ''))}*"]
+    return ("reset", *keys, f"&{INVALIDATION_CHANNEL}", *CONNECTION, *CACHE, *VIEW_READS, *CHANGE_FEED, *OUTCOMES)
 
 
 def model_users(access: AccessSettings, prefix: str) -> list[ModelUser]:
