@@ -8,13 +8,14 @@ import os
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator,
 )
 
+from ctxsync.config_yaml import YamlLimitError, compose_bounded, read_bounded
 from ctxsync.errors import UsageError
 from transforms.batching import Batching
 from transforms.drift import DriftSettings
@@ -29,28 +30,38 @@ class ConfigError(UsageError):
     """jobs.yaml (or a --set override) is wrong; the message says where and how to fix it."""
 
 
+MAX_DURATION_MS = 3650 * _UNIT_MS["d"]  # ten years: far beyond any retention, and safe in Java's long
+
+
 def duration_ms(value: Any) -> int:
-    """'24h', '5m', '90s', '250ms', '2d' or a plain number of milliseconds."""
+    """'24h', '5m', '90s', '250ms', '2d' or a plain number of milliseconds (not a bool, not a float)."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    match = _DURATION.fullmatch(str(value).strip())
-    if match is None:
-        raise ValueError(f"expected a duration like 24h, 5m, 90s or 250ms, got {value!r}")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+        ms = value
+    else:
+        match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"expected a duration like 24h, 5m, 90s or 250ms, got {value!r}")
+        ms = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    if ms > MAX_DURATION_MS:
+        raise ValueError(f"{value!r} is longer than 3650d, the longest duration allowed")
+    return ms
 
 
 _ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_INT32_MAX, _INT64_MAX = 2**31 - 1, 2**63 - 1  # what Kafka, Java and Redis take
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """No unknown keys, and no coercion: `true` is not the number 1, `"8"` not the number 8."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SyncSettingsModel(_Strict):
     conflict_policy: Literal["last-writer-wins", "reject"] = "last-writer-wins"
     dedup_retention: int = Field(default=24 * 3_600_000, description="milliseconds")
     future_skew: int = Field(default=300_000, description="milliseconds")
-    max_event_bytes: int = Field(default=1_000_000, gt=0)
+    max_event_bytes: int = Field(default=1_000_000, gt=0, le=_INT32_MAX, description="bytes")
     default_category: str = Field(default="general", min_length=1)
     categories: dict[str, list[str]] = Field(default_factory=dict)
     expectations: str | None = Field(default=None, description="GE suite name or path; null = off")
@@ -117,10 +128,10 @@ class DriftSettingsModel(_Strict):
     baseline: str | None = Field(default=None, description="drift.jsonl whose windows form the baseline")
     top_k: int = Field(default=8, ge=1, le=100)
     quantile_bins: int = Field(default=5, ge=2, le=50)
-    sketch_size: int = Field(default=512, ge=16)
+    sketch_size: int = Field(default=512, ge=16, le=1_000_000)
     min_count: int = Field(default=200, ge=1, description="windows with fewer rows get no score")
     spc_windows: int = Field(default=8, ge=2)
-    thresholds: dict[Literal["psi", "js", "spc_sigma"], float] = Field(
+    thresholds: dict[Literal["psi", "js", "spc_sigma"], Annotated[float, Field(allow_inf_nan=False)]] = Field(
         default_factory=lambda: {"psi": 0.25, "js": 0.1, "spc_sigma": 3.0})
 
     @field_validator("window", "out_of_orderness", mode="before")
@@ -198,7 +209,8 @@ class KafkaSourceEndpoint(_Strict):
     start_timestamp: str | None = Field(default=None, description="ISO-8601, for start: timestamp")
     bounded: bool = Field(default=False, description="stop at the latest offsets seen at start (replays, tests)")
     format: Literal["json", "avro"] = "json"
-    schema_id: int | None = Field(default=None, description="Avro: accept only this Confluent schema id")
+    schema_id: int | None = Field(default=None, ge=0, le=_INT32_MAX,
+                                  description="Avro: accept only this Confluent schema id")
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
 
 
@@ -218,7 +230,7 @@ class KafkaSinkEndpoint(_Strict):
     delivery: Literal["exactly-once", "at-least-once", "none"] = "exactly-once"
     transactional_id_prefix: str = "ctxsync-context-sync"
     checkpoint_interval: int = Field(default=2000, description="milliseconds; exactly-once commits at checkpoints")
-    partitions: int = Field(default=4, ge=1, description="partitions of topics ctxsync creates")
+    partitions: int = Field(default=4, ge=1, le=_INT32_MAX, description="partitions of topics ctxsync creates")
     create_topics: bool = Field(default=False, description="create missing topics (local servers)")
     security: KafkaSecurity | None = Field(default=None, description="default: the source's")
 
@@ -240,7 +252,8 @@ class RedisEndpoint(_Strict):
                                       "require one (tls-auth-clients yes); rediss:// only")
     key_location: str | None = Field(default=None, description="PEM private key of cert_location")
     prefix: str = "ctx"
-    stream_maxlen: int = Field(default=10_000, ge=1, description="entries kept per change stream (approx.)")
+    stream_maxlen: int = Field(default=10_000, ge=1, le=_INT64_MAX,
+                               description="entries kept per change stream (approx.)")
 
 
 class ElasticsearchEndpoint(_Strict):
@@ -262,7 +275,7 @@ class MetricsEndpoints(_Strict):
 
     host: str = Field(default="127.0.0.1", description="interface the endpoints bind to and are scraped on")
     job_port: int = Field(default=9249, ge=0, le=65535, description="Flink's Prometheus reporter (the job)")
-    connector_ports: dict[str, int] = Field(
+    connector_ports: dict[str, Annotated[int, Field(ge=0, le=65535)]] = Field(
         default_factory=lambda: {"redis": 9251, "elasticsearch": 9252},
         description="connector kind -> port of its `ctxsync connect` process")
 
@@ -407,6 +420,13 @@ class JobsFile(_Strict):
     version: Literal[1]
     jobs: dict[str, JobConfig]
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # True == 1, so Literal[1] alone would take it
+            raise ValueError("expected the number 1, got a boolean")
+        return value
+
 
 def _line_index(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
     """Map every key path of a YAML document to its 1-based line, for error messages."""
@@ -429,14 +449,18 @@ def _format_errors(exc: ValidationError, source: str, lines: dict[tuple[Any, ...
         line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
         where = f"{source}:{line}" if line else source
         key = ".".join(str(p) for p in loc) or "(top level)"
-        messages.append(f"{where}: {key}: {error['msg']}")
+        # a boolean is safe to echo (other inputs may be secrets) and is the usual surprise: `true` for 1
+        said = f", not {str(error['input']).lower()}" if isinstance(error.get("input"), bool) else ""
+        messages.append(f"{where}: {key}: {error['msg']}{said}")
     return f"{what}: " + "; ".join(messages)
 
 
 def load_jobs(path: Path) -> JobsFile:
     """Read and validate jobs.yaml, raising ConfigError with file:line for every problem."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path)
+    except YamlLimitError as exc:
+        raise ConfigError(f"{path}: {exc}", exc.hint) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read jobs file {path}: {exc.strerror}",
                           "give the right path with --jobs, or run from the project folder") from exc
@@ -445,8 +469,9 @@ def load_jobs(path: Path) -> JobsFile:
         raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x})",
                           "save the file as UTF-8") from exc
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        node, data = compose_bounded(text)
+    except YamlLimitError as exc:
+        raise ConfigError(f"{path}:{exc.line}: {exc}", exc.hint) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     if node is None:
