@@ -4,10 +4,11 @@
     client = ContextClient.from_profile("churn-predictor", "local")
     context = client.get("user-00042")
 """
+from ctxsync.client.acks import Outcome, OutcomeTimeout
 from ctxsync.client.client import ContextClient
 from ctxsync.client.endpoints import Credentials, Endpoints, from_profile, from_urls
 from ctxsync.client.model import Attribute, Change, Context, View
 from ctxsync.client.publish import InvalidEvent, Published, Update
 
 __all__ = ["Attribute", "Change", "Context", "ContextClient", "Credentials", "Endpoints", "InvalidEvent",
-           "Published", "Update", "View", "from_profile", "from_urls"]
+           "Outcome", "OutcomeTimeout", "Published", "Update", "View", "from_profile", "from_urls"]

@@ -16,6 +16,9 @@ from ctxsync.errors import RuntimeFailure
 from ctxsync.io.redis_views import ack_key
 
 
+BLOCK_SLICE_S = 5.0
+
+
 class OutcomeTimeout(RuntimeFailure):
     """No outcome in time: the job is behind or stopped, or the event was dead-lettered after all."""
 
@@ -45,7 +48,11 @@ def wait_outcome(redis: Any, prefix: str, model_id: str, event_id: str, timeout_
                  started: float | None = None) -> Outcome:
     """Block until the job's outcome for the event arrives, or raise OutcomeTimeout."""
     started = time.perf_counter() if started is None else started
-    found = redis.blpop([ack_key(prefix, model_id, event_id)], timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    key, found = ack_key(prefix, model_id, event_id), None
+    while found is None and (left := deadline - time.monotonic()) > 0:
+        # in slices shorter than the connection's socket timeout (10 s, ctxsync.io.clients.redis_client)
+        found = redis.blpop([key], timeout=min(left, BLOCK_SLICE_S))
     if found is None:
         raise OutcomeTimeout(f"no outcome for event {event_id} within {timeout_s:g} s",
                              f"the job may be behind or stopped, or it dead-lettered the event: "

@@ -11,10 +11,11 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import orjson
 
+from ctxsync.client.acks import Outcome, wait_outcome
 from ctxsync.client.cache import TrackedCache
 from ctxsync.client.changes import ChangeFeed
 from ctxsync.client.endpoints import Credentials, Endpoints, from_profile
@@ -96,19 +97,34 @@ class ContextClient:
 
     # -- publish ------------------------------------------------------------------------------------
 
+    @overload
+    def publish(self, user_id: str, updates: Mapping[str, Any], *, wait: Literal[False] = False,
+                **options: Any) -> str: ...
+
+    @overload
+    def publish(self, user_id: str, updates: Mapping[str, Any], *, wait: Literal[True],
+                **options: Any) -> Outcome: ...
+
     def publish(self, user_id: str, updates: Mapping[str, Any], *, expected_version: int | None = None,
                 targets: Iterable[str] | None = None, ttl: int | None = None, priority: str | None = None,
                 event_type: str = "context.updated", session_id: str | None = None,
-                event_id: str | None = None) -> str:
-        """Send one context event for the user and return its eventId once Kafka has it.
+                event_id: str | None = None, wait: bool = False, timeout_s: float = 5.0) -> str | Outcome:
+        """Send one context event for the user and return its eventId once Kafka has it; with `wait`,
+        return the job's Outcome once the event's views are applied in Redis (a `get` then reads them),
+        or once the job found it a duplicate, stale or rejected; OutcomeTimeout after `timeout_s`.
 
         `updates` maps attribute -> value (confidence 1.0) or `Update(value, confidence, previous)`.
         Raises InvalidEvent (nothing sent) when the event breaks a contract rule.
         """
+        started = time.perf_counter()
         event = build_event(self.model_id, self.instance_id, user_id, updates, expected_version=expected_version,
                             targets=targets, ttl=ttl, priority=priority, event_type=event_type,
                             session_id=session_id, event_id=event_id)
-        return self._publisher_for().send(event).event_id
+        if not wait:
+            return self._publisher_for().send(event).event_id
+        event["ack"] = True  # the job pushes the outcome (transforms/outcome.py) after the views
+        sent = self._publisher_for().send(event)
+        return wait_outcome(self.redis, self.prefix, self.model_id, sent.event_id, timeout_s, started)
 
     def update(self, user_id: str, change: Callable[[Context], Mapping[str, Any]] | Mapping[str, Any],
                **options: Any) -> Published:

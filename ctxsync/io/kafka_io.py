@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ctxsync.errors import RuntimeFailure
+
+T = TypeVar("T")
 
 EVENTS, VIEWS, HISTORY, VIOLATIONS, DLQ = (
     "context.events", "context.views", "context.history", "context.violations", "context.dlq",
@@ -69,7 +71,8 @@ def output_topics(partitions: int, prefix: str = "context") -> list[TopicSpec]:
 
 
 def ensure_topics(client_config: dict[str, Any], specs: list[TopicSpec], timeout_s: float = 15.0) -> None:
-    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    """Create the topics that do not exist yet (existing ones are left as they are), and return once every
+    partition of the new ones has a leader that answers."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient(client_config)
@@ -83,6 +86,36 @@ def ensure_topics(client_config: dict[str, Any], specs: list[TopicSpec], timeout
         except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
             if "already exists" not in str(exc).lower() and "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+    _wait_until_led(client_config, [t.topic for t in new], timeout_s)
+
+
+def _wait_until_led(client_config: dict[str, Any], topics: list[str], timeout_s: float) -> None:
+    """Kafka creates a topic's partitions asynchronously: for a moment after CreateTopics returns, their
+    leader is unknown and a ListOffsets or Produce gets NOT_LEADER_FOR_PARTITION. Ask each partition for its
+    end offsets until it answers."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({**client_config, "group.id": "ctxsync-watermarks", "enable.auto.commit": False,
+                         "logger": RDKAFKA_LOG})
+    deadline = time.monotonic() + timeout_s
+    try:
+        for topic in topics:
+            while True:
+                try:
+                    metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+                    if metadata.error is None and metadata.partitions and \
+                            all(p.leader >= 0 for p in metadata.partitions.values()):
+                        for p in metadata.partitions:
+                            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+                        break
+                except KafkaException:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeFailure(f"Kafka topic {topic} has no partition leader {timeout_s:.0f}s after "
+                                         "its creation")
+                time.sleep(0.1)
+    finally:
+        consumer.close()
 
 
 # librdkafka's own log lines (connection retries) go to Python logging, not straight onto the user's stderr:
@@ -129,7 +162,8 @@ def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.
         for p in metadata.partitions:
             if starts is not None and p not in starts:
                 continue
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            low, high = retried(lambda: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s),
+                                timeout_s)
             low = low if starts is None else max(low, starts[p])
             if high > low:
                 parts.append(TopicPartition(topic, p, low))
@@ -157,6 +191,22 @@ def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.
         consumer.close()
 
 
+def retried(call: Callable[[], T], timeout_s: float) -> T:
+    """`call()`, again while Kafka answers with a retriable error (e.g. NOT_LEADER_FOR_PARTITION while a
+    partition's leadership moves; librdkafka hands it to the caller of get_watermark_offsets)."""
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not (error is not None and error.retriable()) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def topic_ends(client_config: dict[str, Any], topics: list[str], timeout_s: float = 10.0) -> dict[str, int]:
     """Sum of the high watermarks of each topic's partitions (0 for a missing topic)."""
     from confluent_kafka import Consumer, TopicPartition
@@ -167,7 +217,8 @@ def topic_ends(client_config: dict[str, Any], topics: list[str], timeout_s: floa
         ends = {}
         for topic in topics:
             partitions = metadata[topic].partitions if topic in metadata else {}
-            ends[topic] = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+            ends[topic] = sum(retried(lambda: consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                                             timeout=timeout_s), timeout_s)[1]
                               for p in partitions)
         return ends
     finally:
