@@ -143,3 +143,24 @@ def command(server_dir: Path, libs: Path) -> list[str]:
 def is_broker_cmdline(args: list[str]) -> bool:
     """True when a process's argv is a broker started by `command` (its main class is an argument)."""
     return bool(args) and Path(args[0]).name == "java" and MAIN_CLASS in args
+
+
+READY_ID = "ctxsync-broker-ready"
+
+
+def coordinators_ready(bootstrap: str) -> bool:
+    """True once the group and transaction coordinators answer. A fresh broker creates __consumer_offsets and
+    __transaction_state on their first use and answers "not coordinator" while it loads them; asking here
+    makes the first job, connector or test after a start not race that (costs ~1 s once)."""
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+    config = {"bootstrap.servers": bootstrap, "log_level": 3}  # its "load in progress: retrying" is expected
+    consumer = Consumer({**config, "group.id": READY_ID, "enable.auto.commit": False})
+    try:
+        consumer.committed([TopicPartition(READY_ID, 0)], timeout=5)
+        Producer({**config, "transactional.id": READY_ID}).init_transactions(10)
+        return True
+    except KafkaException:
+        return False
+    finally:
+        consumer.close()

@@ -183,6 +183,15 @@ def is_ready(server: Server) -> bool:
     return _kafka_ready(p["kafka"])
 
 
+def _warmed_up(server: Server) -> bool:
+    """After a start: Kafka's group and transaction coordinators are loaded too (ctxsync/kafka_broker.py)."""
+    if server.name != "kafka":
+        return True
+    from ctxsync.kafka_broker import coordinators_ready
+
+    return coordinators_ready(server.endpoints["kafka"])
+
+
 def _alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -259,7 +268,7 @@ class LocalServers:
             if child.poll() is not None:
                 raise ServerError(f"{name} exited with code {child.returncode} while starting: "
                                   f"{_last_line(log_path)}", f"see {log_path}")
-            if is_ready(server):
+            if is_ready(server) and _warmed_up(server):
                 return server
             time.sleep(0.1)
         self.stop(name)
