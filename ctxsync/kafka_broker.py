@@ -72,15 +72,22 @@ def java_bin() -> str:
     return found
 
 
-def server_properties(kafka_port: int, controller_port: int, log_dir: Path) -> str:
-    """The broker's server.properties: combined mode, PLAINTEXT for clients, CONTROLLER for the quorum."""
+def server_properties(kafka_port: int, controller_port: int, log_dir: Path,
+                      listeners: dict[str, int] | None = None, extra: dict[str, str] | None = None) -> str:
+    """The broker's server.properties: combined mode, PLAINTEXT for clients, CONTROLLER for the quorum.
+
+    `listeners` adds client listeners named by their security protocol (e.g. {"SASL_PLAINTEXT": port});
+    `extra` adds or overrides settings (their mechanisms and JAAS configs, say)."""
+    names = {"PLAINTEXT": kafka_port, **{name.upper(): port for name, port in (listeners or {}).items()}}
+    client = ",".join(f"{name}://127.0.0.1:{port}" for name, port in names.items())
+    protocols = ",".join(f"{name}:{name}" for name in names)
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{kafka_port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{kafka_port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listeners": f"{client},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": client,
+        "listener.security.protocol.map": f"{protocols},CONTROLLER:PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(log_dir),
@@ -97,6 +104,7 @@ def server_properties(kafka_port: int, controller_port: int, log_dir: Path) -> s
         "log.retention.ms": "-1",
         "log.message.timestamp.after.max.ms": str(TIMESTAMP_AFTER_MAX_MS),
         "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
+        **(extra or {}),
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
@@ -114,12 +122,13 @@ def _jvm(libs: Path, log4j: Path, *extra: str) -> list[str]:
             "-cp", f"{libs}/*"]
 
 
-def prepare(server_dir: Path, kafka_port: int, controller_port: int, libs: Path) -> Path:
-    """Write the configs (ports may be new) and format the log dir unless it is already formatted;
-    returns the server.properties path."""
+def prepare(server_dir: Path, ports: dict[str, int], libs: Path, extra: dict[str, str] | None = None) -> Path:
+    """Write the configs and format the log dir unless it is already formatted; returns the server.properties
+    path. `ports`: "kafka" (PLAINTEXT), "controller", and any further listener by its security protocol."""
     log_dir = server_dir / "data"
     props = server_dir / "server.properties"
-    props.write_text(server_properties(kafka_port, controller_port, log_dir))
+    listeners = {name: port for name, port in ports.items() if name not in ("kafka", "controller")}
+    props.write_text(server_properties(ports["kafka"], ports["controller"], log_dir, listeners, extra))
     (server_dir / "log4j2.properties").write_text(LOG4J2.format(level="info"))
     if (log_dir / "meta.properties").exists():
         return props

@@ -49,6 +49,7 @@ class Server:
     ports: dict[str, int]
     pid: int = 0
     log: str = ""
+    settings: dict[str, str] = field(default_factory=dict)  # kafka: extra server.properties entries
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -59,7 +60,9 @@ class Server:
             return {"elasticsearch": f"http://127.0.0.1:{p['elasticsearch']}"}
         if self.name == "prometheus":
             return {"prometheus": f"http://127.0.0.1:{p['prometheus']}"}
-        return {"kafka": f"127.0.0.1:{p['kafka']}"}
+        extra = {f"kafka_{name.lower()}": f"127.0.0.1:{port}" for name, port in p.items()
+                 if name not in ("kafka", "controller")}  # further listeners, e.g. kafka_sasl_plaintext
+        return {"kafka": f"127.0.0.1:{p['kafka']}", **extra}
 
 
 def _redis_bin() -> str:
@@ -109,7 +112,7 @@ def _command(server: Server, data_dir: Path) -> list[str]:
         from ctxsync import kafka_broker, kafka_dist
 
         libs = kafka_dist.resolve()
-        kafka_broker.prepare(data_dir, p["kafka"], p["controller"], libs)
+        kafka_broker.prepare(data_dir, p, libs, server.settings)
         return kafka_broker.command(data_dir, libs)
     raise ServerError(f"unknown server {server.name!r}; servers: {', '.join(SERVICES)}")
 
@@ -243,13 +246,17 @@ class LocalServers:
                 merged.update(self.servers[name].endpoints)
         return merged
 
-    def start(self, name: str, timeout_s: float | None = None) -> Server:
-        """Start one server (reusing its ports and data if it ran before) and wait until it answers."""
+    def start(self, name: str, timeout_s: float | None = None, listeners: dict[str, int] | None = None,
+              settings: dict[str, str] | None = None) -> Server:
+        """Start one server (reusing its ports and data if it ran before) and wait until it answers.
+
+        For a new kafka server, `listeners` adds client listeners by security protocol and `settings` adds
+        server.properties entries (ctxsync/kafka_broker.py); both are kept for its restarts."""
         server = self.servers.get(name)
         if server is not None and _alive(server.pid) and is_ready(server):
             return server
         if server is None:
-            server = Server(name, _default_ports(name))
+            server = Server(name, {**_default_ports(name), **(listeners or {})}, settings=dict(settings or {}))
         timeout_s = timeout_s if timeout_s is not None else START_TIMEOUT_S.get(name, 30.0)
         data_dir = self.run_dir / name
         data_dir.mkdir(parents=True, exist_ok=True)

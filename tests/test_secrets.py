@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ctxsync import cli
 from ctxsync.config import resolve_job, resolve_profile
+from ctxsync.servers import LocalServers, Server, free_port
 from pipelines.flink.kafka import job_spec
-from tests.fixtures_servers import servers  # noqa: F401
 
 SECRETS = {"T_KAFKA_PW": "kafka-secret-1Zr", "T_REDIS_PW": "redis-secret-2Yq", "T_ES_PW": "es-secret-3Xp"}
 PROFILE = """\
@@ -84,10 +85,24 @@ def test_a_config_error_next_to_a_secret_does_not_quote_it(tmp_path, capsys, kaf
     assert_no_secret(err)
 
 
+@pytest.fixture(scope="module")
+def sasl_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """An Apache Kafka broker with a SASL_PLAINTEXT listener whose one PLAIN user is `reader`, password
+    SECRETS["T_KAFKA_PW"] (its PLAINTEXT listener is for the test's own setup)."""
+    local = LocalServers(tmp_path_factory.mktemp("sasl-kafka"))
+    users = f'org.apache.kafka.common.security.plain.PlainLoginModule required user_reader="{SECRETS["T_KAFKA_PW"]}";'
+    try:
+        yield local.start("kafka", listeners={"SASL_PLAINTEXT": free_port()},
+                          settings={"sasl.enabled.mechanisms": "PLAIN",
+                                    "listener.name.sasl_plaintext.plain.sasl.jaas.config": users})
+    finally:
+        local.down()
+
+
 @pytest.mark.flink
-def test_a_flink_job_whose_ddl_carries_sasl_jaas_config_logs_no_password(servers):  # noqa: F811
-    """noida-db accepts SASL PLAIN without checking it, so a real Flink job can read a topic with the
-    password in its table's `sasl.jaas.config`; the Kafka client logs that property as [hidden]."""
+def test_a_flink_job_whose_ddl_carries_sasl_jaas_config_logs_no_password(sasl_kafka):
+    """A real Flink job reads a topic through Kafka's SASL PLAIN listener, with the password in its table's
+    `sasl.jaas.config`; the Kafka client logs that property as [hidden]."""
     from pyflink.table import StreamTableEnvironment
 
     from ctxsync.config import KafkaSecurity
@@ -96,14 +111,16 @@ def test_a_flink_job_whose_ddl_carries_sasl_jaas_config_logs_no_password(servers
     from pipelines.flink.env import flink_environment
     from pipelines.flink.kafka import KafkaJobSpec, source_ddl
 
-    secret, bootstrap, topic = SECRETS["T_KAFKA_PW"], servers.endpoints()["kafka"], f"jaas-{uuid.uuid4().hex[:8]}"
+    secret, bootstrap, topic = SECRETS["T_KAFKA_PW"], sasl_kafka.endpoints["kafka"], f"jaas-{uuid.uuid4().hex[:8]}"
     ensure_topics({"bootstrap.servers": bootstrap}, [TopicSpec(topic, 1)])
     out = producer({"bootstrap.servers": bootstrap})
     out.produce(topic, b'{"eventId": "e1"}')
     assert out.flush(10) == 0
     security = KafkaSecurity(protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", username="reader", password=secret)
     t_env = StreamTableEnvironment.create(flink_environment({}, 1, [str(j) for j in kafka_jars()]))
-    t_env.execute_sql(source_ddl(KafkaJobSpec(bootstrap, input_topic=topic, client_properties=security.java_properties())))
+    sasl_bootstrap = sasl_kafka.endpoints["kafka_sasl_plaintext"]
+    t_env.execute_sql(source_ddl(KafkaJobSpec(sasl_bootstrap, input_topic=topic,
+                                              client_properties=security.java_properties())))
     with t_env.execute_sql("SELECT `offset` FROM ctx_events").collect() as rows:
         assert [row[0] for row in rows] == [0]
     logs = "".join(path.read_text(errors="replace") for path in Path(os.environ["FLINK_LOG_DIR"]).glob("*.log"))
