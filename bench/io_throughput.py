@@ -38,7 +38,7 @@ def main() -> None:
         events.write_bytes(b"".join(line + b"\n" for line in generate_lines(
             GeneratorOptions(events=args.events, users=args.users, seed=3))))
         servers = LocalServers(root / "servers")
-        servers.up(["redis", "noida"])
+        servers.up(["redis", "kafka", "noida"])  # Apache Kafka; noida-db for Elasticsearch
         try:
             bench(args, servers, events)
         finally:

@@ -1,4 +1,4 @@
-"""Snapshot create and restore times for N views on loopback servers (redis-server, noida-db).
+"""Snapshot create and restore times for N views on loopback servers (redis-server, Apache Kafka).
 
 N synthetic views (4 categories per user, 3 attributes, 2 target models) are produced to a views topic and
 applied to Redis by the real Redis connector; 1 % of them then get a newer version after the snapshot, so
@@ -96,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ctxsync-bench-") as tmp:
         servers = LocalServers(Path(tmp) / "servers")
-        servers.up(["redis", "noida"])
+        servers.up(["redis", "kafka"])
         try:
             for count in args.views:
                 bench(servers, count, Path(tmp))

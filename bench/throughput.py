@@ -98,7 +98,7 @@ def measure_flink_passthrough(path: Path, job, events: int, parallelism: int, ba
 
 def measure_local_profile(path: Path, job, events: int) -> dict:
     """The Kafka job of the `local` profile (Kafka in, Kafka out, exactly-once) over the same events, on
-    loopback noida-db: events/s of the Flink run (JVM and job start included, 10-30 s here)."""
+    loopback Apache Kafka: events/s of the Flink run (JVM and job start included, 10-30 s here)."""
     import os
 
     from ctxsync.commands.replay import ReplayFilter, replay
@@ -108,7 +108,7 @@ def measure_local_profile(path: Path, job, events: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
         servers = LocalServers(Path(tmp) / "servers")
-        servers.up(["noida", "redis"])  # the profile names both (resolving it needs them up); only Kafka is used
+        servers.up(["kafka", "redis", "noida"])  # the profile names all three (resolving it needs them up); only Kafka is used
         try:
             os.environ["CTXSYNC_DEV_DIR"] = str(servers.run_dir)
             config = {"bootstrap.servers": servers.endpoints()["kafka"]}
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--window", help="batch window, e.g. 50ms (default: jobs.yaml)")
     parser.add_argument("--buckets", type=int, help="user buckets (default: jobs.yaml)")
     parser.add_argument("--profile", choices=["embedded", "local"], default="embedded",
-                        help="local: the Kafka job (Kafka in and out, exactly-once) on loopback noida-db instead")
+                        help="local: the Kafka job (Kafka in and out, exactly-once) on loopback Apache Kafka instead")
     args = parser.parse_args()
     runners = args.runner or ["flink"]
     overrides = ([f"batching.window={args.window}"] if args.window else []) + \

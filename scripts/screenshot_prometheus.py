@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Screenshot of Prometheus showing a ctxsync query (README: Observability, Prometheus and alerts).
 
-By default it builds its own live scene on loopback: redis-server + noida-db and a Prometheus (the same code
-as `ctxsync dev up --with prometheus`), both connectors with their metrics endpoints, and a producer writing
+By default it builds its own live scene on loopback: redis-server, Apache Kafka, noida-db (Elasticsearch API)
+and a Prometheus (the same code as `ctxsync dev up --with prometheus`), both connectors with their metrics endpoints, and a producer writing
 views and history records (a few of them broken, for the dead-letter counts) for `--seconds`; then it
 photographs Prometheus' graph page for `--query` in headless chromium (Debian's, as
 scripts/install-system-deps.sh installs it). With --url it photographs a Prometheus that is already running
@@ -66,7 +66,7 @@ def scene(run_dir: Path, seconds: float) -> tuple[LocalServers, list]:
     from elasticsearch import Elasticsearch
 
     local = LocalServers(run_dir)
-    local.up(["redis", "noida"])
+    local.up(["redis", "kafka", "noida"])
     endpoints = local.endpoints()
     config = {"bootstrap.servers": endpoints["kafka"]}
     ensure_topics(config, [TopicSpec("context.views", 2), TopicSpec("context.history", 2),
