@@ -1,5 +1,5 @@
 """The signed, hash-chained audit log: entries and the verifier (unit), then the real commands (`acl apply`
-against redis-server, `replay`) appending to a noida-db topic and to the file store, and tampering for
+against redis-server, `replay`) appending to an Apache Kafka topic and to the file store, and tampering for
 real: an edited, removed or reordered entry in a copy of the topic, or in the file, fails `audit verify`
 naming the entry; two writers at once do not fork the Kafka log; keys are never printed."""
 from __future__ import annotations

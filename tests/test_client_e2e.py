@@ -1,5 +1,5 @@
 """ctxsync.client through the real job: models publish with the client, `ctxsync run context-sync
---profile local` (Flink, Kafka on noida-db, connectors to redis-server) applies the events, and the
+--profile local` (Flink, Apache Kafka, connectors to redis-server) applies the events, and the
 client reads the views the job wrote, receives them on its change feed, and sees the conflict of a
 concurrent read-modify-write in the violations topic."""
 from __future__ import annotations

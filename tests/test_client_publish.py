@@ -1,6 +1,6 @@
 """ctxsync.client publishing: events are contract-valid by construction, refused locally (nothing sent)
 when the job would dead-letter them, and produced to the user's partition exactly as `ctxsync replay`
-keys them (real noida-db broker)."""
+keys them (real Apache Kafka broker)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone

@@ -1,4 +1,4 @@
-"""Connector metrics (ctxsync.io.connector_metrics): real connectors against loopback noida-db + redis-server
+"""Connector metrics (ctxsync.io.connector_metrics): real connectors against loopback Apache Kafka, redis-server, noida-db (ES)
 with known records (bad ones included), read from their registries and scraped by a real Prometheus."""
 from __future__ import annotations
 

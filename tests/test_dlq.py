@@ -1,4 +1,4 @@
-"""Dead letters on noida-db: listed by reason, shown with their history, re-driven after a fix to the input
+"""Dead letters on Apache Kafka: listed by reason, shown with their history, re-driven after a fix to the input
 topic with headers naming their origin; a record that fails again is dead-lettered again and re-driven at
 most --max-attempts times (no loop). The job is stood in by its own operator functions (published.py)."""
 from __future__ import annotations

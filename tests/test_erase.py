@@ -1,4 +1,4 @@
-"""`ctxsync erase` against the real Kafka job with privacy on (noida-db, redis-server key store): after the
+"""`ctxsync erase` against the real Kafka job with privacy on (Apache Kafka, redis-server key store): after the
 erase, a restart that reads the erase command, and a --fresh run that processes the user's old events
 again, nothing readable about the user is left in Redis, Elasticsearch, the views topic or the job's state,
 and the user's history and dead letters in the topics cannot be decrypted."""

@@ -1,4 +1,4 @@
-"""Consumer-group positions and the readable-gap check, on a real Kafka-protocol server (noida-db)."""
+"""Consumer-group positions and the readable-gap check, on a real Apache Kafka broker."""
 from __future__ import annotations
 
 import pytest

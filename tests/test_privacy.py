@@ -1,5 +1,5 @@
 """PII protection (transforms/privacy.py): tokens, AES-GCM per user, the records that leave the job; then the
-real Kafka job with privacy on (noida-db, redis-server key store): nothing clear in any topic or ES document,
+real Kafka job with privacy on (Apache Kafka, redis-server key store): nothing clear in any topic or ES document,
 joins by token work, an authorized reader decrypts."""
 from __future__ import annotations
 

@@ -180,7 +180,7 @@ def test_dev_command_up_status_down(tmp_path, monkeypatch, capsys):
         assert main(["dev", "up"]) == 0
         assert main(["dev", "status"]) == 0
         out = capsys.readouterr().out
-        assert "redis  ready" in out and "noida  ready" in out and "kafka=127.0.0.1:" in out
+        assert "redis  ready" in out and "kafka  ready" in out and "noida  ready" in out and "kafka=127.0.0.1:" in out
     finally:
         assert main(["dev", "down"]) == 0
     assert main(["dev", "status"]) == 1
