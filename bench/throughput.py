@@ -7,7 +7,9 @@ Per runner it measures the full job (embedded profile, generated events), and fo
 jobs with the same source and sink: the per-event shape (parse, key_by userId, emit: two Python crossings
 per event, the reference floor) and the batched shape the job uses (bench/flink_batched_passthrough.py);
 once per run, the plain-Python loop over the same transforms/ (the logic's own cost, the `limit`).
-The last line per runner is one JSON object. `--window`/`--buckets` override the job's batching.
+The last line per runner is one JSON object; `compiled` says whether transforms/ ran as built by mypyc
+(scripts/build_compiled.py; CTXSYNC_PURE_PYTHON=1 forces pure Python). `--window`/`--buckets` override the
+job's batching.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import transforms  # noqa: E402
 from ctxsync.config import resolve_job  # noqa: E402
 from ctxsync.generate import GeneratorOptions, generate_lines  # noqa: E402
 from ctxsync.progress import Progress  # noqa: E402
@@ -150,7 +153,8 @@ def main() -> None:
         engine_rate, end_to_end = measure_job(runner, path, job, events, args.parallelism)
         result = {"runner": runner, "events": events, "events_per_s": round(engine_rate),
                   "end_to_end_events_per_s": round(end_to_end), "limit_events_per_s": round(limit),
-                  "ratio_to_limit": round(engine_rate / limit, 3), "parallelism": args.parallelism}
+                  "ratio_to_limit": round(engine_rate / limit, 3), "parallelism": args.parallelism,
+                  "compiled": transforms.COMPILED}
         if runner == "flink":
             floor = measure_flink_passthrough(path, job, events, args.parallelism, batched=False)
             batched = measure_flink_passthrough(path, job, events, args.parallelism, batched=True)
