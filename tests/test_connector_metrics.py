@@ -1,5 +1,6 @@
-"""Connector metrics (ctxsync.io.connector_metrics): real connectors against loopback Apache Kafka, redis-server, noida-db (ES)
-with known records (bad ones included), read from their registries and scraped by a real Prometheus."""
+"""Connector metrics (ctxsync.io.connector_metrics): real connectors against loopback Apache Kafka,
+redis-server and noida-db (ES) with known records (bad ones included), read from their registries and
+scraped by a real Prometheus."""
 from __future__ import annotations
 
 import time
