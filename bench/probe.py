@@ -236,16 +236,20 @@ def observe_main(args: argparse.Namespace) -> None:
 def connector_main(args: argparse.Namespace) -> None:
     """The Redis view connector as `ctxsync connect redis` runs it, on the bench's servers (no profile to
     resolve: in-process mode has no dev directory)."""
+    import logging
+
     import redis
 
     from ctxsync.io.connectors import redis_connector
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     connector = redis_connector({"bootstrap.servers": args.bootstrap}, redis.Redis.from_url(args.redis),
                                 args.prefix, args.maxlen, args.views_topic, args.dlq_topic)
-    connector.run(False, stop)
+    stats = connector.run(False, stop)
+    print(f"redis connector: {stats}", file=sys.stderr)
 
 
 def main() -> None:
