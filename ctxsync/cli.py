@@ -9,7 +9,7 @@ import traceback
 from typing import NoReturn
 
 from ctxsync import __version__
-from ctxsync.errors import debug_enabled, explain
+from ctxsync.errors import debug_enabled, explain, quiet_engine_logs
 
 COMMANDS = ("run", "jobs", "generate", "validate", "drift-report", "dev", "replay", "view", "history", "connect", "cluster", "submit", "verify", "snapshot", "as-of", "pit-join", "dlq", "acl", "erase", "pii", "audit", "signals", "trace")
 
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)  # inside: `--help | head` is a closed pipe too
+        if not (args.debug or debug_enabled()):
+            quiet_engine_logs()
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, inside the policy, not at interpreter exit
         return code

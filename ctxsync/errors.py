@@ -8,7 +8,9 @@ so no command needs its own try/except for reporting.
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import re
 from pathlib import Path
 
 
@@ -40,6 +42,25 @@ class RuntimeFailure(CtxsyncError):
 
 def debug_enabled() -> bool:
     return os.environ.get("CTXSYNC_DEBUG", "") not in ("", "0", "false", "no")
+
+
+_PY4J_DIR = f"{os.sep}py4j{os.sep}"
+_PY4J_SINK = logging.NullHandler()  # a record no handler takes would go to logging's last resort (stderr)
+
+
+def _not_from_py4j(record: logging.LogRecord) -> bool:
+    return _PY4J_DIR not in record.pathname
+
+
+def quiet_engine_logs() -> None:
+    """Keep py4j's tracebacks off stderr: it logs every failed call into the JVM with its traceback, some
+    of them on the root logger (which makes `logging` print to stderr), so a JVM that dies mid-run printed
+    dozens of tracebacks before the CLI's one line, which says the same once (`explain`). --debug keeps
+    them."""
+    py4j = logging.getLogger("py4j")
+    py4j.propagate = False
+    py4j.addHandler(_PY4J_SINK)
+    logging.getLogger().addFilter(_not_from_py4j)
 
 
 # Library errors that mean "a server is not reachable", by (module, class name) -> the server's name: matched
@@ -119,6 +140,23 @@ def java_cause(exc: BaseException) -> str | None:
     return f"{name}: {_first_line(message)}" if message else name
 
 
+# py4j's error for a call whose connection broke (it logs the network error and answers the call with a
+# bare error, no Java exception and no trace)
+_CALL_LOST = re.compile(r"An error occurred while calling [\w$]+\.[\w$]+")
+
+
+def _engine_gone(exc: BaseException) -> str | None:
+    """When the JVM was lost ("while starting", "during the run"), or None: PyFlink's launcher saw it exit
+    before it listened, or py4j's connection broke during a call or is refused."""
+    if isinstance(exc, RuntimeError) and "gateway process exited before sending its port" in str(exc):
+        return "while starting"
+    if _is(exc, "py4j", "Py4JNetworkError") or (
+            _is(exc, "py4j", "Py4JError") and not _is(exc, "py4j", "Py4JJavaError")
+            and _CALL_LOST.fullmatch(str(exc).strip()) is not None):
+        return "during the run"
+    return None
+
+
 def _os_error(exc: OSError) -> CtxsyncError:
     where = exc.filename if exc.filename is not None else ""
     what = exc.strerror or str(exc)
@@ -159,6 +197,11 @@ def explain(exc: BaseException) -> CtxsyncError:
     if server is not None:
         return RuntimeFailure(f"cannot reach {server}: {_first_line(text) or type(exc).__name__}",
                               "is it running? `ctxsync dev up` starts the local ones")
+    when = _engine_gone(exc)
+    if when is not None:
+        logs = os.environ.get("FLINK_LOG_DIR")
+        return RuntimeFailure(f"the Flink engine's JVM exited {when} (it crashed, ran out of memory or was killed)",
+                              f"its log is in {logs}" if logs else "rerun with --debug for the trace")
     cause = java_cause(exc)
     if cause is not None:
         return RuntimeFailure(f"the Flink job failed: {cause}", "rerun with --debug for the full trace")

@@ -5,6 +5,7 @@ what a terminal shows, including what Python prints at exit.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from ctxsync import errors
+from ctxsync.errors import explain, quiet_engine_logs
 from ctxsync.servers import free_port
 from tests.helpers import ROOT, SAMPLE
 
@@ -186,3 +189,75 @@ def test_ctrl_c_during_a_flink_run_prints_one_line_and_exits_130(tmp_path, after
     assert "Traceback" not in err and "ERROR" not in err, err[-3000:]
     assert child.returncode == 130, err[-3000:]
     assert err.splitlines()[-1] == "ctxsync run: interrupted"
+
+
+def java_children(pid: int) -> list[int]:
+    """Pids of the `java` processes whose parent is `pid` (the local mini-cluster's JVM)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue  # gone meanwhile
+        if fields[0].endswith("(java") and int(fields[1].split()[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.flink
+@pytest.mark.parametrize("when, debug", [("running,", False), ("starting Flink", False), ("starting Flink", True)],
+                         ids=["while-the-job-runs", "while-flink-starts", "debug-while-flink-starts"])
+def test_a_jvm_that_dies_mid_run_is_one_line_and_exit_1(tmp_path, when, debug):
+    """kill -9 of the job's JVM: py4j logged every broken call with its traceback (33 to 260 of them
+    before and after the CLI's line); now the one line says what happened, --debug keeps the rest."""
+    events = tmp_path / "events.jsonl"
+    assert ctxsync("generate", "--events", "100000", "--users", "1000", str(events)).returncode == 0
+    err_file = tmp_path / "stderr"
+    with err_file.open("w") as err:
+        child = subprocess.Popen([sys.executable, "-m", "ctxsync.cli", *(["--debug"] if debug else []), "run",
+                                  "context-sync", "--jobs", JOBS, "--input", str(events), "--out",
+                                  str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
+    deadline = time.monotonic() + 240
+    while not (when in err_file.read_text() and java_children(child.pid)) and child.poll() is None:
+        assert time.monotonic() < deadline, err_file.read_text()
+        time.sleep(0.5)
+    for pid in java_children(child.pid):
+        os.kill(pid, signal.SIGKILL)
+    assert child.wait(timeout=120) == 1
+    result = subprocess.CompletedProcess(child.args, 1, "", err_file.read_text())
+    if debug:
+        assert "Traceback" in result.stderr and "ctxsync run: the Flink engine's JVM exited " in result.stderr
+        return
+    assert_one_line_error(result, "run", 1, "the Flink engine's JVM exited ", "flink-logs")
+
+
+def test_py4j_errors_of_a_lost_jvm_are_explained_and_its_logs_kept_quiet(capsys):
+    from py4j.protocol import Py4JError, Py4JJavaError, Py4JNetworkError
+
+    for lost in (Py4JNetworkError("An error occurred while trying to connect to the Java server (127.0.0.1:1)"),
+                 Py4JError("An error occurred while calling o41.toDataStream")):
+        error = explain(lost)
+        assert error.exit_code == 1 and str(error).startswith("the Flink engine's JVM exited during the run")
+    started = explain(RuntimeError("Java gateway process exited before sending its port number."))
+    assert str(started).startswith("the Flink engine's JVM exited while starting")
+    assert "JVM exited" not in str(explain(Py4JError("An error occurred while calling o41.x. Trace:\nat y")))
+    assert not issubclass(Py4JJavaError, Py4JNetworkError)
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    root.addHandler(handler)
+    try:
+        quiet_engine_logs()
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError:
+            py4j_logged_on_root = root.makeRecord("root", logging.ERROR, f"{os.sep}py4j{os.sep}java_gateway.py", 1055,
+                                                  "Exception while sending command.", (), sys.exc_info())
+            root.handle(py4j_logged_on_root)
+            logging.getLogger("py4j.java_gateway").exception("An error occurred while trying to connect")
+            root.error("ours")
+    finally:
+        root.removeHandler(handler)
+        root.removeFilter(errors._not_from_py4j)
+        logging.getLogger("py4j").propagate = True
+    assert capsys.readouterr().err == "ours\n"
