@@ -20,8 +20,20 @@ MAX_EVENT_ID_CHARS = 128
 # the epoch in a signed 64-bit integer, read as a double by Lua): 10^12 s (~31,700 years) is safe for both.
 MAX_EXPECTED_VERSION = 2**63 - 1
 MAX_TTL_SECONDS = 10**12
+# How deep objects and arrays may nest, the event object counted: the JSON writer of every output stops at
+# 254 (orjson); a deeper unknown field was accepted, then its history record halted the job (issue 22).
+MAX_NESTING = 128
+# A value's integers must fit a signed 64-bit long (Avro's long, Java's): the JSON parser reads
+# 2^63..2^64-1 as exact integers, which the Avro form of the event wrote as a double (value changed).
+MIN_LONG, MAX_LONG = -(2**63), 2**63 - 1
+# Event times an output can spell (`YYYY-MM-DDTHH:MM:SS.mmmZ`): 0000-01-01T00:00:00.000Z..9999-12-31T23:59:59.999Z.
+# `0000-01-01T00:00:00+01:00` is in year -1 in UTC: its history record read `-001-12-31T23:00:00.000Z`,
+# which no reader (ours, Elasticsearch's date) parses back (issue 22).
+MIN_EVENT_MS = -62_167_219_200_000
+MAX_EVENT_MS = 253_402_300_799_999
 _SCALARS = (str, bool, int, float)  # with None: a JSON scalar (see json_values.is_scalar)
 _NUMBERS = (int, float)  # booleans are ints in Python: excluded where a number is checked
+_LONG_RANGE = "a JSON scalar or null whose integers fit 64 bits (-2^63 to 2^63-1)"
 
 
 class Invalid(Exception):
@@ -75,6 +87,19 @@ def _whole_number(value: Any) -> int | None:
     return None
 
 
+def _nesting_exceeds(doc: dict[str, Any], limit: int) -> bool:
+    """Whether objects and arrays nest deeper than `limit` levels (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
 def _update_path(attribute: str) -> str:
     return f"contextDelta.updates.{attribute}"
 
@@ -99,6 +124,8 @@ def _grouped_updates(
         if current is not None:
             if not isinstance(current, _SCALARS):
                 raise _wrong(_update_path(attribute) + ".current", "a JSON scalar or null", current)
+            if type(current) is int and not MIN_LONG <= current <= MAX_LONG:
+                raise _wrong(_update_path(attribute) + ".current", _LONG_RANGE, current)
             if deleted:
                 raise Invalid(
                     "delete_with_value", f"context.deleted must set '{_update_path(attribute)}.current' to null"
@@ -113,6 +140,8 @@ def _grouped_updates(
             previous = body["previous"]
             if previous is not None and not isinstance(previous, _SCALARS):
                 raise _wrong(_update_path(attribute) + ".previous", "a JSON scalar or null", previous)
+            if type(previous) is int and not MIN_LONG <= previous <= MAX_LONG:
+                raise _wrong(_update_path(attribute) + ".previous", _LONG_RANGE, previous)
             update = (attribute, current, float(confidence), True, previous)
         else:
             update = (attribute, current, float(confidence), False, None)
@@ -147,6 +176,7 @@ def _propagation(doc: dict[str, Any]) -> tuple[tuple[str, ...], int | None]:
         if ttl is None or not 0 < ttl <= MAX_TTL_SECONDS:
             raise _wrong("propagationRules.ttl", f"an integer number of seconds from 1 to {MAX_TTL_SECONDS}",
                          rules["ttl"])
+        rules["ttl"] = ttl  # 3600.0 is the integer 3600 (JSON): written as one, as Avro's long and ES need
     return (tuple(targets) if targets else ()), ttl
 
 
@@ -172,6 +202,8 @@ def validate_document(
     if parsed is None:
         raise _wrong("timestamp", "ISO-8601 with a zone, e.g. 2026-11-24T10:00:00.123Z", text)
     ts, stamp = parsed
+    if not MIN_EVENT_MS <= ts <= MAX_EVENT_MS:
+        raise _wrong("timestamp", "from year 0000 to 9999 in UTC", text)
     if "eventType" not in doc:
         raise _missing("eventType")
     event_type = doc["eventType"]
@@ -197,6 +229,7 @@ def validate_document(
         if expected_version is None or not 0 <= expected_version <= MAX_EXPECTED_VERSION:
             raise _wrong("contextDelta.expectedVersion", f"an integer from 0 to {MAX_EXPECTED_VERSION}",
                          delta["expectedVersion"])
+        delta["expectedVersion"] = expected_version  # 1E2 is the integer 100: written as one (see ttl)
     by_category = _grouped_updates(delta, event_type == "context.deleted", settings)
     targets, ttl = _propagation(doc)
     if ts > now_ms + settings.future_skew_ms:
@@ -254,6 +287,10 @@ def parse_event(
     if not isinstance(doc, dict):
         return dead_letter(raw, seq, origin, "not_object",
                            f"a context event must be a JSON object, got {type(doc).__name__}", "parse")
+    # Counting brackets is C speed; only a payload with enough of them is walked.
+    if raw.count(b"{") + raw.count(b"[") > MAX_NESTING and _nesting_exceeds(doc, MAX_NESTING):
+        return dead_letter(raw, seq, origin, "too_deep",
+                           f"objects and arrays nest more than {MAX_NESTING} levels deep", "parse")
     try:
         return validate_document(doc, seq, origin, now_ms, settings)
     except Invalid as exc:
