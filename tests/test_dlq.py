@@ -11,7 +11,7 @@ import pytest
 from ctxsync.cli import main
 from ctxsync.config import resolve_job
 from ctxsync.io.dead_letters import (
-    HEADER_ATTEMPT, HEADER_OF, HEADER_ORIGIN, Selection, read_dead_letters, redrive,
+    HEADER_ATTEMPT, HEADER_OF, HEADER_ORIGIN, Selection, read_dead_letters, read_ledger, redrive,
 )
 from ctxsync.io.kafka_io import producer, read_topic
 from tests.fixtures_servers import servers, unique  # noqa: F401
@@ -97,3 +97,36 @@ def test_selection_by_time_and_connector_dead_letters_are_left_alone(servers, un
     assert list(read_topic(pub.config, pub.spec.input_topic)) == []  # a dry run sends nothing
     assert main(["dlq", "list", "--since", "2023-11-14T22:14:20Z", "--jobs", str(pub.jobs)]) == 0
     assert "1 dead letters of 3" in capsys.readouterr().out
+
+
+def test_limit_bounds_what_is_redriven_and_a_dry_run_writes_nothing(servers, unique, tmp_path, monkeypatch, capsys):
+    """`--limit 2` re-drove all 10 matching dead letters (it only trimmed the printout); now it re-drives the
+    2 oldest, the next redrive continues after them, and the ledger holds exactly what was sent."""
+    pub = published(f"dn{unique}", servers, tmp_path, monkeypatch)
+    send(pub, [orjson.dumps(event(eventId=f"cut-{n}"))[:40] for n in range(10)])
+    assert pub.process_input(resolve_job(pub.jobs, "context-sync", []).settings.to_settings()) == 10
+    cli = ["--reason", "invalid_json", "--jobs", str(pub.jobs)]
+    oldest = [x.position for x in read_dead_letters(pub.config, pub.spec.dlq_topic)]
+
+    def redriven() -> list[tuple[str, bytes]]:
+        return [(dict(m.headers())[HEADER_OF].decode(), m.value())
+                for m in read_topic(pub.config, pub.spec.input_topic) if m.headers()]
+
+    assert main(["dlq", "redrive", "--limit", "2", "--dry-run", *cli]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"would re-drive 2 dead letters to {pub.spec.input_topic} (--limit 2; 8 more selected)")
+    assert [line.split()[0] for line in lines[1:]] == oldest[:2]
+    assert redriven() == [] and read_ledger(pub.config, pub.spec.dlq_topic) == {}  # nothing written
+
+    assert main(["dlq", "redrive", "--limit", "2", *cli]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("re-drove 2 dead letters") and len(lines) == 3
+    assert {p for p, _ in redriven()} == set(oldest[:2]) == set(read_ledger(pub.config, pub.spec.dlq_topic))
+    assert main(["dlq", "redrive", "--limit", "3", *cli]) == 0
+    assert "re-drove 3 dead letters" in capsys.readouterr().out
+    assert main(["dlq", "redrive", *cli]) == 0
+    assert "re-drove 5 dead letters" in capsys.readouterr().out
+    sent = redriven()
+    assert sorted(p for p, _ in sent) == sorted(oldest) == sorted(read_ledger(pub.config, pub.spec.dlq_topic))
+    letters = {x.position: x for x in read_dead_letters(pub.config, pub.spec.dlq_topic)}
+    assert all(value == letters[p].payload() for p, value in sent)

@@ -8,6 +8,8 @@ from ctxsync.commands.arg_types import iso_time_ms, positive_int
 from ctxsync.commands.profile_args import add_profile_args
 from transforms.timestamps import format_iso_ms
 
+SHOW_LIMIT = 50
+
 DESCRIPTION = """\
 list     counts of dead letters per reason and stage (how many were re-driven, how many failed again).
 show     the dead letters themselves: when, reason, detail, origin, the payload (shortened), and their
@@ -18,6 +20,8 @@ redrive  after a fix (schema, setting, producer), send the selected dead letters
          topic <dlq>.redriven: a dead letter is never sent twice, a record that fails again is
          dead-lettered again by the job and shown with its history, and a chain stops after
          --max-attempts re-drives (no loops). Dead letters of the connectors (not events) are skipped.
+         --limit N re-drives the N oldest selected (the next redrive continues after them); --dry-run
+         lists what would be re-driven and writes nothing (no record, no ledger entry).
 
 --since/--until select by when the record was dead-lettered (its Kafka timestamp, UTC).
 
@@ -25,6 +29,7 @@ examples:
   ctxsync dlq list
   ctxsync dlq show --reason invalid_json --limit 5
   ctxsync dlq redrive --reason too_large --dry-run
+  ctxsync dlq redrive --reason too_large --limit 10
   ctxsync dlq redrive --reason too_large --since 2026-12-02T00:00:00Z --until 2026-12-03T00:00:00Z
 """
 
@@ -36,11 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reason", metavar="R", help="only dead letters with this reason (e.g. invalid_json)")
     p.add_argument("--since", type=iso_time_ms, metavar="T", help="only those dead-lettered at or after T")
     p.add_argument("--until", type=iso_time_ms, metavar="T", help="only those dead-lettered before T")
-    p.add_argument("--limit", type=positive_int, default=50, help="show: at most this many (default 50)")
+    p.add_argument("--limit", type=positive_int, help=f"show: at most this many (default {SHOW_LIMIT}); redrive: "
+                   "re-drive at most this many, the oldest first (default: all selected)")
     p.add_argument("--json", action="store_true", help="show: JSON lines")
     p.add_argument("--max-attempts", type=positive_int, default=3,
                    help="redrive: re-drives per record before giving up (default 3)")
-    p.add_argument("--dry-run", action="store_true", help="redrive: say what would be sent, send nothing")
+    p.add_argument("--dry-run", action="store_true", help="redrive: list what would be sent; send and record "
+                   "nothing")
     add_profile_args(p, "Kafka")
     p.set_defaults(func=run)
 
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
               + f" in {topics.dlq}")
         return 0
     if args.action == "show":
-        for letter in chosen[:args.limit]:
+        for letter in chosen[:args.limit or SHOW_LIMIT]:
             if args.json:
                 print(json.dumps({**letter.record, "position": letter.position,
                                   "deadLetteredAt": format_iso_ms(letter.written_ms), "attempt": letter.attempt,
@@ -87,12 +94,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  re-driven to {letter.redriven_to}")
         return 0 if chosen else 1
     result = redrive(config, letters, selection, kafka_source(profile).topic, topics.dlq, args.max_attempts,
-                     args.dry_run)
+                     args.dry_run, args.limit)
     verb = "would re-drive" if args.dry_run else "re-drove"
-    print(f"{verb} {len(result.sent):,} dead letters to {kafka_source(profile).topic}; skipped: "
+    left = f" (--limit {args.limit}; {result.left:,} more selected)" if result.left else ""
+    print(f"{verb} {len(result.sent):,} dead letters to {kafka_source(profile).topic}{left}; skipped: "
           f"{result.already:,} re-driven before, {result.gave_up:,} at {args.max_attempts} attempts, "
           f"{result.not_input:,} from the connectors (not events)")
-    for letter in result.sent[:args.limit]:
+    for letter in result.sent:  # every one: this is what was sent, and what the ledger holds
         target = f" -> {letter.redriven_to}" if letter.redriven_to else ""
         print(f"  {letter.position} ({letter.reason}, attempt {letter.attempt + 1}){target}")
     return 0

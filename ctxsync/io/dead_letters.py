@@ -116,15 +116,25 @@ def summarize(letters: Iterable[DeadLetter]) -> list[tuple[str, str, int, int, i
 
 @dataclass
 class RedriveResult:
-    sent: list[DeadLetter] = field(default_factory=list)
+    sent: list[DeadLetter] = field(default_factory=list)  # re-driven (or, in a dry run, would be)
+    left: int = 0            # eligible but beyond the limit: not sent this time
     already: int = 0         # re-driven before: not sent again
     gave_up: int = 0         # chains at max_attempts
     not_input: int = 0       # connector dead letters (not events)
 
 
+def _oldest_first(letter: DeadLetter) -> tuple[int, int, int]:
+    """When it was dead-lettered, then its dlq position: a limited re-drive takes the oldest, and the
+    next one continues where it stopped."""
+    _, partition, offset = letter.position.rsplit("/", 2)
+    return letter.written_ms, int(partition), int(offset)
+
+
 def redrive(config: dict[str, Any], letters: list[DeadLetter], selection: Selection, input_topic: str,
-            dlq_topic: str, max_attempts: int = 3, dry_run: bool = False) -> RedriveResult:
-    """Send the selected dead letters' original bytes to the input topic and record each in the ledger."""
+            dlq_topic: str, max_attempts: int = 3, dry_run: bool = False, limit: int | None = None
+            ) -> RedriveResult:
+    """Send the selected dead letters' original bytes (at most `limit`, oldest first) to the input topic
+    and record each one delivered in the ledger; a dry run only says which would be sent."""
     result = RedriveResult()
     chosen = []
     for letter in letters:
@@ -138,6 +148,9 @@ def redrive(config: dict[str, Any], letters: list[DeadLetter], selection: Select
             result.gave_up += 1
         else:
             chosen.append(letter)
+    chosen.sort(key=_oldest_first)
+    if limit is not None:
+        chosen, result.left = chosen[:limit], max(0, len(chosen) - limit)
     if dry_run or not chosen:
         result.sent = chosen
         return result
@@ -160,17 +173,22 @@ def redrive(config: dict[str, Any], letters: list[DeadLetter], selection: Select
                    (HEADER_ATTEMPT, str(letter.attempt + 1).encode())]
         out.produce(input_topic, key=_user_key(letter.payload()), value=letter.payload(), headers=headers,
                     on_delivery=on_delivery(n))
-    if out.flush(60) or failures:
-        raise RuntimeFailure(f"{len(chosen) - len(delivered)} re-driven records not delivered: {failures[:3]}")
+    out.flush(60)
     now = format_iso_ms(int(time.time() * 1000))
     for n, letter in enumerate(chosen):
+        if n not in delivered:
+            continue  # not sent: no entry, a later redrive may send it
         letter.redriven_to = delivered[n]
         entry = {"deadLetter": letter.position, "sentTo": delivered[n], "at": now, "attempt": letter.attempt + 1,
                  "firstOrigin": letter.first_origin, "reason": letter.reason}
         out.produce(ledger, key=letter.position.encode(), value=orjson.dumps(entry))
     if out.flush(60):
-        raise RuntimeFailure("the re-drive ledger could not be written; the records were sent",
+        raise RuntimeFailure(f"the re-drive ledger could not be written; {len(delivered)} records were sent",
                              f"they may be sent again by another redrive: check {ledger}")
+    if len(delivered) < len(chosen):
+        raise RuntimeFailure(f"{len(chosen) - len(delivered)} of {len(chosen)} re-driven records not delivered: "
+                             f"{failures[:3]}", f"the {len(delivered)} delivered are in {ledger}; rerun to send "
+                             "the rest")
     result.sent = chosen
     return result
 
