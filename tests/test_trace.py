@@ -3,17 +3,22 @@ each event is followed to every place it reached, with times that only move forw
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import orjson
 import pytest
 
 from ctxsync import cli
-from ctxsync.config import Profile
+from ctxsync.cli import main
+from ctxsync.config import Profile, resolve_job
 from ctxsync.io.es_history import TRACE_FIELD, search_history
 from ctxsync.io.kafka_io import producer
-from ctxsync.observe.trace import first_views
+from ctxsync.observe.trace import first_views, names_id
 from tests.fixtures_servers import es_client, redis_client, servers, unique  # noqa: F401
-from tests.helpers import event
+from tests.helpers import ROOT, event
+from tests.published import published
 from tests.test_e2e_local import prepare, run_local
 
 pytestmark = pytest.mark.servers
@@ -129,3 +134,55 @@ def test_the_view_an_event_emitted_is_the_lowest_version_that_holds_it():
     later, emitted, other = view("b:u", 3, "e1", "e2"), view("b:u", 2, "e1"), view("f:u", 1, "e9")
     found = first_views([(later, "x"), (emitted, "y"), (other, "z"), (view("f:u", 4, "e1"), "w")], "e1")
     assert found == [(emitted, "y"), (view("f:u", 4, "e1"), "w")]
+
+
+def test_records_that_are_not_json_are_found_by_the_id_they_hold(servers, unique, tmp_path, monkeypatch, capsys):
+    """A truncated event and one that is not UTF-8 hold their ids only as text: both are found on the input
+    topic and, as the job's dead letters, on the dead-letter topic; so is a dead letter whose input record
+    is not in the window (another topic here)."""
+    pub = published(f"tj{unique}", servers, tmp_path, monkeypatch)
+    cut = orjson.dumps(event(eventId=f"{unique}-cut"))[:60]
+    binary = b'{"eventId": "' + f"{unique}-bin".encode() + b'", "source": "\xff\xfe"}'
+    out = producer(pub.config)
+    for payload in (cut, binary):
+        out.produce(pub.spec.input_topic, value=payload)
+    elsewhere = {"reason": "invalid_json", "detail": "d", "stage": "parse", "rawEncoding": "utf-8",
+                 "raw": '{"eventId":"' + f"{unique}-far" + '","timest', "origin": "other.events/0/7"}
+    out.produce(pub.spec.dlq_topic, value=orjson.dumps(elsewhere))
+    assert out.flush(10) == 0
+    assert pub.process_input(resolve_job(pub.jobs, "context-sync", []).settings.to_settings()) == 2
+
+    def hops(event_id: str) -> list[dict]:
+        code = main(["trace", event_id, "--json", "--jobs", str(pub.jobs)])
+        assert code == 0, capsys.readouterr().err
+        return json.loads(capsys.readouterr().out)["hops"]
+
+    for event_id, reason, encoding in ((f"{unique}-cut", "invalid_json", "utf-8"),
+                                       (f"{unique}-bin", "not_utf8", "base64")):
+        found = hops(event_id)
+        assert [h["stage"] for h in found] == ["input", "dlq"], found
+        assert found[0]["note"].endswith("not a JSON object: found by the id in its text")
+        assert found[1]["record"]["origin"] == found[0]["where"]
+        assert (found[1]["record"]["reason"], found[1]["record"]["rawEncoding"]) == (reason, encoding)
+    far = hops(f"{unique}-far")
+    assert [(h["stage"], h["record"]["origin"]) for h in far] == [("dlq", "other.events/0/7")]
+    assert main(["trace", f"{unique}-cu", "--jobs", str(pub.jobs)]) == 1  # a prefix of an id is not the id
+
+
+def test_names_id_needs_the_whole_id_as_the_eventId_value():
+    assert names_id(b'{"eventId" : "e-1", "times', "e-1")
+    assert names_id(b'{"eventId":"caf\\u00e9"', "caf\u00e9") and names_id('{"eventId":"café"'.encode(), "café")
+    assert not names_id(b'{"eventId":"e-10"', "e-1") and not names_id(b'{"previous":"e-1"', "e-1")
+    assert not names_id(b'{"note":"{\\"eventId\\":\\"e-1\\"}"}', "e-1")
+
+
+@pytest.mark.parametrize("since", ["1000000000000000000000000000000d", "1e30d", "3651d"])
+def test_a_since_beyond_any_kafka_timestamp_is_a_usage_error(servers, unique, tmp_path, monkeypatch, since):
+    """It reached Kafka's offsets_for_times as an OverflowError; now argparse refuses it: one line, exit 2."""
+    pub = published(f"ts{unique}", servers, tmp_path, monkeypatch)
+    result = subprocess.run([sys.executable, "-m", "ctxsync.cli", "trace", "e-1", "--since", since, "--jobs",
+                             str(pub.jobs)], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            env={**os.environ, "CTXSYNC_DEV_DIR": str(servers.run_dir)})
+    assert result.returncode == 2 and result.stdout == "", result.stderr[-2000:]
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("ctxsync trace: argument --since: "), result.stderr

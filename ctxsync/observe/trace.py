@@ -4,10 +4,11 @@ Every output carries the source event's id: the history record and violations ha
 it on each attribute the event set, a change-stream entry holds the view, a dead letter holds the original
 payload (`raw`) and where it was read (`origin`), an Elasticsearch document holds the record plus
 `@ctxsync.origin`/`@ctxsync.indexedAt` (written by the connector, outside the contract's record). So the
-trace searches by eventId, in bounded windows: Kafka topics from the first offset at or after `since`
-(offsets_for_times) to the end they had when the trace started, change streams by entry id from `since`;
-Elasticsearch documents are fetched by the id their topic record gives (real time, before a refresh), and
-searched by eventId.
+trace searches by eventId (an input record or dead letter that is not a JSON object, e.g. truncated or not
+UTF-8, by the `"eventId": "<id>"` text it holds), in bounded windows: Kafka topics from the first offset at
+or after `since` (offsets_for_times) to the end they had when the trace started, change streams by entry id
+from `since`; Elasticsearch documents are fetched by the id their topic record gives (real time, before a
+refresh), and searched by eventId.
 
 A view record stays on the views topic after later events changed other attributes of the aggregate, so
 the view an event *emitted* is the one of lowest version per aggregate that holds its eventId (the topic
@@ -16,6 +17,10 @@ holds no trace of the event (deleted attributes are left out of views): it is no
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -128,23 +133,31 @@ class Tracer:
 
     def trace(self, event_id: str, since_ms: int) -> Trace:
         result = Trace(event_id, since_ms)
-        needle, quoted = event_id.encode(), orjson.dumps(event_id)
+        needles, quoted = {event_id.encode(), json.dumps(event_id)[1:-1].encode()}, orjson.dumps(event_id)
+
+        def holds_needle(value: bytes) -> bool:  # the id as UTF-8 or in ASCII escapes
+            return any(needle in value for needle in needles)
         hops = result.hops
 
         def found(config: dict[str, Any], topic: str, prefilter: Callable[[bytes], bool],
-                  keep: Callable[[dict[str, Any]], bool], decode: Callable[[bytes], bytes] = bytes
-                  ) -> list[tuple[dict[str, Any], Found]]:
+                  keep: Callable[[dict[str, Any]], bool]) -> list[tuple[dict[str, Any], Found]]:
             return [(doc, record) for record in scan_topic(config, topic, since_ms, prefilter)
-                    if isinstance(doc := _json(decode(record.value)), dict) and keep(doc)]
+                    if isinstance(doc := _json(record.value), dict) and keep(doc)]
 
         def same_id(doc: dict[str, Any]) -> bool:
             return doc.get("eventId") == event_id
 
         decode = (lambda value: avro_payload_to_json(value, self.schema_id)) if self.avro else bytes
-        for doc, record in found(self.input_config, self.input_topic, lambda v: needle in v, same_id, decode):
-            hops.append(Hop(INPUT, record.origin, record.timestamp_ms,
-                            f"produced; key {(record.key or b'').decode(errors='replace')}, "
-                            f"event time {doc.get('timestamp')}", doc))
+        for record in scan_topic(self.input_config, self.input_topic, since_ms, holds_needle):
+            payload = decode(record.value)
+            doc = _json(payload)
+            key = (record.key or b"").decode(errors="replace")
+            if isinstance(doc, dict) and same_id(doc):
+                hops.append(Hop(INPUT, record.origin, record.timestamp_ms,
+                                f"produced; key {key}, event time {doc.get('timestamp')}", doc))
+            elif not isinstance(doc, dict) and names_id(payload, event_id):
+                hops.append(Hop(INPUT, record.origin, record.timestamp_ms,
+                                f"produced; key {key}, not a JSON object: found by the id in its text"))
         origins = {h.where for h in hops}
         for doc, record in found(self.output_config, self.topics.history, lambda v: quoted in v, same_id):
             hops.append(Hop(HISTORY, record.origin, record.timestamp_ms, _history_note(doc), doc))
@@ -154,8 +167,8 @@ class Tracer:
         for doc, record in found(self.output_config, self.topics.violations, lambda v: quoted in v, same_id):
             hops.append(Hop(VIOLATIONS, record.origin, record.timestamp_ms, _violation_note(doc), doc))
         for doc, record in found(self.output_config, self.topics.dlq,
-                                 lambda v: needle in v or any(o.encode() in v for o in origins),
-                                 lambda d: d.get("origin") in origins or _raw_event_id(d) == event_id):
+                                 lambda v: holds_needle(v) or b"base64" in v or any(o.encode() in v for o in origins),
+                                 lambda d: d.get("origin") in origins or _raw_holds(d, event_id)):
             hops.append(Hop(DLQ, record.origin, record.timestamp_ms, f"dead letter {doc.get('reason')} at stage "
                             f"{doc.get('stage')}, origin {doc.get('origin')}", doc))
         if self.redis is not None:
@@ -240,10 +253,25 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _raw_event_id(dead_letter: dict[str, Any]) -> Any:
+def names_id(payload: bytes, event_id: str) -> bool:
+    """The payload holds `"eventId": "<id>"` as text: how a record that is not a JSON object (truncated,
+    not UTF-8, a broken producer) is still found by its id. The id as orjson and as Python's json (ASCII
+    escapes) write it."""
+    forms = {orjson.dumps(event_id), json.dumps(event_id).encode()}
+    return any(re.search(rb'"eventId"\s*:\s*' + re.escape(form), payload) for form in forms)
+
+
+def _raw_holds(dead_letter: dict[str, Any], event_id: str) -> bool:
+    """The dead letter's original payload is the event: its eventId, or the id as text when it is not JSON."""
     raw = dead_letter.get("raw")
-    doc = _json(raw) if isinstance(raw, str) else None
-    return doc.get("eventId") if isinstance(doc, dict) else None
+    if not isinstance(raw, str):
+        return False
+    try:
+        payload = base64.b64decode(raw, validate=True) if dead_letter.get("rawEncoding") == "base64" else raw.encode()
+    except binascii.Error:
+        return False
+    doc = _json(payload)
+    return doc.get("eventId") == event_id if isinstance(doc, dict) else names_id(payload, event_id)
 
 
 def _history_note(doc: dict[str, Any]) -> str:
