@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -63,7 +65,7 @@ class FileStore:
 class KafkaStore:
     """Partition 0 of `topic`, keyed by sequence number; read_committed, written in transactions."""
 
-    ATTEMPTS = 5
+    ATTEMPTS = 8
 
     def __init__(self, config: dict[str, Any], topic: str) -> None:
         self.config, self.topic = config, topic
@@ -95,6 +97,9 @@ class KafkaStore:
                 if not fenced or attempt == self.ATTEMPTS:
                     raise RuntimeFailure(f"cannot append to the audit log {self.topic}: {error.str() if error else exc}",
                                          "the action was not run; check the brokers and retry") from None
+                # two writers that retry in step fence each other every time (Kafka's coordinator bumps the
+                # epoch on each init): a random pause lets one of them finish its transaction first
+                time.sleep(random.uniform(0.05, 0.2) * attempt)
         raise AssertionError("unreachable")
 
     def _ends(self) -> tuple[int, int]:
