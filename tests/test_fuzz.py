@@ -31,6 +31,8 @@ from pipelines.file_outputs import OutputCollector
 from pipelines.reference import read_lines, run_reference
 from tests import fuzz_events as fz
 from tests.helpers import NOW_MS, SETTINGS
+from tests.runs import run_with
+from tests.test_parity import assert_identical
 from transforms.avro_form import to_avro
 from transforms.records import CONFLICT, DEAD_LETTER, DUPLICATE, HISTORY, ORDERING, VIEW, untag
 from transforms.timestamps import parse_iso
@@ -138,3 +140,40 @@ def test_reference_runner_accounts_for_every_record(records):
 def test_mutated_bytes_are_dead_lettered_with_their_exact_bytes(line, mutate, data):
     payload = data.draw(fz.mutated(line)) if mutate else line
     run_records([payload, payload])  # the second copy: a duplicate or the same dead letter again
+
+
+# ---- (b) the fixed corpus on the engines ----
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fuzz-corpus") / "corpus.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in fz.corpus()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_out(corpus_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference runner's files for the corpus, checked line by line against the input."""
+    out = tmp_path_factory.mktemp("fuzz-reference")
+    summary = run_with("reference", corpus_file, out)
+    lines = dict(read_lines(corpus_file))
+    assert summary.read == len(lines) == summary.accepted + summary.duplicates + summary.dead_lettered
+    # split on \n only: values hold U+2028 and NEL raw (valid JSON), which str.splitlines cuts
+    for text in (out / "dead_letter.jsonl").read_text(encoding="utf-8").split("\n")[:-1]:
+        record = orjson.loads(text)
+        number = int(record["origin"].rsplit(":", 1)[1])
+        assert record["origin"] == f"{corpus_file}:{number}"
+        check_dead_letter({**record, "origin": f"{ORIGIN}:{number}"}, lines[number], number)
+    assert summary.accepted > 50 and summary.dead_lettered > 50 and summary.duplicates > 0
+    return out
+
+
+def test_corpus_on_the_reference_runner(reference_out):
+    assert (reference_out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("runtime", [pytest.param("beam", marks=pytest.mark.beam),
+                                     pytest.param("flink", marks=pytest.mark.flink)])
+def test_engines_write_the_reference_files_for_the_corpus(runtime, corpus_file, reference_out, tmp_path):
+    run_with(runtime, corpus_file, tmp_path / runtime)
+    assert_identical(tmp_path / runtime, reference_out)

@@ -101,7 +101,10 @@ def _nesting_exceeds(doc: dict[str, Any], limit: int) -> bool:
 
 
 def _update_path(attribute: str) -> str:
-    return f"contextDelta.updates.{attribute}"
+    """The field path for a detail; a long attribute name is cut, so a detail stays one readable line
+    (a 3,000-character name made a detail as long, repeated in every dead-letter view; issue 22)."""
+    name = attribute if len(attribute) <= 60 else repr(attribute[:57])[1:-1] + "..."
+    return f"contextDelta.updates.{name}"
 
 
 def _grouped_updates(
