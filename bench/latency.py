@@ -3,35 +3,40 @@ view applied in Redis (what a model reads), at fixed offered rates.
 
     python bench/latency.py [--rate 500 --rate 2000 --rate 5000] [--seconds 20] [--warm-up 30000]
         in-process (default): [--delivery at-least-once|exactly-once] [--checkpoint-ms 1000] [--window 50ms]
+                              [--connector|--no-connector]
         the README's path:    --profile local     (`ctxsync dev up`, then `ctxsync run context-sync
                                                    --profile local`, unbounded, as subprocesses)
-        either:               [--broker noida|kafka] [--connector|--no-connector] [--no-job-output]
+        either:               [--broker kafka|noida] [--no-job-output] [--drain 10] [--timeout S]
 
 Modes. In-process: loopback servers (LocalServers: the broker, redis-server), the context-sync Kafka job
-unbounded on a local Flink mini-cluster started from this process (its JVM is our child; the embedded
-Python runs inside it), the Redis view connector in a process of its own unless the job writes Redis
-itself. `--profile local`: exactly what README's Local profile tells a user, in a private dev directory:
-`ctxsync dev up`, then `ctxsync run context-sync --profile local --set profiles.local.source.bounded=false`
-(the default delivery: exactly-once, 2 s checkpoints), which runs its connectors alongside the job.
+unbounded on a local Flink mini-cluster started from this process as `ctxsync run` builds it (its JVM is
+our child; the embedded Python runs inside it). Views reach Redis from the job itself when the profile has
+Redis (KafkaJobSpec.views_redis); `--connector` measures the path before that: the job leaves Redis alone
+and the Redis view connector, a process of its own, reads context.views. `--profile local`: exactly what
+README's Local profile tells a user, in a private dev directory ($CTXSYNC_DEV_DIR): `ctxsync dev up`, then
+`ctxsync run context-sync --profile local --set profiles.local.source.bounded=false` (the profile's
+delivery: exactly-once, 2 s checkpoints), which runs the connectors it needs alongside the job.
 
 What is measured. A producer process (bench/probe.py) sends generated events (10,000 users) at each rate;
 one user in `--probe-every` is a probe user whose events target only the model `bench-probe`. An observer
 process reads that model's change stream (the entry id is Redis' clock when the view was applied) and the
 probe keys of `context.views` (the record's Kafka timestamp: when the job's sink produced it,
-read_uncommitted). Per rate: p50/p95/p99 of produced -> job output, produced -> applied in Redis and the hop
-between them (ms), over the probes seen within `--drain` s after the last event; and each process' CPU
-(/proc utime+stime over the production phase) as cores and µs per event produced. One JSON line per rate
-on stdout, a table per rate on stderr. `seen` < `probes` is normal: a view that a newer event of the same
-aggregate replaced before it was written never carries the older event.
+read_uncommitted). Per rate: p50/p95/p99 of produced -> job output, produced -> applied in Redis and the
+difference between the two per event (negative: Redis first), over the probes seen within `--drain` s
+after the last event; and each process' CPU (/proc utime+stime over the production phase) as cores and µs
+per event produced. One JSON line per rate on stdout, a table per rate on stderr. `seen` < `probes` is
+normal: a view that a newer event of the same aggregate replaced before it was written never carries the
+older event; a p50 that grows from the first to the last quarter of a rate means the pipeline falls behind.
 
-What bounds what. The latency: the batch window (`batching.window`), the Python batch, the Kafka sink's
-flush (at-least-once) or transaction commit at each checkpoint (exactly-once: a connector reads committed
-records only), the connector's poll, and above all CPU: every process of the table shares the machine's
-cores (`machine_busy_cores` says how full they were; `others_cores` is what processes outside the table
-took). The bench's own cost is its producer and observer rows (`--no-job-output` drops the Kafka reader).
-The run time: start (servers, JVM: 10-40 s) + warm-up (`--warm-up` events at `--warm-up-rate`, until its
-last probes arrive, at most 120 s) + per rate `--seconds` + up to `--drain` + cleanup (up to ~30 s); with
-the defaults about 4 minutes, cut off after `--timeout` s. Not a test: the numbers depend on the machine.
+What bounds what. The latency: the batch window (`batching.window`), the Python batch, the Redis write of
+each batch (or: the Kafka sink's flush / transaction commit and the connector's poll), and above all CPU:
+every process of the table shares the machine's cores (`machine_busy_cores` says how full they were,
+`others_cores` what processes outside the table took: read figures only where that is ~0). The bench's
+own cost is its producer and observer rows (`--no-job-output` drops the Kafka reader). The run time:
+start (servers, JVM: 10-40 s on a quiet machine) + warm-up (`--warm-up` events at `--warm-up-rate`, then
+until its last probes arrive, at most 120 s) + per rate `--seconds` + up to `--drain` + cleanup (~10-30 s):
+with the defaults about 3 minutes, at most about 6 (the drains are bounded), and stopped with everything
+cleaned up after `--timeout` s. Ctrl-C and SIGTERM clean up too. Not a test: the numbers depend on the load.
 """
 from __future__ import annotations
 
@@ -47,6 +52,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -112,6 +119,21 @@ def stop_process(proc: subprocess.Popen, timeout_s: float) -> None:
             except ProcessLookupError:
                 return
     proc.wait(5)
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Ctrl-C or SIGTERM in the middle of a call into the JVM makes py4j log a traceback: take it after."""
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, _: received.append(number))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            raise KeyboardInterrupt if received[0] == signal.SIGINT else SystemExit(143)
 
 
 def end_process(pid: int, timeout_s: float) -> None:
@@ -266,7 +288,8 @@ class InProcess(Pipeline):
     def _start_job(self, job: Any, profile: Any, spec: Any, settings: Any) -> None:
         from pipelines.flink.kafka_run import _start_job
 
-        self.client = _start_job(spec, job, settings, job.parallelism, self.tmp / "state", None)
+        with deferred_interrupts():
+            self.client = _start_job(spec, job, settings, job.parallelism, self.tmp / "state", None)
 
     def processes(self) -> dict[str, int]:
         rows = {"bench main (Flink client)": os.getpid()}
@@ -278,7 +301,8 @@ class InProcess(Pipeline):
         return {**rows, **server_rows(self.servers, self.args.broker)}
 
     def check(self) -> None:
-        status = str(self.client.get_job_status().result())
+        with deferred_interrupts():
+            status = str(self.client.get_job_status().result())
         if status == "JobStatus.RUNNING":
             return
         try:
@@ -632,9 +656,18 @@ def main() -> None:
     args.tmp = tmp
     try:
         measure(args, tmp)
-    except BaseException:
+    except Exception:
         print(f"latency bench: logs kept in {tmp}", file=sys.stderr, flush=True)
         raise
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # the bench's own failure (or --timeout): the logs say why
+            print(f"latency bench: logs kept in {tmp}", file=sys.stderr, flush=True)
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except KeyboardInterrupt:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(130) from None
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"latency bench: done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 

@@ -102,6 +102,7 @@ class Producer:
         sent: dict[str, float] = {}
         last: dict[str, str] = {}  # probe user -> its last eventId in this phase (the drain waits for it)
         events, n, behind = self.events, len(self.events), 0.0
+        produce, topic, clock = self.producer.produce, self.topic, time.time  # the loop is the bench's cost
         started, wall = time.perf_counter(), time.time()
         i = 0
         while i < n:
@@ -109,9 +110,12 @@ class Producer:
             while i < due:
                 key, value, event_id, user = events[i]
                 if event_id is not None:
-                    sent[event_id] = time.time() * 1000
+                    sent[event_id] = clock() * 1000
                     last[user] = event_id
-                self._send(key, value)
+                try:
+                    produce(topic, value, key)
+                except BufferError:
+                    self._send(key, value)
                 i += 1
             self.producer.poll(0)
             now = time.perf_counter()
