@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 
@@ -61,13 +62,43 @@ def test_batch_with_several_versions_of_one_key_ends_at_the_highest(redis_client
     assert sink.read("behavioral", "u1")["version"] == 3
 
 
-def test_ttl_comes_from_the_event_and_no_ttl_persists(redis_client):
+def test_ttl_comes_from_the_event_and_a_view_without_any_persists(redis_client):
     sink = RedisViewSink(redis_client)
     key = view_key("ctx", "behavioral", "u1")
-    sink.write([ViewWrite(versioned(1), ttl=3600)])
+    sink.write([ViewWrite(versioned(1), ttl=None)])
+    assert redis_client.ttl(key) == -1                   # no event with a TTL: the view does not expire
+    sink.write([ViewWrite(versioned(2), ttl=3600)])
     assert 3590 <= redis_client.ttl(key) <= 3600
+
+
+def test_an_event_without_ttl_keeps_the_expiry_the_view_had(redis_client):
+    """Before, one event without `ttl` made a view permanent; now it changes the view, not its expiry."""
+    sink = RedisViewSink(redis_client)
+    key = view_key("ctx", "behavioral", "u1")
+    sink.write([ViewWrite(versioned(1), ttl=100)])
     sink.write([ViewWrite(versioned(2), ttl=None)])
+    assert 90 <= redis_client.ttl(key) <= 100 and sink.read("behavioral", "u1")["version"] == 2
+    sink.write([ViewWrite(versioned(3), ttl=3600)])      # a new TTL restarts the clock
+    assert 3590 <= redis_client.ttl(key) <= 3600
+
+
+def test_an_expired_view_is_not_resurrected_by_a_replay_of_an_older_version(redis_client):
+    """Before, once a view had expired the compare-and-set took any version a replay brought back."""
+    sink = RedisViewSink(redis_client)
+    key = view_key("ctx", "behavioral", "u1")
+    sink.write([ViewWrite(versioned(3), ttl=1)])
+    deadline = time.monotonic() + 5
+    while redis_client.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not redis_client.exists(key)                  # expired
+    for version in (2, 3):                               # a replay, in either mode, brings nothing back
+        for sync in (False, True):
+            assert sink.write([ViewWrite(versioned(version), ttl=60, sync=sync)]).expired == 1
+    assert not redis_client.exists(key)
+    assert counts(sink.write([ViewWrite(versioned(4), ttl=None)])) == (1, 0)   # a newer version is new
     assert redis_client.ttl(key) == -1
+    assert sink.delete("behavioral:u1") == 1             # erase and tombstones take the floor with the view
+    assert redis_client.keys("ctx:behavioral:*") == []
 
 
 def test_change_feed_per_target_model_is_bounded(redis_client):

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from ctxsync.io.clients import es_client, kafka_config, kafka_sink, redis_client
     from ctxsync.io.connectors import ES_GROUP, REDIS_GROUP
     from ctxsync.io.kafka_io import check_reachable
+    from ctxsync.io.view_writer import views_endpoint
     from ctxsync.errors import UsageError
     from ctxsync.servers import running_endpoints
 
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     client = redis_client(profile.redis)
     client.ping()
     es = es_client(profile.elasticsearch) if profile.elasticsearch is not None and not args.no_es else None
-    sources = Sources(config, topics.history, topics.views, REDIS_GROUP, client, profile.redis.prefix,
+    redis_group = None if views_endpoint(profile) else REDIS_GROUP  # does the job write Redis itself?
+    sources = Sources(config, topics.history, topics.views, redis_group, client, profile.redis.prefix,
                       profile.redis.stream_maxlen, es, ES_GROUP)
     ratio = serve_ratio(profile.metrics.host, args.metrics_port) if args.metrics_port else None
     checks = range(1) if args.every is None else itertools.count() if args.count is None else range(args.count)

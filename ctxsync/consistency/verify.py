@@ -5,7 +5,9 @@ Positions are taken before anything is read, so a running job or connector never
 - the views topic's ends are taken first and the history topic's after them; the job commits a view and
   its history record in one transaction, so the history read holds at least every view read. A view the
   history has but the views topic lacks (or has older) is *in flight* if the views topic grew since;
-- a views-topic record at or after the Redis connector's committed offset is *in flight* to Redis;
+- a views-topic record at or after the Redis connector's committed offset is *in flight* to Redis; where the
+  job writes Redis itself (no connector), Redis is written before the Kafka commit: a Redis version ahead
+  of the committed history is in flight;
 - a Redis hash gone after its view's TTL (from the views record's `ttl` and its Kafka timestamp) is
   *expired*, not missing;
 - a history record at or after the Elasticsearch connector's committed offset is in flight to ES.
@@ -115,7 +117,7 @@ class Sources:
     kafka_config: dict[str, Any]
     history_topic: str
     views_topic: str
-    redis_group: str
+    redis_group: str | None             # None: the job writes Redis itself (ctxsync/io/view_writer.py)
     redis: Any
     prefix: str = "ctx"
     stream_maxlen: int = 10_000
@@ -136,7 +138,8 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
     rebuilt = rebuild_views(_kept(records, kept) if src.es is not None else records, settings, user)
     report.history_records, report.unreadable_history = rebuilt.records, rebuilt.unreadable
     topic = latest_views(src.kafka_config, src.views_topic, views_high, user)
-    redis_done = committed_offsets(src.kafka_config, src.redis_group, src.views_topic, list(views_high))
+    redis_done = committed_offsets(src.kafka_config, src.redis_group, src.views_topic, list(views_high)) \
+        if src.redis_group else None
     _, views_now = topic_ends(src.kafka_config, src.views_topic)
     grown = {p for p, h in views_now.items() if h > views_high.get(p, 0)}
 
@@ -154,8 +157,11 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
         report.keys_checked += 1
         in_flight_topic = want is not None and (have is None or have.view["version"] < want["version"]) and \
             partition_for(key.encode(), len(views_high)) in grown
-        in_flight_redis = have is not None and have.offset >= redis_done.get(have.partition, -1) and \
-            (stored is None or stored["version"] < have.view["version"])
+        if redis_done is None:  # the job writes Redis before its Kafka commit: Redis may be ahead, never behind
+            in_flight_redis = stored is not None and want is not None and stored["version"] > want["version"]
+        else:
+            in_flight_redis = have is not None and have.offset >= redis_done.get(have.partition, -1) and \
+                (stored is None or stored["version"] < have.view["version"])
         if in_flight_topic or in_flight_redis:
             report.in_flight += 1
             continue

@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ctxsync.io.redis_views import stream_key, view_key
+from ctxsync.io.redis_views import floor_key, stream_key, view_key
 
 
 def erase_redis(client: Any, prefix: str, user_id: str, categories: Iterable[str]) -> tuple[int, int]:
     """(views deleted, change-stream entries deleted) of the user's aggregates in every category."""
     keys = {view_key(prefix, category, user_id) for category in categories}
+    floors = [floor_key(key) for key in keys]  # they name the user too
     views = int(client.delete(*keys)) if keys else 0
+    if floors:
+        client.delete(*floors)
     entries = 0
     wanted = {k.encode() for k in keys}
     for stream in client.scan_iter(match=stream_key(prefix, "*"), count=1000, _type="stream"):

@@ -23,18 +23,26 @@ from transforms.validate import MAX_TTL_SECONDS
 ATTR_PREFIX = "a:"
 VIEW_FIELDS = ("key", "category", "userId", "version", "updatedAt", "attributes", "targetModels")
 
-# KEYS[1] view hash, KEYS[2..] change streams. ARGV[1] version, ARGV[2] ttl seconds (0 = keep),
-# ARGV[3] stream max length, ARGV[4] view JSON, ARGV[5] mode, ARGV[6..] hash field/value pairs.
+# KEYS[1] view hash, KEYS[2] its version floor, KEYS[3..] change streams. ARGV[1] version, ARGV[2] TTL
+# seconds (0 = the event gave none), ARGV[3] stream max length, ARGV[4] view JSON, ARGV[5] mode,
+# ARGV[6..] hash field/value pairs.
 # Mode "cas": applied only when the version is newer (replays and retries are no-ops). Mode "sync": also
 # when Redis holds the same or a newer version with other content (its `digest`, SHA-1 of the view JSON):
 # the job writes views before its checkpoint commits, so after a restore Redis may hold versions that the
-# restored state never produced; the first write of each aggregate after a restore puts Redis back in line.
-# Returns 0 (not applied), 1 (applied) or 2 (applied over diverged content).
+# restored state never produced; a write of the restored job puts Redis back in line with its state.
+# Expiry (contract proposal, README "View expiry"): a view expires TTL seconds after the write of the
+# latest event that carried a `ttl`; an event without one keeps the expiry the view had (a view none of
+# whose events had a TTL does not expire). Each view written with an expiry leaves its version in the
+# floor key, which outlives the view by FLOOR_KEEP_S: after the view expired, no version up to the floor
+# is written again (in either mode), so a replay never resurrects an expired view.
+# Returns 0 (not applied), 1 (applied), 2 (applied over diverged content) or 3 (expired: not resurrected).
 # Fields go to HSET in chunks: Lua's unpack() fails beyond ~8,000 values (a view of ~4,000 attributes).
 HSET_CHUNK = 1000  # even, so a chunk that starts at a field name ends at a value
+FLOOR_KEEP_S = 7 * 24 * 3600  # how long after its view a floor is kept (replays later than that resurrect)
 CAS_SCRIPT = f"""
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
 local incoming = tonumber(ARGV[1])
+if current < 0 and tonumber(redis.call('GET', KEYS[2]) or '-1') >= incoming then return 3 end
 if current >= incoming and ARGV[5] ~= 'sync' then return 0 end
 local digest = redis.sha1hex(ARGV[4])
 local result = 1
@@ -42,14 +50,18 @@ if current >= incoming then
   if current == incoming and redis.call('HGET', KEYS[1], 'digest') == digest then return 0 end
   result = 2
 end
+local ttl_ms = tonumber(ARGV[2]) * 1000
+if ttl_ms == 0 and current >= 0 then ttl_ms = math.max(redis.call('PTTL', KEYS[1]), 0) end
 redis.call('DEL', KEYS[1])
 for i = 6, #ARGV, {HSET_CHUNK} do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + {HSET_CHUNK - 1}, #ARGV)))
 end
 redis.call('HSET', KEYS[1], 'digest', digest)
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-for i = 2, #KEYS do
+if ttl_ms > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl_ms)
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ttl_ms + {FLOOR_KEEP_S * 1000})
+end
+for i = 3, #KEYS do
   redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], '*', 'key', KEYS[1], 'version', ARGV[1], 'view', ARGV[4])
 end
 return result
@@ -60,6 +72,11 @@ MAX_DETAIL_CHARS = 300  # a refused view's reason: Redis quotes the script's arg
 
 def view_key(prefix: str, category: str, user_id: str) -> str:
     return f"{prefix}:{category}:{{{user_id}}}"
+
+
+def floor_key(hash_key: str) -> str:
+    """The version floor of a view hash (see CAS_SCRIPT); same hash tag, so the same Redis Cluster slot."""
+    return hash_key + ":floor"
 
 
 def stream_key(prefix: str, model_id: str) -> str:
@@ -135,6 +152,7 @@ class WriteResult:
     applied: int = 0
     skipped: int = 0
     repaired: int = 0
+    expired: int = 0  # versions of a view that expired: not written again
     refused: list[tuple[ViewWrite, str]] = field(default_factory=list)
 
 
@@ -159,14 +177,15 @@ class RedisViewSink:
 
         pipe = self.client.pipeline(transaction=False)
         items = list(writes)
-        removed = [self._hash_key(key) for key in deletes]
+        removed = [name for key in deletes for name in (self._hash_key(key), floor_key(self._hash_key(key)))]
         if removed:
             pipe.delete(*removed)
         for item in items:
             if item.ttl is not None and not 0 <= item.ttl <= MAX_TTL_SECONDS:  # validation bounds event TTLs
                 raise ValueError(f"ttl {item.ttl} out of range (0..{MAX_TTL_SECONDS} s)")
             view = item.view
-            keys = [view_key(self.prefix, view["category"], view["userId"])]
+            hash_key = view_key(self.prefix, view["category"], view["userId"])
+            keys = [hash_key, floor_key(hash_key)]
             keys += [stream_key(self.prefix, model) for model in view["targetModels"]]
             args: list[Any] = [view["version"], item.ttl or 0, self.stream_maxlen, orjson.dumps(view),
                                "sync" if item.sync else "cas"]
@@ -189,6 +208,8 @@ class RedisViewSink:
                 result.refused.append((item, short_reason(outcome)))
             elif outcome == 0:
                 result.skipped += 1
+            elif outcome == 3:
+                result.expired += 1
             else:
                 result.applied += 1
                 result.repaired += outcome == 2
@@ -196,7 +217,8 @@ class RedisViewSink:
 
     def delete(self, aggregate_key: str) -> int:
         """Remove the view of `<category>:<userId>` (a tombstone on the views topic); 1 if there was one."""
-        return int(self.client.delete(self._hash_key(aggregate_key)))
+        hash_key = self._hash_key(aggregate_key)
+        return int(self.client.delete(hash_key, floor_key(hash_key)) > 0)
 
     def _hash_key(self, aggregate_key: str) -> str:
         category, _, user_id = aggregate_key.partition(":")

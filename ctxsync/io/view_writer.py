@@ -101,3 +101,14 @@ class JobViewWriter:
     def close(self) -> None:
         if self.sink is not None:
             self.sink.client.close()
+
+
+def views_endpoint(profile: Any) -> str | None:
+    """The profile's Redis as the JSON the job's view writer opens (password included: the job's operator
+    carries it as the key store's endpoint is carried); None when the profile has no Redis (no views then)."""
+    if profile.redis is None:
+        return None
+    endpoint = profile.redis.model_dump(mode="json")
+    if profile.redis.password is not None:
+        endpoint["password"] = profile.redis.password.get_secret_value()
+    return orjson.dumps(endpoint).decode()

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from ctxsync.io.avro import avro_payload_to_json
-from ctxsync.io.view_writer import JobViewWriter
+from ctxsync.io.view_writer import JobViewWriter, views_endpoint
 from pipelines.flink.batches import TIME_COLUMNS_SQL, batches
 from transforms.batching import Batching
 from transforms.ingest import ingest
@@ -252,13 +252,3 @@ def job_spec(profile: Any, job_name: str) -> KafkaJobSpec:
         sink_client_properties=sink_security.java_properties(), views_redis=views_endpoint(profile),
     )
 
-
-def views_endpoint(profile: Any) -> str | None:
-    """The profile's Redis as the JSON the job's view writer opens (password included: the job's operator
-    carries it as the key store's endpoint is carried), or None when the profile has no Redis."""
-    if profile.redis is None:
-        return None
-    endpoint = profile.redis.model_dump(mode="json")
-    if profile.redis.password is not None:
-        endpoint["password"] = profile.redis.password.get_secret_value()
-    return orjson.dumps(endpoint).decode()
