@@ -177,3 +177,111 @@ def test_corpus_on_the_reference_runner(reference_out):
 def test_engines_write_the_reference_files_for_the_corpus(runtime, corpus_file, reference_out, tmp_path):
     run_with(runtime, corpus_file, tmp_path / runtime)
     assert_identical(tmp_path / runtime, reference_out)
+
+
+# ---- (c) the corpus through the Redis and Elasticsearch connectors, on real servers ----
+
+class Message:
+    """A consumed Kafka record as the connectors' handlers read it (confluent_kafka.Message's methods)."""
+
+    def __init__(self, topic: str, offset: int, key: bytes | None, value: bytes | None) -> None:
+        self._topic, self._offset, self._key, self._value = topic, offset, key, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
+@pytest.fixture(scope="module")
+def sink_servers(tmp_path_factory: pytest.TempPathFactory):
+    """redis-server and noida-db (Elasticsearch API) only: the handlers need no broker (no JVM to start)."""
+    from ctxsync.servers import LocalServers
+
+    local = LocalServers(tmp_path_factory.mktemp("fuzz-servers"))
+    try:
+        local.start("redis")
+        local.start("noida")
+        yield local.endpoints()
+    finally:
+        local.down()
+
+
+@pytest.mark.servers
+def test_connectors_take_every_record_of_the_corpus(sink_servers, corpus_file, reference_out):
+    """The Kafka records the job writes for the corpus (`route_lines`, as in test_e2e_local), through the
+    Redis and Elasticsearch handlers in batches: nothing raises; every record is written or comes back as
+    a dead letter with its exact bytes and a bounded detail; Redis ends holding the reference views."""
+    import redis
+    from elasticsearch import Elasticsearch
+
+    from ctxsync.io.connectors import ConnectorStats, ElasticsearchHandler, RedisViewsHandler
+    from ctxsync.io.es_history import EsBulkWriter, install_templates
+    from ctxsync.io.redis_views import RedisViewSink
+    from pipelines.flink.kafka import KafkaJobSpec, route_lines
+
+    spec = KafkaJobSpec(bootstrap="unused")
+    collector = OutputCollector()
+    topics: dict[str, list[Message]] = {spec.views_topic: [], spec.history_topic: [], spec.violations_topic: []}
+    by_seq: dict[int, list[str]] = {}
+    for line in run_reference(read_lines(corpus_file), str(corpus_file), SETTINGS):
+        collector.add(line)
+        by_seq.setdefault(untag(line)[1], []).append(line)
+    for seq in sorted(by_seq):
+        for key, value, topic, _ in route_lines(by_seq[seq], spec):
+            if topic in topics:
+                topics[topic].append(Message(topic, len(topics[topic]), key, value))
+
+    client = redis.Redis.from_url(sink_servers["redis"])
+    client.flushall()
+    es = Elasticsearch(sink_servers["elasticsearch"], request_timeout=30, max_retries=0)
+    install_templates(es)
+    handlers = {"redis": (RedisViewsHandler(RedisViewSink(client)), topics[spec.views_topic]),
+                "elasticsearch": (ElasticsearchHandler(EsBulkWriter(es, give_up_after_s=30)),
+                                  topics[spec.history_topic] + topics[spec.violations_topic])}
+    dead: dict[str, list[dict[str, Any]]] = {}
+    for name, (handler, messages) in handlers.items():
+        stats = ConnectorStats()
+        dead[name] = []
+        for start in range(0, len(messages), 100):
+            dead[name] += handler.write(messages[start:start + 100], stats)
+        handler.settle()
+        by_origin = {f"{m.topic()}/0/{m.offset()}": m.value() for m in messages}
+        for record in dead[name]:
+            assert len(record["detail"]) <= MAX_DETAIL_CHARS, record["detail"][:300]
+            raw = record["raw"].encode() if record["rawEncoding"] == "utf-8" else base64.b64decode(record["raw"])
+            assert raw == by_origin[record["origin"]]
+        assert stats.written + stats.skipped + len(dead[name]) >= len(messages), name
+    reasons = [(r["reason"], r["detail"][:200]) for records in dead.values() for r in records]
+    assert not reasons, f"sinks refused records of accepted events: {reasons[:5]}"
+    written = {v["key"]: v for v in RedisViewSink(client).read_all()}
+    want = {k: orjson.loads(text) for k, (_, text) in collector.views.items()}
+    assert written == want
+    es.indices.refresh(index="context-*")
+    # Every document is one of the job's records; one per record is test_one_document_per_accepted_event.
+    assert 0 < es.count(index="context-history-*")["count"] <= collector.summary.accepted
+    ES_COUNTS.update(history=es.count(index="context-history-*")["count"], accepted=collector.summary.accepted)
+
+
+ES_COUNTS: dict[str, int] = {}
+
+
+@pytest.mark.servers
+@pytest.mark.xfail(strict=True, reason="found by this harness, not fixed here: es_history.record_id "
+                   "(eventId|userId|timestamp) is the same for an event accepted again after the dedup "
+                   "retention (a late re-delivery, or a producer that reuses an eventId), so Elasticsearch "
+                   "refuses the later acceptance with 409 and the connector counts it as written")
+def test_one_document_per_accepted_event(sink_servers, corpus_file, reference_out):
+    if not ES_COUNTS:
+        test_connectors_take_every_record_of_the_corpus(sink_servers, corpus_file, reference_out)
+    assert ES_COUNTS["history"] == ES_COUNTS["accepted"]
