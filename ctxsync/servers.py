@@ -252,12 +252,17 @@ class LocalServers:
 
         For a new kafka server, `listeners` adds client listeners by security protocol and `settings` adds
         server.properties entries (ctxsync/kafka_broker.py); both are kept for its restarts."""
+        child = self._launch(name, listeners, settings)
+        return self.servers[name] if child is None else self._await(name, child, timeout_s)
+
+    def _launch(self, name: str, listeners: dict[str, int] | None = None,
+                settings: dict[str, str] | None = None) -> subprocess.Popen | None:
+        """Spawn the server's process (None if it already runs and answers); does not wait for it."""
         server = self.servers.get(name)
         if server is not None and _alive(server.pid) and is_ready(server):
-            return server
+            return None
         if server is None:
             server = Server(name, {**_default_ports(name), **(listeners or {})}, settings=dict(settings or {}))
-        timeout_s = timeout_s if timeout_s is not None else START_TIMEOUT_S.get(name, 30.0)
         data_dir = self.run_dir / name
         data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.run_dir / f"{name}.log"
@@ -270,6 +275,12 @@ class LocalServers:
         self._children[name] = child
         self.servers[name] = server
         self.save()
+        return child
+
+    def _await(self, name: str, child: subprocess.Popen, timeout_s: float | None = None) -> Server:
+        """Wait until a launched server answers; stop it and raise if it exits or takes too long."""
+        server, log_path = self.servers[name], Path(self.servers[name].log)
+        timeout_s = timeout_s if timeout_s is not None else START_TIMEOUT_S.get(name, 30.0)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if child.poll() is not None:
@@ -315,8 +326,11 @@ class LocalServers:
                 pass
 
     def up(self, names: Iterable[str] = DEFAULT_SERVICES) -> None:
-        for name in names:
-            self.start(name)
+        """Start the servers side by side (Redis and noida-db are up while Kafka's JVM still starts)."""
+        launched = [(name, self._launch(name)) for name in names]
+        for name, child in launched:
+            if child is not None:
+                self._await(name, child)
 
     def down(self) -> None:
         for name in list(self.servers):
