@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from ctxsync.client import ContextClient, from_profile
+from ctxsync.client.clock import EventClock
 from ctxsync.io.redis_views import RedisViewSink
 from tests.fixtures_servers import es_client, redis_client, servers, unique  # noqa: F401
 from tests.test_e2e_local import prepare, run_local
@@ -48,11 +49,19 @@ def test_publish_read_subscribe_and_conflict_through_the_job(
     seen_by_risk, seen_by_churn = risk.get("u1"), churn.get("u1")
     accepted = risk.update("u1", lambda ctx: {"riskTolerance": "mid"})
     assert accepted.expected_version == seen_by_risk.version("financial") == 1
-    # the late write must carry a later millisecond: within one, the contract orders by eventId (random)
-    time.sleep(0.005)
+    # no pause: a later write of this process sorts after the earlier one even in the same millisecond
     late = churn.publish("u1", {"riskTolerance": "high"}, expected_version=seen_by_churn.version("financial"),
                          targets=["churn-predictor"])
+    # 60 writes of one client in one millisecond (its clock frozen): applied in the order published
+    frozen = time.time_ns() // 1_000_000
+    burst = ContextClient(endpoints, "burst-model", clock=EventClock(wall=lambda: frozen))
+    for n in range(30):
+        burst.update("u3", {"segment": f"read-{n}"})
+        burst.publish("u3", {"segment": f"blind-{n}"})
     run_local(job, tmp_path, servers)
+    u3 = churn.get("u3")
+    assert (u3.version("behavioral"), u3.value("segment")) == (60, "blind-29")
+    burst.close()
 
     violations = risk.conflicts([accepted.event_id, late])
     assert [(v["kind"], v["eventId"], v["key"], v["modelId"]) for v in violations] == [

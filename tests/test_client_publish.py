@@ -3,12 +3,15 @@ when the job would dead-letter them, and produced to the user's partition exactl
 keys them (real Apache Kafka broker)."""
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import datetime, timezone
 
 import orjson
 import pytest
 
-from ctxsync.client import ContextClient, InvalidEvent, Update, from_urls
+from ctxsync.client import Context, ContextClient, InvalidEvent, Published, Update, from_urls
+from ctxsync.client.clock import EventClock
 from ctxsync.client.publish import build_event, check_event
 from ctxsync.commands.replay import _user_key
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, partition_for, read_topic
@@ -16,7 +19,10 @@ from ctxsync.io.redis_views import RedisViewSink, ViewWrite
 from tests.fixtures_servers import kafka_config, redis_client, servers, unique  # noqa: F401
 from tests.helpers import NOW_MS, SETTINGS
 from tests.test_client import a_view
+from pipelines.file_outputs import OutputCollector
+from pipelines.reference import run_reference
 from transforms.ingest import ingest
+from transforms.timestamps import format_iso_ms
 
 pytestmark = pytest.mark.servers
 
@@ -80,3 +86,61 @@ def test_publish_keys_by_user_like_replay_and_update_reads_the_version(
     assert by_user["u7"]["contextDelta"]["expectedVersion"] == 4
     assert by_user["u7"]["contextDelta"]["updates"]["segment"]["current"] == "casual+"
     assert by_user["u7"]["eventId"] == published.event_id
+
+
+class Captured:
+    """Stands in for the Kafka publisher: keeps what would be sent, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def send(self, event: dict) -> Published:
+        self.events.append(event)
+        return Published(event["eventId"], event["contextDelta"].get("expectedVersion"), 0, len(self.events))
+
+
+def applied_by_the_job(events: list[dict]) -> tuple[OutputCollector, dict]:
+    """The job's own rules (reference runner) over the events in publish order; its outputs and views."""
+    collector = OutputCollector()
+    collector.add_all(run_reference(((n, orjson.dumps(e)) for n, e in enumerate(events, 1)), "client", SETTINGS))
+    return collector, {key: orjson.loads(text) for key, (_, text) in collector.views.items()}
+
+
+def test_writes_of_one_client_in_one_millisecond_apply_in_publish_order(servers, monkeypatch):  # noqa: F811
+    """update() then publish() in the same millisecond marked the later write stale about half the time
+    (the tie went to the larger random eventId); 200 writes in one frozen millisecond all apply, in order."""
+    frozen = time.time_ns()
+    client = ContextClient(from_urls(servers.endpoints()["redis"], "127.0.0.1:9", settings=SETTINGS), "risk-model")
+    captured = Captured()
+    monkeypatch.setattr(client, "_publisher_for", lambda: captured)
+    monkeypatch.setattr(client, "get", lambda user, categories=None: Context(user, {}))
+    monkeypatch.setattr(time, "time_ns", lambda: frozen)
+    for n in range(100):
+        client.update("u1", {"segment": f"read-{n}"})
+        client.publish("u1", {"segment": f"blind-{n}"})
+    monkeypatch.undo()
+    assert {e["timestamp"] for e in captured.events} == {format_iso_ms(frozen // 1_000_000)}
+    collector, views = applied_by_the_job(captured.events)
+    assert collector.finish().stale_updates == 0
+    assert views["behavioral:u1"]["version"] == 200
+    assert views["behavioral:u1"]["attributes"]["segment"]["value"] == "blind-99"
+    client.close()
+
+
+def test_the_clock_stamps_increase_and_never_go_back():
+    wall = iter([NOW_MS] * 5000 + [NOW_MS - 10, NOW_MS + 5])
+    clock = EventClock(wall=lambda: next(wall))
+    stamps = [clock.stamp() for _ in range(5002)]
+    assert all(a < b for a, b in zip(stamps, stamps[1:]))
+    assert [ms for ms, _ in stamps].count(NOW_MS) == 4096  # a 12-bit counter per millisecond, then the next
+    assert stamps[-2][0] == NOW_MS + 1 and stamps[-1][0] == NOW_MS + 5  # a step back holds still
+    assert all(len(i) == 32 and uuid.UUID(i).version == 7 for _, i in stamps)
+    assert uuid.UUID(stamps[0][1]).int >> 80 == NOW_MS
+
+
+def test_explicit_event_ids_keep_the_order_by_taking_the_next_millisecond():
+    clock = EventClock(wall=lambda: NOW_MS)
+    assert clock.stamp("zz-1") == (NOW_MS, "zz-1")
+    ms, generated = clock.stamp()
+    assert ms == NOW_MS + 1  # a generated id (hex) sorts before "zz-1": the write moves on by 1 ms
+    assert clock.stamp("zz-0")[0] == NOW_MS + 1 and clock.stamp("aa")[0] == NOW_MS + 2

@@ -18,6 +18,7 @@ import orjson
 from ctxsync.client.acks import Outcome, wait_outcome
 from ctxsync.client.cache import TrackedCache
 from ctxsync.client.changes import ChangeFeed
+from ctxsync.client.clock import PROCESS_CLOCK, EventClock
 from ctxsync.client.endpoints import Credentials, Endpoints, from_profile
 from ctxsync.client.model import Context, View
 from ctxsync.client.publish import InvalidEvent, Published, Publisher, build_event
@@ -36,8 +37,9 @@ class ContextClient:
     """One model's handle on the shared context (thread-safe for reads; one feed per thread)."""
 
     def __init__(self, endpoints: Endpoints, model_id: str, *, instance_id: str | None = None,
-                 cache: bool = False, cache_size: int = 100_000) -> None:
+                 cache: bool = False, cache_size: int = 100_000, clock: EventClock = PROCESS_CLOCK) -> None:
         self.endpoints = endpoints
+        self.clock = clock  # stamps this process's events in publish order (clock.py)
         self.model_id = model_id
         self.instance_id = instance_id or f"{model_id}@{socket.gethostname()}"
         self.prefix = endpoints.redis.prefix
@@ -117,9 +119,10 @@ class ContextClient:
         Raises InvalidEvent (nothing sent) when the event breaks a contract rule.
         """
         started = time.perf_counter()
+        now_ms, event_id = self.clock.stamp(event_id)
         event = build_event(self.model_id, self.instance_id, user_id, updates, expected_version=expected_version,
                             targets=targets, ttl=ttl, priority=priority, event_type=event_type,
-                            session_id=session_id, event_id=event_id)
+                            session_id=session_id, event_id=event_id, now_ms=now_ms)
         if not wait:
             return self._publisher_for().send(event).event_id
         event["ack"] = True  # the job pushes the outcome (transforms/outcome.py) after the views
@@ -142,7 +145,8 @@ class ContextClient:
                                "update() needs attributes of one category, got "
                                + (", ".join(sorted(categories)) or "none"))
         (category,) = categories
-        event = build_event(self.model_id, self.instance_id, user_id, updates,
+        now_ms, event_id = self.clock.stamp(options.pop("event_id", None))
+        event = build_event(self.model_id, self.instance_id, user_id, updates, event_id=event_id, now_ms=now_ms,
                             expected_version=context.version(category), **options)
         return self._publisher_for().send(event)
 

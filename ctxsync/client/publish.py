@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ctxsync.client.clock import PROCESS_CLOCK
 from ctxsync.client.endpoints import Endpoints
 from ctxsync.client.model import Scalar
 from ctxsync.errors import RuntimeFailure
@@ -65,7 +66,10 @@ def build_event(model_id: str, instance_id: str, user_id: str, updates: Mapping[
                 ttl: int | None = None, priority: str | None = None, event_type: str = "context.updated",
                 session_id: str | None = None, event_id: str | None = None,
                 now_ms: int | None = None) -> dict[str, Any]:
-    """A context event (contract v1 section 1) stamped now; not yet validated."""
+    """A context event (contract v1 section 1), not yet validated; stamped by the process's clock unless
+    `now_ms` is given (a random eventId then, unless `event_id` is)."""
+    if now_ms is None:
+        now_ms, event_id = PROCESS_CLOCK.stamp(event_id)
     delta: dict[str, Any] = {"userId": user_id,
                              "updates": {name: _update_body(u) for name, u in updates.items()}}
     if session_id is not None:
@@ -74,7 +78,7 @@ def build_event(model_id: str, instance_id: str, user_id: str, updates: Mapping[
         delta["expectedVersion"] = expected_version
     event: dict[str, Any] = {
         "eventId": event_id or uuid.uuid4().hex,
-        "timestamp": format_iso_ms(time.time_ns() // 1_000_000 if now_ms is None else now_ms),
+        "timestamp": format_iso_ms(now_ms),
         "eventType": event_type,
         "source": {"modelId": model_id, "instanceId": instance_id},
         "contextDelta": delta,
