@@ -276,8 +276,13 @@ def test_a_killed_run_is_continued_from_its_last_checkpoint_without_duplicate_ou
 
     running = start_local(with_source(job, bounded=False), tmp_path, servers)
     wait_for(lambda: running.poll() is not None or group_covers(config, prefix, first), "the first batch")
-    replay(second_file, producer(config), f"{prefix}.events", ReplayFilter())
-    os.kill(running.pid, signal.SIGKILL)  # mid-way through the second batch, between checkpoints
+    before = view_versions(redis_client)
+    second = replay(second_file, producer(config), f"{prefix}.events", ReplayFilter()).sent
+    # the job writes views to Redis before its checkpoint commits: kill it once the second batch's first
+    # views are in Redis, while its input is not all committed (between the Redis writes and the checkpoint)
+    wait_for(lambda: running.poll() is not None or view_versions(redis_client) != before, "second-batch views")
+    assert not group_covers(config, prefix, first + second)
+    os.kill(running.pid, signal.SIGKILL)
     running.communicate(timeout=60)
 
     out = run_local(job, tmp_path, servers)
@@ -287,6 +292,11 @@ def test_a_killed_run_is_continued_from_its_last_checkpoint_without_duplicate_ou
                for kind in ("history", "violations", "dlq")}
     with capsys.disabled():
         print(f"\n[kill -9] aborted records in the log, never read by read_committed: {aborted}")
+
+
+def view_versions(redis_client) -> dict[bytes, bytes]:
+    """Every view hash's version (what a model would read)."""
+    return {key: redis_client.hget(key, "version") for key in redis_client.scan_iter("ctx:*:{*}", _type="hash")}
 
 
 def publish_reference_outputs(events_file: Path, job, config: dict, spec: KafkaJobSpec) -> OutputCollector:
