@@ -545,6 +545,18 @@ def _check_flink_key(key: str) -> None:
         raise ConfigError(f"--set flink.{key}: ctxsync sets this key itself", "leave it out")
 
 
+def _override_value(key: str, raw: str) -> Any:
+    """A `--set` value as a YAML scalar (or flow collection), with the same bounds as jobs.yaml."""
+    if not raw:
+        return ""
+    try:
+        return compose_bounded(raw)[1]
+    except YamlLimitError as exc:
+        raise ConfigError(f"--set {key}: {exc}", exc.hint) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: not a YAML value: {' '.join(str(exc).split())}") from exc
+
+
 def apply_overrides(job: JobConfig, overrides: list[str]) -> JobConfig:
     """Apply `--set key=value` overrides; a bare key is looked up in `settings` first, then the job.
 
@@ -573,7 +585,7 @@ def apply_overrides(job: JobConfig, overrides: list[str]) -> JobConfig:
         known = path[-1] in target or (path[0] == "settings" and path[-1] in SyncSettingsModel.model_fields)
         if not known:
             raise _unknown_key(key, data)
-        target[path[-1]] = yaml.safe_load(raw) if raw else ""
+        target[path[-1]] = _override_value(key, raw)
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:

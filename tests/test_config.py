@@ -165,10 +165,12 @@ def test_typed_fields_take_no_lookalikes(tmp_path: Path, key: str, value: str, w
     assert f"jobs.yaml:{line}: " in str(info.value) and words in str(info.value), str(info.value)
 
 
-def test_overrides_are_as_strict_as_the_file():
+def test_overrides_are_as_strict_and_bounded_as_the_file():
     job = resolve_job(JOBS, "context-sync", [])
+    bomb = "{" + ", ".join(f"l{n}: &l{n} [{', '.join([f'*l{n - 1}' if n else '1'] * 9)}]" for n in range(9)) + "}"
     for item, words in (("max_event_bytes=true", "valid integer, not true"), ("parallelism=2.5", "valid integer"),
-                        ("future_skew=1e30d", "expected a duration")):
+                        ("future_skew=1e30d", "expected a duration"), (f"categories={bomb}", "more than 100,000"),
+                        ("categories={a: [b", "not a YAML value")):
         with pytest.raises(ConfigError, match=words):
             apply_overrides(job, [item])
 

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("event_id", metavar="EVENT_ID", help="the eventId of the source event")
     p.add_argument("--since", type=_duration, default=duration_ms(DEFAULT_SINCE), metavar="DURATION",
-                   help=f"how far back to search, e.g. 15m, 6h, 2d (default: {DEFAULT_SINCE})")
+                   help=f"how far back to search, e.g. 15m, 6h, 2d, at most 3650d (default: {DEFAULT_SINCE})")
     p.add_argument("--json", action="store_true", help="one JSON object: the hops with times and deltas (ms)")
     add_profile_args(p, "topics, Redis and Elasticsearch")
     p.set_defaults(func=run)
