@@ -60,6 +60,7 @@ class _Strict(BaseModel):
 class SyncSettingsModel(_Strict):
     conflict_policy: Literal["last-writer-wins", "reject"] = "last-writer-wins"
     dedup_retention: int = Field(default=24 * 3_600_000, description="milliseconds")
+    state_ttl: int | None = Field(default=None, description="milliseconds of event time; null = never")
     future_skew: int = Field(default=300_000, description="milliseconds")
     max_event_bytes: int = Field(default=1_000_000, gt=0, le=_INT32_MAX, description="bytes")
     default_category: str = Field(default="general", min_length=1)
@@ -77,6 +78,16 @@ class SyncSettingsModel(_Strict):
     @classmethod
     def _duration(cls, value: Any) -> int:
         return duration_ms(value)
+
+    @field_validator("state_ttl", mode="before")
+    @classmethod
+    def _ttl(cls, value: Any) -> int | None:
+        if value is None:
+            return None
+        ms = duration_ms(value)
+        if ms == 0:
+            raise ValueError("a state TTL must be longer than 0 (null keeps state forever)")
+        return ms
 
     @field_validator("categories")
     @classmethod
@@ -97,6 +108,7 @@ class SyncSettingsModel(_Strict):
             default_category=self.default_category,
             conflict_policy=self.conflict_policy,
             dedup_retention_ms=self.dedup_retention,
+            state_ttl_ms=self.state_ttl,
             future_skew_ms=self.future_skew,
             max_event_bytes=self.max_event_bytes,
             expectations=load_compiled(self.expectations) if self.expectations else None,
@@ -504,6 +516,7 @@ def override_keys_help() -> str:
         ("conflict_policy", f"last-writer-wins or reject (default {d.conflict_policy})"),
         ("dedup_retention", f"how long an eventId is remembered, a duration like 90s, 5m, 24h, 2d "
                             f"(default {_duration_text(d.dedup_retention)})"),
+        ("state_ttl", "a user idle longer (event time) leaves state, a duration like 30d (default: never)"),
         ("future_skew", f"how far past the wall clock an event time may be, a duration "
                         f"(default {_duration_text(d.future_skew)})"),
         ("max_event_bytes", f"larger events are dead-lettered, bytes (default {d.max_event_bytes:,})"),

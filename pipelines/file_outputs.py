@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transforms.records import CONFLICT, DEAD_LETTER, DUPLICATE, HISTORY, ORDERING, VIEW, untag
+from transforms.records import CONFLICT, DEAD_LETTER, DUPLICATE, HISTORY, ORDERING, TOMBSTONE, VIEW, untag
 
 OUTPUT_FILES = ("views.jsonl", "history.jsonl", "violations.jsonl", "dead_letter.jsonl", "summary.json")
 
@@ -39,7 +39,7 @@ class OutputCollector:
     history: list[tuple[int, str]] = field(default_factory=list)
     violations: list[tuple[int, str]] = field(default_factory=list)
     dead_letters: list[tuple[int, str]] = field(default_factory=list)
-    views: dict[str, tuple[int, str]] = field(default_factory=dict)
+    views: dict[str, tuple[int, str | None]] = field(default_factory=dict)  # latest per key; None: tombstone
     summary: Summary = field(default_factory=Summary)
 
     def add(self, line: str) -> None:
@@ -52,8 +52,13 @@ class OutputCollector:
         elif kind == VIEW:
             key = json.loads(aux)
             current = self.views.get(key)
+            if current is None or seq > current[0] or (seq == current[0] and current[1] is None):
+                self.views[key] = (seq, text)  # a view follows its key's tombstone within one event
+        elif kind == TOMBSTONE:
+            key = json.loads(text)["key"]
+            current = self.views.get(key)
             if current is None or seq > current[0]:
-                self.views[key] = (seq, text)
+                self.views[key] = (seq, None)
         elif kind in (ORDERING, CONFLICT):
             self.violations.append((seq, text))
             if kind == ORDERING:
@@ -75,14 +80,15 @@ class OutputCollector:
     def finish(self) -> Summary:
         s = self.summary
         s.read = s.accepted + s.duplicates + s.dead_lettered
-        s.views = len(self.views)
+        s.views = sum(text is not None for _, text in self.views.values())
         return s
 
     def write(self, out_dir: Path) -> Summary:
         """Write views (sorted by key), history, violations and dead letters (source order), summary."""
         summary = self.finish()
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_lines(out_dir / "views.jsonl", (self.views[k][1] for k in sorted(self.views)))
+        latest = (self.views[key][1] for key in sorted(self.views))
+        _write_lines(out_dir / "views.jsonl", (text for text in latest if text is not None))
         for name, rows in (("history.jsonl", self.history), ("violations.jsonl", self.violations),
                            ("dead_letter.jsonl", self.dead_letters)):
             rows.sort(key=lambda row: row[0])  # stable: keeps the order within one event

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 from pipelines.file_outputs import OutputCollector, Summary
 from transforms.ingest import ingest, is_blank
 from transforms.model import Event
+from transforms.records import HISTORY
 from transforms.settings import SyncSettings
+from transforms.state_ttl import Sweeper, reclaimable, user_clock
 from transforms.sync import UserState, sync_step
 
 if TYPE_CHECKING:
@@ -38,10 +40,13 @@ def ingest_all(
 
 def run_reference(
     records: Iterable[tuple[int, bytes]], origin_prefix: str, settings: SyncSettings,
-    now_ms: int | None = None,
+    now_ms: int | None = None, states: dict[str, UserState] | None = None,
 ) -> Iterator[str]:
-    """Tagged output lines for (seq, raw) records processed in order, exactly as an engine would."""
-    states: dict[str, UserState] = {}
+    """Tagged output lines for (seq, raw) records processed in order, exactly as an engine would.
+
+    `states` (userId -> state) is the runner's memory; pass a dict to watch it (bench/state_ttl.py)."""
+    states = {} if states is None else states
+    sweeper = None if settings.state_ttl_ms is None else Sweeper(settings.state_ttl_ms)
     for key, value in ingest_all(records, origin_prefix, settings, now_ms):
         if isinstance(value, str):
             yield value
@@ -49,6 +54,12 @@ def run_reference(
         state, outputs = sync_step(states.get(key), value, settings)
         states[key] = state
         yield from outputs
+        if sweeper is not None and outputs[-1][0] == HISTORY:
+            sweeper.advance(value.ts)
+            horizon = sweeper.due(0)
+            if horizon is not None:
+                for user in [u for u, s in states.items() if reclaimable(user_clock(s), horizon)]:
+                    del states[user]
 
 
 def run_embedded(request: "RunRequest") -> Summary:

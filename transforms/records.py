@@ -17,7 +17,7 @@ from transforms.model import DeadLetter, Event
 from transforms.timestamps import format_iso_ms
 
 HISTORY, VIEW, ORDERING, CONFLICT, DEAD_LETTER, DUPLICATE = "H", "V", "O", "C", "D", "U"
-TOMBSTONE = "T"  # the end of an aggregate's view (an erased user): a null record on the views topic
+TOMBSTONE = "T"  # the end of an aggregate's view: a null record on the views topic, a delete in Redis
 
 
 def aggregate_key(category: str, user_id: str) -> str:
@@ -40,6 +40,11 @@ def view_record(category: str, user_id: str, agg: Aggregate) -> dict[str, Any]:
         },
         "targetModels": list(agg[TARGETS]),
     }
+
+
+def tombstone_line(seq: int, key: str) -> str:
+    """The end of an aggregate's view (its user was erased, or it starts a new life after a state TTL)."""
+    return tagged(TOMBSTONE, seq, {"key": key})
 
 
 def ordering_violation(key: str, event: Event, lag_ms: int) -> dict[str, Any]:

@@ -30,6 +30,7 @@ class SyncSettings:
     default_category: str = "general"
     conflict_policy: ConflictPolicy = "last-writer-wins"
     dedup_retention_ms: int = 24 * 3600 * 1000
+    state_ttl_ms: int | None = None  # a user idle longer (event time) leaves state; None: never (state_ttl.py)
     future_skew_ms: int = 5 * 60 * 1000
     max_event_bytes: int = 1_000_000
     expectations: "CompiledSuite | None" = None  # opt-in GE suite, compiled (transforms/expectations.py)

@@ -3,20 +3,25 @@
 `sync_step(state, event, settings) -> (state, outputs)` composes dedup, category split, the
 per-aggregate step and the record builders. Engines key by userId, keep `state` (one serializable
 value per user: one state read and one write per event) and route the tagged output lines.
+
+With `settings.state_ttl_ms` (transforms/state_ttl.py) a user idle longer than the TTL starts afresh, and
+each aggregate's first view (version 1) follows a tombstone of its key: the sinks may still hold a view of
+an earlier life of the aggregate, with a higher version, that the new one must replace.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from transforms.aggregate import new_aggregate, aggregate_step
+from transforms.aggregate import VERSION, aggregate_step, new_aggregate
 from transforms.dedup import dedup_step, new_dedup_state
 from transforms.json_values import dumps_compact
 from transforms.model import Event
 from transforms.records import (
     CONFLICT, DUPLICATE, HISTORY, ORDERING, VIEW, aggregate_key, conflict_violation, duplicate_record,
-    history_record, ordering_violation, tagged, view_record,
+    history_record, ordering_violation, tagged, tombstone_line, view_record,
 )
 from transforms.settings import SyncSettings
+from transforms.state_ttl import expired
 
 UserState = dict[str, Any]
 
@@ -27,7 +32,8 @@ def new_user_state() -> UserState:
 
 def sync_step(state: UserState | None, event: Event, settings: SyncSettings) -> tuple[UserState, list[str]]:
     """Process one valid event of this state's user, in arrival order; return tagged output lines."""
-    if state is None:
+    ttl_ms = settings.state_ttl_ms
+    if state is None or (ttl_ms is not None and expired(state, event.ts, ttl_ms)):
         state = new_user_state()
     _, duplicate = dedup_step(state["dedup"], event.event_id, event.ts, settings.dedup_retention_ms)
     seq = event.seq
@@ -56,6 +62,8 @@ def sync_step(state: UserState | None, event: Event, settings: SyncSettings) -> 
             conflict = True
             outputs.append(tagged(CONFLICT, seq, conflict_violation(key, event, found, policy)))
         if changed:
+            if ttl_ms is not None and agg[VERSION] == 1:
+                views.append(tombstone_line(seq, key))
             views.append(tagged(VIEW, seq, view_record(category, user_id, agg), dumps_compact(key)))
     outputs.extend(views)
     history = history_record(event, keys, applied, stale, violation, conflict)

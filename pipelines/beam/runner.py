@@ -25,7 +25,10 @@ folds* (`fold_user`) with the user's one state value:
   expires, and lateness is the operators' business (ordering violations), not the runner's.
 
 Nothing depends on when timers fire: dedup retention runs on the user's event-time clock
-(transforms/dedup.py) and expired eventIds are purged inside the state value, so no cleanup timer.
+(transforms/dedup.py) and expired eventIds are purged inside the state value, so no cleanup timer; the
+state TTL (transforms/state_ttl.py) is decided in sync_step on the user's own clock too. Only memory
+depends on a timer: with a state TTL, streaming `SyncUser` clears a user whose clock is two TTLs behind the
+watermark (the batch fold keeps no state past one user's group, so it has nothing to reclaim).
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ from transforms.ingest import DEAD_LETTER_KEY, ingest, is_blank
 from transforms.model import Event
 from transforms.records import HISTORY, VIEW
 from transforms.settings import SyncSettings
+from transforms.state_ttl import user_clock
 from transforms.sync import UserState, sync_step
 from transforms.tally import lags_ms, tally_lines
 
@@ -189,6 +193,7 @@ class SyncUser(beam.DoFn):
     EARLIEST = ReadModifyWriteStateSpec("earliest", VarIntCoder())  # micros of the earliest pending
     USER = ReadModifyWriteStateSpec("user", PickleCoder())
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
+    RECLAIM = TimerSpec("reclaim", TimeDomain.WATERMARK)  # state TTL: two TTLs after the user's clock
 
     def __init__(self, settings: SyncSettings) -> None:
         self.settings = settings
@@ -209,7 +214,7 @@ class SyncUser(beam.DoFn):
     @on_timer(RELEASE)
     def on_release(
         self, pending: Any = beam.DoFn.StateParam(PENDING), earliest: Any = beam.DoFn.StateParam(EARLIEST),
-        user: Any = beam.DoFn.StateParam(USER),
+        user: Any = beam.DoFn.StateParam(USER), reclaim: Any = beam.DoFn.TimerParam(RECLAIM),
     ) -> Iterator[str]:
         started, accepted = time.perf_counter(), []
         state, outputs = fold_user(user.read(), pending.read(), self.settings, accepted)
@@ -217,7 +222,20 @@ class SyncUser(beam.DoFn):
         pending.clear()
         earliest.clear()
         user.write(state)
+        ttl_ms, clock = self.settings.state_ttl_ms, None if state is None else user_clock(state)
+        if ttl_ms is not None and clock is not None:
+            reclaim.set(Timestamp(micros=(clock + 2 * ttl_ms) * 1000))
         yield from outputs
+
+    @on_timer(RECLAIM)
+    def on_reclaim(
+        self, earliest: Any = beam.DoFn.StateParam(EARLIEST), user: Any = beam.DoFn.StateParam(USER),
+    ) -> Iterable[str]:
+        """The watermark is two TTLs past the user's clock: its state leaves (events still buffered are
+        folded first; their release sets this timer again)."""
+        if earliest.read() is None:
+            user.clear()
+        return ()
 
 
 def read_and_ingest(pipeline: beam.Pipeline, input_path: Path, settings: SyncSettings) -> Any:

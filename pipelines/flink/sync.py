@@ -8,7 +8,8 @@ not once per event; the batches come from pipelines/flink/batches.py.
 State: one MapState per bucket, userId -> marshalled (aggregates, dedup clock, purge limit, seen ids).
 Each user touched by a batch is written once at the end of the batch; a read cache skips state reads
 for recent users (only this operator instance touches its keys and a restore creates a fresh instance,
-so the cache cannot go stale).
+so the cache cannot go stale). With a state TTL, a batch's bucket is swept of idle users every TTL/4 of
+event time (transforms/state_ttl.py): one pass over that bucket's MapState, no timers.
 """
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ from transforms.control import CONTROL_PREFIX, parse_control
 from transforms.ingest import dead_letter_line, ingest, is_blank
 from transforms.model import Event
 from transforms.outcome import event_outcome
-from transforms.records import DUPLICATE, TOMBSTONE, VIEW, aggregate_key, tagged, untag
+from transforms.records import DUPLICATE, TOMBSTONE, VIEW, aggregate_key, tombstone_line, untag
 from transforms.settings import SyncSettings
+from transforms.state_ttl import Sweeper, reclaimable
 from transforms.sync import UserState, sync_step
 from transforms.tally import lags_ms, tally_lines
 from transforms.validate import dead_letter
@@ -49,6 +51,11 @@ def _state_from_blob(blob: bytes) -> UserState:
 def _blob(state: UserState) -> bytes:
     dedup = state["dedup"]
     return marshal.dumps((state["aggs"], dedup["clock"], dedup["limit"], dedup["seen"]))
+
+
+def _blob_clock(blob: bytes) -> int | None:
+    clock: int | None = marshal.loads(blob)[1]
+    return clock
 
 
 class SyncBuckets(KeyedProcessFunction):
@@ -72,12 +79,15 @@ class SyncBuckets(KeyedProcessFunction):
         self.users: Any = None
         self.metrics: Any = None
         self.protector: Any = None
+        self.sweeper: Sweeper | None = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.users = runtime_context.get_map_state(
             MapStateDescriptor("users", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.cache = {}
         self.metrics = FlinkJobMetrics(runtime_context.get_metrics_group())
+        ttl_ms = self.settings.state_ttl_ms
+        self.sweeper = None if ttl_ms is None else Sweeper(ttl_ms)
         if self.settings.privacy is not None:
             from ctxsync.io.keystore import open_protector  # the key store's clients: only with privacy on
 
@@ -150,6 +160,8 @@ class SyncBuckets(KeyedProcessFunction):
                         if line[0] == VIEW:
                             _, aux, text = line.split("\t", 2)
                             changes.view(orjson.loads(aux), text, event.ttl, event.origin)
+                        elif line[0] == TOMBSTONE:  # a fresh aggregate under a state TTL (transforms/sync.py)
+                            changes.tombstone(orjson.loads(untag(line)[3])["key"], event.origin)
             if changes is not None and event.doc.get("ack") is True:
                 changes.ack(event.model_id, event.event_id, event_outcome(event.event_id, lines))
             outputs.append(self.route(self._protect(lines, key), event.ttl))
@@ -160,10 +172,23 @@ class SyncBuckets(KeyedProcessFunction):
             outputs.extend(self._refused(refused) for refused in self.views.apply(changes))
         for key, state in dirty.items():
             users.put(key, _blob(state))
+        sweeper = self.sweeper
+        if sweeper is not None and accepted_ms:
+            sweeper.advance(max(accepted_ms))
+            horizon = sweeper.due(bucket)
+            if horizon is not None:
+                self._reclaim(horizon)
         self.metrics.record(tally_lines(tallied), lags_ms(accepted_ms, now_ms),
                             int((time.perf_counter() - started) * 1000), len(cache))
         if outputs:
             yield from self.emit(outputs)
+
+    def _reclaim(self, horizon: int) -> None:
+        """State TTL: the current bucket's users whose clock is behind `horizon` leave its MapState and the
+        cache (transforms/state_ttl.py: no output depends on it)."""
+        for user in [u for u, blob in self.users.items() if reclaimable(_blob_clock(blob), horizon)]:
+            self.users.remove(user)
+            self.cache.pop(user, None)
 
     def _refused(self, refused: Refused) -> list[str]:
         """A view Redis would not take, as a dead letter (stage redis) on the job's dead-letter output. Not
@@ -222,11 +247,6 @@ class SyncFileBuckets(SyncBuckets):
 
     def emit(self, outputs: list[list[str]]) -> Iterable[str]:
         yield join_batch(outputs)
-
-
-def tombstone_line(seq: int, key: str) -> str:
-    """The end of an aggregate's view (its user was erased): a null record for the compacted views topic."""
-    return tagged(TOMBSTONE, seq, {"key": key})
 
 
 def join_batch(outputs: list[list[str]]) -> str:
