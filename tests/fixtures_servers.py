@@ -13,12 +13,26 @@ import pytest
 from ctxsync.servers import LocalServers
 
 
+_SHARED: dict[str, LocalServers] = {}
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServers]:
-    """redis-server, Apache Kafka and noida-db (Elasticsearch API) on free loopback ports."""
-    local = LocalServers(tmp_path_factory.mktemp("servers"))
+    """redis-server, Apache Kafka and noida-db (Elasticsearch API) on free loopback ports, one set per session.
+
+    Each test module imports this fixture by name, which gives every module a session fixture of its own:
+    the set is shared through `_SHARED`, else a full run would keep one Kafka JVM per module alive until
+    the session ends. Every copy stops it at the session's end (stopping is idempotent)."""
+    local = _SHARED.get("servers")
+    if local is None:
+        local = LocalServers(tmp_path_factory.mktemp("servers"))
+        try:
+            local.up(["redis", "kafka", "noida"])
+        except BaseException:
+            local.down()
+            raise
+        _SHARED["servers"] = local
     try:
-        local.up(["redis", "kafka", "noida"])
         yield local
     finally:
         local.down()
