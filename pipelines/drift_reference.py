@@ -29,7 +29,7 @@ def drift_settings(job: "JobConfig") -> DriftSettings:
         return settings
     path = Path(model.baseline or "")
     try:
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     except (OSError, ValueError) as exc:
         raise ConfigError(f"drift.baseline {path}: cannot read a drift.jsonl there ({exc})") from exc
     return DriftSettings(**{**settings.__dict__, "baseline": baseline_profiles(records, settings)})

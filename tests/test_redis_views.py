@@ -239,3 +239,14 @@ def test_sync_mode_replaces_diverged_content_and_keeps_identical_content(redis_c
     assert counts(sink.write([ViewWrite(same_version)])) == (0, 1)            # CAS cannot tell
     assert sink.write([ViewWrite(same_version, sync=True)]).repaired == 1     # sync can
     assert sink.read("behavioral", "u1") == same_version
+
+
+def test_read_user_never_returns_a_user_whose_id_embeds_the_tag(redis_client):
+    """`x}:general:{bob`'s key matches the pattern `ctx:*:{bob}`; its view is not bob's (found by fuzzing)."""
+    sink = RedisViewSink(redis_client)
+    tricky = versioned(1)
+    tricky.update(key="behavioral:x}:general:{bob", userId="x}:general:{bob")
+    bob = versioned(1)
+    bob.update(key="behavioral:bob", userId="bob")
+    sink.write([ViewWrite(tricky), ViewWrite(bob)])
+    assert [v["userId"] for v in sink.read_user("bob")] == ["bob"]

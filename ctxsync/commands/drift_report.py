@@ -63,7 +63,7 @@ def _read_records(path: Path) -> list[dict]:
     """The drift records of a context-drift run; anything else is refused with what it is."""
     hint = "give the drift.jsonl that `ctxsync run context-drift` writes"
     try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
+        lines = path.read_bytes().decode("utf-8").split("\n")  # not splitlines: U+2028 may sit inside JSON
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}", "check the path") from exc
     except UnicodeDecodeError as exc:

@@ -229,12 +229,16 @@ class RedisViewSink:
         return view_from_hash(_text(fields)) if fields else None
 
     def read_user(self, user_id: str) -> list[dict[str, Any]]:
-        """Every view of a user (all categories), sorted by key."""
+        """Every view of a user (all categories), sorted by key. The pattern also matches other users whose
+        id embeds this one's tag (a user `x}:general:{bob` for `bob`): only the user's own views are kept."""
         views = []
-        for key in self.client.scan_iter(match=f"{self.prefix}:*:{{{_glob_escape(user_id)}}}", count=1000):
+        for key in self.client.scan_iter(match=f"{self.prefix}:*:{{{_glob_escape(user_id)}}}", count=1000,
+                                         _type="hash"):
             fields = self.client.hgetall(key)
             if fields:
-                views.append(view_from_hash(_text(fields)))
+                view = view_from_hash(_text(fields))
+                if view["userId"] == user_id:
+                    views.append(view)
         return sorted(views, key=lambda v: v["key"])
 
     def read_all(self) -> list[dict[str, Any]]:
