@@ -52,22 +52,18 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+# The largest record the job writes to its topics (views, history, dead letters of events up to
+# max_event_bytes, whose JSON escaping can grow them several times). Topics the job creates take it
+# (`max.message.bytes`); existing ones must allow it too, or the broker refuses such a record.
+MAX_RECORD_BYTES = 16 * 2**20
+RECORD_LIMIT = (("max.message.bytes", str(MAX_RECORD_BYTES + 2**10)),)  # + the batch header
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int = 1
     config: tuple[tuple[str, str], ...] = ()
-
-
-def output_topics(partitions: int, prefix: str = "context") -> list[TopicSpec]:
-    """The job's topics; the view changelog is compacted (latest view per aggregate key survives)."""
-    return [
-        TopicSpec(f"{prefix}.events", partitions),
-        TopicSpec(f"{prefix}.views", partitions, (("cleanup.policy", "compact"),)),
-        TopicSpec(f"{prefix}.history", partitions),
-        TopicSpec(f"{prefix}.violations", partitions),
-        TopicSpec(f"{prefix}.dlq", 1),
-    ]
 
 
 def ensure_topics(client_config: dict[str, Any], specs: list[TopicSpec], timeout_s: float = 15.0) -> None:

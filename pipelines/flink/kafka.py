@@ -29,11 +29,13 @@ from typing import Any
 import orjson
 
 from ctxsync.io.avro import avro_payload_to_json
+from ctxsync.io.kafka_io import MAX_RECORD_BYTES
 from ctxsync.io.view_writer import JobViewWriter, views_endpoint
 from pipelines.flink.batches import TIME_COLUMNS_SQL, batches
 from transforms.batching import Batching
-from transforms.ingest import ingest
+from transforms.ingest import dead_letter_line, ingest
 from transforms.records import DEAD_LETTER, DUPLICATE, HISTORY, TOMBSTONE, VIEW, untag
+from transforms.validate import dead_letter
 from transforms.settings import SyncSettings
 
 STARTS = ("committed", "earliest", "latest", "timestamp")
@@ -111,7 +113,8 @@ def sink_ddl(spec: KafkaJobSpec, table: str = "ctx_outputs") -> str:
                              spec.client_properties if spec.sink_client_properties is None else spec.sink_client_properties)
     options = {"connector": "kafka", "topic": topics, **client, "key.format": "raw", "key.fields": "k",
                "value.format": "raw", "value.fields-include": "EXCEPT_KEY", "sink.partitioner": "default",
-               "sink.delivery-guarantee": spec.delivery}
+               "sink.delivery-guarantee": spec.delivery,
+               "properties.max.request.size": str(MAX_RECORD_BYTES + 2**20)}  # a record + request overhead
     if spec.delivery == "exactly-once":
         options["sink.transactional-id-prefix"] = spec.transactional_id_prefix
         options["properties.transaction.timeout.ms"] = "600000"
@@ -141,6 +144,26 @@ def kafka_lines(lines: list[str], ttl: int | None) -> list[str]:
         if kind == VIEW and ttl:
             text = text[:-1] + f',"ttl":{ttl}}}'
         out.append(kind + text)
+    return out
+
+
+def bounded_records(records: list[str], payload: str, seq: int, part: int, topic: str) -> list[str]:
+    """The records as they are, except one larger than a Kafka record may be (MAX_RECORD_BYTES), which
+    would make the sink fail the job at that record after every restart: it becomes a dead letter
+    (`output_too_large`, stage route) carrying the event's payload. Views still reach Redis (the job writes
+    them itself); the changelog misses that version."""
+    out = records
+    for i, record in enumerate(records):
+        if len(record) * 4 > MAX_RECORD_BYTES and len(record.encode("utf-8", "surrogatepass")) > MAX_RECORD_BYTES:
+            if out is records:
+                out = list(records)
+            kind = {VIEW: "view", TOMBSTONE: "tombstone", HISTORY: "history", DEAD_LETTER: "dead letter"}.get(
+                record[0], "violation")
+            line = dead_letter_line(dead_letter(
+                payload.encode("latin-1"), seq, f"{topic}/{part}/{seq}", "output_too_large",
+                f"the event's {kind} record is {len(record.encode('utf-8', 'surrogatepass')):,} bytes, over the "
+                f"{MAX_RECORD_BYTES:,} a Kafka record of the job's topics may hold", "route"))
+            out[i] = DEAD_LETTER + untag(line)[3]
     return out
 
 
@@ -208,11 +231,12 @@ def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parall
             return f"{topic}/{part}/{seq}"
 
         def parse(self, seq: int, part: int, payload: str, now_ms: int):
+            self.input = (payload, seq, part)  # what an oversized output's dead letter carries (route)
             return ingest_record(payload.encode("latin-1"), topic, part, seq, self.settings, avro, schema_id,
                                  now_ms)
 
         def route(self, lines: list[str], ttl: int | None) -> list[str]:
-            return kafka_lines(lines, ttl)
+            return bounded_records(kafka_lines(lines, ttl), *self.input, topic)
 
         def emit(self, outputs: list[list[str]]):
             yield join_batch(outputs)

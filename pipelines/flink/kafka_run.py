@@ -184,7 +184,7 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
     from ctxsync.config import resolve_profile, sync_settings
     from ctxsync.io.clients import kafka_config, kafka_sink
     from ctxsync.io.connectors import profile_connectors, run_all
-    from ctxsync.io.kafka_io import TopicSpec, check_reachable, ensure_topics, topic_ends
+    from ctxsync.io.kafka_io import RECORD_LIMIT, TopicSpec, check_reachable, ensure_topics, topic_ends
     from ctxsync.servers import running_endpoints
 
     profile = resolve_profile(job.profiles[profile_name], profile_name, running_endpoints())
@@ -197,9 +197,10 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
     if sink.create_topics:
         n = sink.partitions
         ensure_topics(config, [TopicSpec(spec.input_topic, n),
-                               TopicSpec(spec.views_topic, n, (("cleanup.policy", "compact"),)),
-                               TopicSpec(spec.history_topic, n), TopicSpec(spec.violations_topic, n),
-                               TopicSpec(spec.dlq_topic, 1)])
+                               TopicSpec(spec.views_topic, n, (("cleanup.policy", "compact"), *RECORD_LIMIT)),
+                               TopicSpec(spec.history_topic, n, RECORD_LIMIT),
+                               TopicSpec(spec.violations_topic, n, RECORD_LIMIT),
+                               TopicSpec(spec.dlq_topic, 1, RECORD_LIMIT)])
     source = _Input(_input_config(profile), spec)
     state = run_ledger.state_path(Path(profile.state_dir) if profile.state_dir else default_state_dir(),
                                   job_name, profile_name, spec.group_id)
