@@ -36,7 +36,9 @@ from transforms.timestamps import parse_iso_ms
 
 INPUT, HISTORY, VIEWS, VIOLATIONS, DLQ = "input", "history", "views", "violations", "dlq"
 STREAM, REDIS_VIEW, ES_HISTORY, ES_VIOLATIONS = "redis stream", "redis view", "es history", "es violations"
-ORDER = (INPUT, HISTORY, VIEWS, VIOLATIONS, DLQ, STREAM, REDIS_VIEW, ES_HISTORY, ES_VIOLATIONS)
+# The path's order: the job writes a batch's views to Redis (hash and change stream, one script) before its
+# records reach the Kafka topics, and the Elasticsearch connector reads those topics.
+ORDER = (INPUT, STREAM, REDIS_VIEW, HISTORY, VIEWS, VIOLATIONS, DLQ, ES_HISTORY, ES_VIOLATIONS)
 
 
 @dataclass
