@@ -45,7 +45,7 @@ def build(input_path: Path, parts: Path, flink_conf: dict[str, str], parallelism
     env = flink_environment({**local_file_job_config(parts), **flink_conf}, parallelism=1)
     env.enable_checkpointing(CHECKPOINT_INTERVAL_MS)
     t_env = StreamTableEnvironment.create(env)
-    keyed = keyed_batches(t_env, line_batches(t_env, text_lines(env, input_path), batching))
+    keyed = keyed_batches(t_env, line_batches(t_env, text_lines(env, input_path), batching), batching.buckets)
     out = keyed.process(EmitBatch(), output_type=Types.STRING()).set_parallelism(parallelism)
     out.sink_to(tagged_line_sink(parts)).set_parallelism(parallelism)
     return env

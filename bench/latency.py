@@ -253,7 +253,8 @@ class InProcess(Pipeline):
         self.redis_url = self.servers.servers["redis"].endpoints["redis"]
         endpoints = {"kafka": self.bootstrap, "redis": self.redis_url, "dir": str(self.tmp),
                      "elasticsearch": self.servers.endpoints().get("elasticsearch", "http://127.0.0.1:9")}
-        job = resolve_job(ROOT / "jobs.yaml", JOB, [f"batching.window={args.window}"] if args.window else [])
+        sets = ([f"batching.window={args.window}"] if args.window else []) + args.set
+        job = resolve_job(ROOT / "jobs.yaml", JOB, sets)
         profile = resolve_profile(job.profiles["local"], "local", endpoints)
         spec = replace(job_spec(profile, JOB), bounded=False, start="earliest", delivery=args.delivery,
                        checkpoint_interval_ms=args.checkpoint_ms)
@@ -264,7 +265,7 @@ class InProcess(Pipeline):
         if self.connector:
             spec = replace(spec, views_redis=None) if hasattr(spec, "views_redis") else spec
         self.describe = {"delivery": args.delivery, "checkpoint_ms": args.checkpoint_ms,
-                         "window_ms": job.batching.window}
+                         "window_ms": job.batching.window, "overrides": args.set}
         self._topics(profile, spec)
         self._start_job(job, profile, spec, sync_settings(job, profile))
         if self.connector:
@@ -381,6 +382,7 @@ class ProfileLocal(Pipeline):
             found.append(f"profiles.local.sink.checkpoint_interval={args.checkpoint_ms}")
         if args.window:
             found.append(f"batching.window={args.window}")
+        found += args.set
         broker = kafka_endpoint(self.servers, args.broker)
         if endpoints.get("kafka") != broker:  # ${dev:kafka} names another server: point the job at ours
             found.append(f"profiles.local.source.bootstrap={broker}")
@@ -563,6 +565,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--checkpoint-ms", type=int, help="checkpoint interval (in-process default 1000; "
                         "--profile local: the profile's, 2 s, unless given)")
     parser.add_argument("--window", help="batch window, e.g. 20ms (default: jobs.yaml's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any jobs.yaml override, as `ctxsync run --set` takes it (repeatable), e.g. "
+                             "batching.buckets=4; recorded in the JSON line under overrides")
     parser.add_argument("--connector", action=argparse.BooleanOptionalAction, default=None,
                         help="in-process only: views reach Redis through the Redis view connector (a process of "
                         "its own, reading context.views; the job then does not write Redis), or from the job "

@@ -118,8 +118,9 @@ class SyncSettingsModel(_Strict):
 class BatchingModel(_Strict):
     """The `batching:` section: how the PyFlink job hands events to Python (transforms/batching.py)."""
 
-    window: int = Field(default=50, gt=0, description="batch window, milliseconds")
-    buckets: int = Field(default=32, ge=1, le=65_536, description="fixed for the life of a job's state")
+    window: int = Field(default=20, gt=0, description="batch window, milliseconds")
+    buckets: int = Field(default=4, ge=1, le=65_536, description="at least the job's parallelism; fixed for the "
+                         "life of a job's state")
     max_events: int = Field(default=2_000, ge=1, description="most events per emitted output record")
 
     @field_validator("window", mode="before")

@@ -62,3 +62,22 @@ def test_the_engine_puts_every_user_in_the_bucket_python_computes(ensure_ascii):
                 expected = bucket_of(user, 8) if isinstance(user, str) else bucket_of(str(user), 8)
                 assert bucket == expected, (user, bucket, expected)
     assert sorted(seen) == list(range(1, len(lines) + 1))
+
+
+@pytest.mark.parametrize("buckets", [1, 4, 8, 32])
+def test_spread_keys_put_buckets_evenly_on_subtasks_by_flinks_own_assignment(buckets):
+    """Keyed by their own number, buckets 0-3 all go to one subtask of two (Flink's key-group hash); keyed
+    by their spread keys they split evenly, as Flink itself assigns them (asked through its JVM)."""
+    from pyflink.java_gateway import get_gateway
+
+    from pipelines.flink.sync import _key_group, spread_keys
+
+    assign = get_gateway().jvm.org.apache.flink.runtime.state.KeyGroupRangeAssignment
+    keys = spread_keys(buckets)
+    groups = [assign.assignToKeyGroup(key, 128) for key in keys]
+    assert groups == [_key_group(key, 128) for key in keys] and len(set(keys)) == buckets
+    for parallelism in (1, 2, 4):
+        if buckets % parallelism == 0:
+            subtasks = Counter(assign.computeOperatorIndexForKeyGroup(128, parallelism, g) for g in groups)
+            assert sorted(subtasks.values()) == [buckets // parallelism] * parallelism, (parallelism, subtasks)
+    assert {assign.assignToKeyGroup(b, 128) * 2 // 128 for b in range(4)} == {1}  # why: unspread, all on one

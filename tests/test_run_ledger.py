@@ -8,6 +8,7 @@ import pytest
 from ctxsync import run_ledger
 from ctxsync.config import ConfigError
 from ctxsync.run_ledger import RunLedger
+from transforms.state_layout import STATE_LAYOUT
 
 SETTINGS = {"conflict_policy": "last-writer-wins", "dedup_retention": 86_400_000}
 
@@ -71,7 +72,7 @@ def test_state_of_an_older_layout_is_refused(tmp_path: Path) -> None:
     state = tmp_path / "s"
     run_ledger.save(state, ledger(savepoint_dir(state, "savepoint-old")))
     file = state / run_ledger.LEDGER_FILE
-    file.write_text(file.read_text().replace('  "state_layout": 3,\n', ""))
+    file.write_text(file.read_text().replace(f'  "state_layout": {STATE_LAYOUT},\n', ""))
     old = run_ledger.load(state)
     assert old.state_layout == 1
     with pytest.raises(ConfigError) as caught:

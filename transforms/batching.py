@@ -17,8 +17,8 @@ class Batching:
     """How events are batched: window length, bucket count (fixed for the life of a job's state: a user's
     state lives in its bucket) and the most events one Python emission covers."""
 
-    window_ms: int = 50
-    buckets: int = 32
+    window_ms: int = 20
+    buckets: int = 4
     max_events: int = 2_000
 
 

@@ -247,7 +247,7 @@ def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parall
     table = batches(t_env, "ctx_events", "COALESCE(DECODE(payload, 'ISO-8859-1'), '')",
                     "DECODE(payload, 'UTF-8')", "`offset`", "`partition`", batching, spec.bounded)
     views = JobViewWriter(spec.views_redis) if spec.views_redis else None
-    outputs = (keyed_batches(t_env, table)
+    outputs = (keyed_batches(t_env, table, batching.buckets)
                .process(SyncKafkaBuckets(settings, batching, cache_size, views), output_type=Types.STRING())
                .set_parallelism(parallelism).name("sync by bucket"))
     t_env.create_temporary_view("ctx_output_batches", t_env.from_data_stream(outputs).alias("batch"))

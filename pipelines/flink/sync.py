@@ -254,9 +254,45 @@ def join_batch(outputs: list[list[str]]) -> str:
     return "\n".join([line for lines in outputs for line in lines])
 
 
-def keyed_batches(t_env: Any, table: Any) -> Any:
-    """The batches table as a DataStream keyed by bucket (one Python key call per batch)."""
-    return t_env.to_data_stream(table).key_by(lambda row: row[0], key_type=Types.INT())
+def keyed_batches(t_env: Any, table: Any, buckets: int) -> Any:
+    """The batches table as a DataStream keyed by bucket (one Python key call per batch), each bucket under
+    its spread key (`spread_keys`), so that a few buckets still land on every subtask."""
+    keys = spread_keys(buckets)
+    return t_env.to_data_stream(table).key_by(lambda row: keys[row[0]], key_type=Types.INT())
+
+
+def spread_keys(buckets: int, max_parallelism: int = 128) -> list[int]:
+    """The Flink key of each bucket: the smallest int whose key group is the bucket's share of the key-group
+    range. Buckets keyed by their own number would land where Flink's hash puts them: buckets 0-3 all fall
+    in key groups 86-127, one subtask of two. Spread, B buckets split evenly over any parallelism dividing B
+    (Flink's default max parallelism, 128, assumed; with more buckets than key groups, they share)."""
+    keys: list[int] = []
+    candidate = 0
+    for bucket in range(buckets):
+        target = (2 * bucket + 1) * max_parallelism // (2 * buckets)
+        while _key_group(candidate, max_parallelism) != target:
+            candidate += 1
+        keys.append(candidate)
+        candidate += 1
+    return keys
+
+
+def _key_group(key: int, max_parallelism: int) -> int:
+    """Flink's KeyGroupRangeAssignment for an Integer key: MathUtils.murmurHash(hashCode) % max parallelism."""
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF
+
+    h = rotl((key * 0xCC9E2D51) & 0xFFFFFFFF, 15)
+    h = rotl((h * 0x1B873593) & 0xFFFFFFFF, 13)
+    h = ((h * 5 + 0xE6546B64) & 0xFFFFFFFF) ^ 4
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    h ^= h >> 16
+    signed = h - (1 << 32) if h >= 1 << 31 else h
+    code = signed if signed >= 0 else (-signed if signed != -(1 << 31) else 0)
+    return code % max_parallelism
 
 
 def sync_stream(env: Any, lines: Any, settings: SyncSettings, origin: str, parallelism: int,
@@ -265,6 +301,6 @@ def sync_stream(env: Any, lines: Any, settings: SyncSettings, origin: str, paral
     from pyflink.table import StreamTableEnvironment
 
     t_env = StreamTableEnvironment.create(env)
-    keyed = keyed_batches(t_env, line_batches(t_env, lines, batching))
+    keyed = keyed_batches(t_env, line_batches(t_env, lines, batching), batching.buckets)
     return (keyed.process(SyncFileBuckets(settings, batching, origin, cache_size), output_type=Types.STRING())
             .set_parallelism(parallelism).name("sync by bucket"))
