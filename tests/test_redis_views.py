@@ -250,3 +250,12 @@ def test_read_user_never_returns_a_user_whose_id_embeds_the_tag(redis_client):
     bob.update(key="behavioral:bob", userId="bob")
     sink.write([ViewWrite(tricky), ViewWrite(bob)])
     assert [v["userId"] for v in sink.read_user("bob")] == ["bob"]
+
+
+def test_a_batch_written_after_redis_forgot_the_script_is_applied_once(redis_client):
+    """EVALSHA of a script Redis no longer holds (restarted, SCRIPT FLUSH): loaded, the batch sent again."""
+    sink = RedisViewSink(redis_client)
+    redis_client.script_flush()
+    result = sink.write([ViewWrite(versioned(1))], acks=[("m1", "e1", b'{"outcome": "applied"}')])
+    assert (result.applied, result.skipped) == (1, 0) and sink.read("behavioral", "u1") == versioned(1)
+    assert redis_client.llen("ctx:ack:m1:e1") >= 1
