@@ -4,7 +4,7 @@ view applied in Redis (what a model reads), at fixed offered rates.
     python bench/latency.py [--rate 500 --rate 2000 --rate 5000] [--seconds 20] [--warm-up 30000]
         in-process (default): [--delivery at-least-once|exactly-once] [--checkpoint-ms 1000] [--window 50ms]
                               [--connector|--no-connector]
-        the README's path:    --profile local     (`ctxsync dev up`, then `ctxsync run context-sync
+        docs/local-profile.md: --profile local     (`ctxsync dev up`, then `ctxsync run context-sync
                                                    --profile local`, unbounded, as subprocesses)
         either:               [--broker kafka|noida] [--no-job-output] [--drain 10] [--timeout S]
 
@@ -13,7 +13,7 @@ unbounded on a local Flink mini-cluster started from this process as `ctxsync ru
 our child; the embedded Python runs inside it). Views reach Redis from the job itself when the profile has
 Redis (KafkaJobSpec.views_redis); `--connector` measures the path before that: the job leaves Redis alone
 and the Redis view connector, a process of its own, reads context.views. `--profile local`: exactly what
-README's Local profile tells a user, in a private dev directory ($CTXSYNC_DEV_DIR): `ctxsync dev up`, then
+docs/local-profile.md tells a user, in a private dev directory ($CTXSYNC_DEV_DIR): `ctxsync dev up`, then
 `ctxsync run context-sync --profile local --set profiles.local.source.bounded=false` (the profile's
 delivery: exactly-once, 2 s checkpoints), which runs the connectors it needs alongside the job.
 
@@ -330,7 +330,7 @@ class InProcess(Pipeline):
 
 
 class ProfileLocal(Pipeline):
-    """README's Local profile, as subprocesses: `ctxsync dev up` and the unbounded `ctxsync run`."""
+    """docs/local-profile.md's path, as subprocesses: `ctxsync dev up` and the unbounded `ctxsync run`."""
 
     mode = "profile-local"
 
@@ -368,13 +368,13 @@ class ProfileLocal(Pipeline):
                                         start_new_session=True)
         print(f"latency bench: started `ctxsync run {JOB} --profile local {' '.join(sets)}` "
               f"(log {self.tmp / 'ctxsync-run.log'})", file=sys.stderr, flush=True)
-        # README's path: `ctxsync run` runs its connectors in its own process, Redis's only when the job
+        # docs/local-profile.md's path: `ctxsync run` runs its connectors in its own process, Redis's only when the job
         # does not write the views itself (pipelines/flink/kafka_run.py)
         self.connector = not job_writes_redis(job_spec(profile, JOB))
         wait_for_topic(self.bootstrap, self.events_topic, self.check, 180)
 
     def _overrides(self, endpoints: dict[str, str]) -> list[str]:
-        """`--set`s for the options given on the bench's command line (none: the README's defaults)."""
+        """`--set`s for the options given on the bench's command line (none: the documented defaults)."""
         args, found = self.args, []
         if args.delivery_given:
             found.append(f"profiles.local.sink.delivery={args.delivery}")
@@ -555,7 +555,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warm-up-rate", type=int, default=1000, help="events/s of the warm-up (default 1000)")
     parser.add_argument("--drain", type=float, default=10, help="after a rate's last event, wait at most this "
                         "many s for its probes (default 10); later ones count as not seen")
-    parser.add_argument("--profile", choices=["local"], help="run README's Local profile path (`ctxsync dev up`,"
+    parser.add_argument("--profile", choices=["local"], help="run docs/local-profile.md's path (`ctxsync dev up`,"
                         " `ctxsync run context-sync --profile local`, unbounded) instead of the in-process job")
     parser.add_argument("--broker", default=default_broker(), help="the LocalServers server that provides "
                         "Kafka: kafka (Apache Kafka, the default once ctxsync.servers has it) or noida")

@@ -281,7 +281,7 @@ class ElasticsearchEndpoint(_Strict):
 
 
 class MetricsEndpoints(_Strict):
-    """Where the running job and the connectors expose Prometheus metrics (README: Observability).
+    """Where the running job and the connectors expose Prometheus metrics (docs/observability.md).
 
     Ports are fixed per profile so that Prometheus, `ctxsync signals` and the Grafana dashboard find them
     without discovery; 0 turns an endpoint off."""
@@ -294,7 +294,7 @@ class MetricsEndpoints(_Strict):
 
 
 class AuditSettings(_Strict):
-    """Where operator actions are recorded, and whether they may run unrecorded (README: Security, Audit log)."""
+    """Where operator actions are recorded, and whether they may run unrecorded (docs/security.md, Audit log)."""
 
     required: bool = Field(default=False, description="refuse audited actions (replay, run --fresh, submit, "
                            "acl apply, ...) when no audit key is configured; else run them unrecorded")
@@ -303,7 +303,7 @@ class AuditSettings(_Strict):
 
 class ProfilePrivacy(_Strict):
     """A profile's `privacy:` section: turns the job's PII protection on and says where its keys are
-    (README: Security, PII protection). The master key itself is never in jobs.yaml."""
+    (docs/security.md, PII protection). The master key itself is never in jobs.yaml."""
 
     enabled: bool = True
     master_key_env: str | None = Field(default="CTXSYNC_MASTER_KEY", pattern=_ENV_NAME_PATTERN,

@@ -1,4 +1,4 @@
-"""What each job type's graph does, step by step (shown by `ctxsync jobs` and in README)."""
+"""What each job type's graph does, step by step (shown by `ctxsync jobs` and in README.md and docs/architecture.md)."""
 from __future__ import annotations
 
 STEPS: dict[str, list[tuple[str, str]]] = {

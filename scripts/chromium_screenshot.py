@@ -1,4 +1,4 @@
-"""One headless-Chromium screenshot, shared by the scripts that photograph ctxsync for the README."""
+"""One headless-Chromium screenshot, shared by the scripts that photograph ctxsync for the docs."""
 from __future__ import annotations
 
 import shutil

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Screenshot of Prometheus showing a ctxsync query (README: Observability, Prometheus and alerts).
+"""Screenshot of Prometheus showing a ctxsync query (docs/observability.md, Prometheus and alerts).
 
 By default it builds its own live scene on loopback: redis-server, Apache Kafka, noida-db (Elasticsearch API)
 and a Prometheus (the same code as `ctxsync dev up --with prometheus`), both connectors with their metrics endpoints, and a producer writing

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Screenshot of the terminal view of `ctxsync signals` (README: Observability, Live status and tracing).
+"""Screenshot of the terminal view of `ctxsync signals` (docs/observability.md, Live status and tracing).
 
 Runs `ctxsync signals --color always` against the profile's running job and connectors (or reads saved
 ANSI output with --from), turns its ANSI colors into HTML on a terminal-like page and photographs that

@@ -1,6 +1,6 @@
 """context-drift on Flink and on Beam writes the reference runner's files byte for byte.
 
-The Flink run goes through the `ctxsync run` command line in a subprocess, as README shows it.
+The Flink run goes through the `ctxsync run` command line in a subprocess, as docs/data-quality.md shows it.
 """
 from __future__ import annotations
 

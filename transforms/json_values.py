@@ -2,7 +2,7 @@
 
 orjson is strict where Python's json is lenient: it rejects NaN, Infinity, numbers that overflow a double
 (1e400), lone surrogates and a byte-order mark; and it is about ten times faster on the hot path.
-Its one deviation: integers beyond the 64-bit range are read as floats (documented in README).
+Its one deviation: integers beyond the 64-bit range are read as floats (documented in docs/semantics.md).
 """
 from __future__ import annotations
 

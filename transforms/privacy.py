@@ -13,7 +13,7 @@ Encryption uses the *user's* data key (`data_key(token)`, random per user, kept 
 with the user's token as associated data: deleting that one key makes all of the user's ciphertexts in the
 append-only topics unreadable (crypto-shredding). `data_key` returns None for an erased user: their values
 are then dropped (`null`), never written in clear. Views are not touched: they go to Redis, where only
-models granted the category may read them (README: Security).
+models granted the category may read them (docs/security.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The signed, tamper-evident audit log of operator actions (README: Security, Audit log).
+"""The signed, tamper-evident audit log of operator actions (docs/security.md, Audit log).
 
 Commands call `record_action(profile, action, details)` *before* they act: an action whose entry cannot be
 written does not run, and an entry means the action was started (its outcome is the command's output).

@@ -21,7 +21,7 @@ Erase one user (right to erasure), in this order:
   5. the compacted views topic: a tombstone per category (compaction then removes the older views)
 What it cannot erase: the raw events in the input topic (until its retention expires), the history and
 dead-letter topics when privacy is off (they hold the user in clear), backups and snapshots, and copies
-that consumers made (README: Security, Erase).
+that consumers made (docs/security.md, Erase).
 
 examples:
   ctxsync erase --user user-00042

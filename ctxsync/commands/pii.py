@@ -11,7 +11,7 @@ from ctxsync.commands.profile_args import add_profile_args
 from ctxsync.errors import UsageError
 
 DESCRIPTION = """\
-PII protection's keys and readers (README: Security, PII protection).
+PII protection's keys and readers (docs/security.md, PII protection).
 
   new-key   write a new random master key (base64 of 32 bytes) to a file readable by you only; point
             privacy.master_key_file at it, or put its content in CTXSYNC_MASTER_KEY. It is never printed.

@@ -18,7 +18,7 @@ violations.jsonl, dead_letter.jsonl and summary.json. No servers are needed; Fli
 
 With --profile local (servers of `ctxsync dev up`) or prod (endpoints from CTXSYNC_* variables) the job
 reads Kafka `context.events`, writes views/history/violations/dead letters to Kafka topics, and the
-connectors write Redis views and Elasticsearch history (README: Local profile). Each run continues where
+connectors write Redis views and Elasticsearch history (docs/local-profile.md). Each run continues where
 the last one stopped: it restores the last run's savepoint (state and input offsets) and processes only
 new records, so running a job twice changes nothing. A bounded source stops once the input that existed
 at start is processed; an unbounded one runs until Ctrl-C, then stops with a savepoint.

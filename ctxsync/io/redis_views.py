@@ -32,7 +32,7 @@ VIEW_FIELDS = ("key", "category", "userId", "version", "updatedAt", "attributes"
 # when Redis holds the same or a newer version with other content (its `digest`, SHA-1 of the view JSON):
 # the job writes views before its checkpoint commits, so after a restore Redis may hold versions that the
 # restored state never produced; a write of the restored job puts Redis back in line with its state.
-# Expiry (contract proposal, README "View expiry"): a view expires TTL seconds after the write of the
+# Expiry (contract proposal, docs/local-profile.md "View expiry"): a view expires TTL seconds after the write of the
 # latest event that carried a `ttl`; an event without one keeps the expiry the view had (a view none of
 # whose events had a TTL does not expire). Each view written with an expiry leaves its version in the
 # floor key, which outlives the view by FLOOR_KEEP_S: after the view expired, no version up to the floor

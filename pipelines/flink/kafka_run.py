@@ -188,7 +188,7 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
     from ctxsync.servers import running_endpoints
 
     profile = resolve_profile(job.profiles[profile_name], profile_name, running_endpoints())
-    # the job's metrics for Prometheus on the profile's port (README: Observability); `flink:` keys win
+    # the job's metrics for Prometheus on the profile's port (docs/observability.md); `flink:` keys win
     job = job.model_copy(update={"flink": {**prometheus_reporter(profile.metrics.job_port), **job.flink}})
     spec = job_spec(profile, job_name)
     config, sink = kafka_config(profile), kafka_sink(profile)
