@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 
 import yaml
 
 from tests.helpers import ROOT
 
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
+KAFKA_POM = ROOT / "deploy" / "kafka" / "pom.xml"  # the Apache Kafka broker the tests run
 
 
 def compose_command() -> list[str]:
@@ -36,3 +38,13 @@ def test_compose_runs_official_images_with_healthchecks_and_durable_data():
     for name in ("kafka", "elasticsearch", "redis"):
         assert "healthcheck" in services[name] and services[name]["volumes"]
     assert "cleanup.policy=compact" in services["kafka-init"]["command"][0]
+
+
+def test_compose_runs_the_kafka_release_the_tests_run():
+    """apache/kafka images of the broker version deploy/kafka/pom.xml pins (ctxsync dev up, the tests)."""
+    found = ET.parse(KAFKA_POM).getroot().find("m:properties/m:kafka.version", {"m": "http://maven.apache.org/POM/4.0.0"})
+    assert found is not None and found.text
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    images = {name: s["image"] for name, s in services.items() if s["image"].startswith("apache/kafka:")}
+    assert set(images) == {"kafka", "kafka-init"}
+    assert set(images.values()) == {f"apache/kafka:{found.text.strip()}"}
