@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from tests.helpers import NOW_MS, SETTINGS, event, raw
 from transforms.ingest import ingest
-from transforms.outcome import event_outcome
+from transforms.outcome import ack_nonce, event_outcome
 from transforms.sync import sync_step
 
 
@@ -33,3 +33,9 @@ def test_a_conflict_under_reject_is_rejected_and_under_last_writer_wins_applied(
     state, _ = step(None, event(eventId="a"))
     _, applied = step(state, doc)
     assert (applied["outcome"], applied["conflict"], applied["versions"]) == ("applied", True, {"behavioral:u1": 2})
+
+
+def test_only_a_short_string_asks_for_an_outcome():
+    assert ack_nonce({"ack": "3f2a"}) == "3f2a"
+    assert [ack_nonce({"ack": v}) for v in (True, 1, "", "x" * 65, None)] == [None] * 5
+    assert ack_nonce({}) is None

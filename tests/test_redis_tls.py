@@ -78,7 +78,7 @@ def written(tls_redis: RedisServer, tls_files: Tls) -> dict:  # noqa: F811
                              ca_location=str(tls_files.ca))
     client = redis_client(endpoint)
     record = a_view("u1", "financial", 3, riskTolerance="low")
-    assert RedisViewSink(client).write([ViewWrite(record, ttl=600)]) == (1, 0)
+    assert RedisViewSink(client).write([ViewWrite(record, ttl=600)]).applied == 1
     assert RedisViewSink(client).read("financial", "u1") == record
     assert client.connection_pool.connection_kwargs["ssl_check_hostname"] is True
     return record

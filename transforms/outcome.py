@@ -12,6 +12,16 @@ import orjson
 from transforms.records import CONFLICT, DUPLICATE, HISTORY, VIEW, untag
 
 
+MAX_NONCE_CHARS = 64
+
+
+def ack_nonce(doc: dict[str, Any]) -> str | None:
+    """The event's `"ack"`: a nonce the publisher waits on (ctxsync/client/acks.py), or None. Not part of the
+    contract's rules: any other value is carried along like every unknown field, and asks for nothing."""
+    nonce = doc.get("ack")
+    return nonce if type(nonce) is str and 0 < len(nonce) <= MAX_NONCE_CHARS else None
+
+
 def event_outcome(event_id: str, lines: list[str]) -> dict[str, Any]:
     """`outcome`: applied (at least one update applied), stale (every update older than what is held),
     rejected (a conflict under the reject policy) or duplicate; plus the attributes applied and stale, the

@@ -1,12 +1,13 @@
 """Read your own writes: wait for the job's answer to one published event.
 
-An event published with `"ack": true` makes the job push its outcome to `<prefix>:ack:<model>:<eventId>`
+An event published with `"ack": "<nonce>"` makes the job push its outcome to `<prefix>:ack:<model>:<nonce>`
 (ctxsync/io/redis_views.ack_key) once the event's views are applied in Redis, in the same round trip. The
 client blocks on that list (BLPOP), so the answer arrives as soon as it is written, with no polling.
 """
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,12 +45,17 @@ class Outcome:
                    dict(record.get("versions", {})), waited_ms)
 
 
-def wait_outcome(redis: Any, prefix: str, model_id: str, event_id: str, timeout_s: float,
+def new_nonce() -> str:
+    """A fresh ack nonce for one publish: its answer cannot be another publish's, even of the same eventId."""
+    return uuid.uuid4().hex
+
+
+def wait_outcome(redis: Any, prefix: str, model_id: str, event_id: str, nonce: str, timeout_s: float,
                  started: float | None = None) -> Outcome:
-    """Block until the job's outcome for the event arrives, or raise OutcomeTimeout."""
+    """Block until the job's outcome for the event published with this nonce arrives, or raise OutcomeTimeout."""
     started = time.perf_counter() if started is None else started
     deadline = time.monotonic() + timeout_s
-    key, found = ack_key(prefix, model_id, event_id), None
+    key, found = ack_key(prefix, model_id, nonce), None
     while found is None and (left := deadline - time.monotonic()) > 0:
         # in slices shorter than the connection's socket timeout (10 s, ctxsync.io.clients.redis_client)
         found = redis.blpop([key], timeout=min(left, BLOCK_SLICE_S))

@@ -15,7 +15,7 @@ from typing import Any, Literal, overload
 
 import orjson
 
-from ctxsync.client.acks import Outcome, wait_outcome
+from ctxsync.client.acks import Outcome, new_nonce, wait_outcome
 from ctxsync.client.cache import TrackedCache
 from ctxsync.client.changes import ChangeFeed
 from ctxsync.client.clock import PROCESS_CLOCK, EventClock
@@ -125,9 +125,9 @@ class ContextClient:
                             session_id=session_id, event_id=event_id, now_ms=now_ms)
         if not wait:
             return self._publisher_for().send(event).event_id
-        event["ack"] = True  # the job pushes the outcome (transforms/outcome.py) after the views
+        event["ack"] = nonce = new_nonce()  # the job pushes the outcome (transforms/outcome.py) after the views
         sent = self._publisher_for().send(event)
-        return wait_outcome(self.redis, self.prefix, self.model_id, sent.event_id, timeout_s, started)
+        return wait_outcome(self.redis, self.prefix, self.model_id, sent.event_id, nonce, timeout_s, started)
 
     def update(self, user_id: str, change: Callable[[Context], Mapping[str, Any]] | Mapping[str, Any],
                **options: Any) -> Published:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from transforms.validate import MAX_TTL_SECONDS
 
@@ -85,10 +85,11 @@ def stream_key(prefix: str, model_id: str) -> str:
     return f"{prefix}:changes:{model_id}"
 
 
-def ack_key(prefix: str, model_id: str, event_id: str) -> str:
-    """The list the job pushes an event's outcome to, when the event asked for it (`"ack": true`); the
-    model id in the key lets a model's Redis user read only its own events' outcomes."""
-    return f"{prefix}:ack:{model_id}:{event_id}"
+def ack_key(prefix: str, model_id: str, ack: str) -> str:
+    """The list the job pushes an event's outcome to, when the event asked for it (`"ack": "<nonce>"`, new
+    for every publish: a retried batch or a re-sent eventId never answers another wait); the model id in
+    the key lets a model's Redis user read only its own events' outcomes."""
+    return f"{prefix}:ack:{model_id}:{ack}"
 
 
 def view_problem(view: Any) -> str | None:
@@ -170,17 +171,26 @@ class RedisViewSink:
         self.prefix = prefix
         self.stream_maxlen = stream_maxlen
         self.sha = hashlib.sha1(CAS_SCRIPT.encode()).hexdigest().encode()
+        self.load_script = resp(b"SCRIPT", b"LOAD", CAS_SCRIPT)
 
     def write(self, writes: Iterable[ViewWrite], deletes: Iterable[str] = (),
               acks: Iterable[tuple[str, str, bytes]] = ()) -> WriteResult:
         """Delete the views of `deletes` (aggregate keys), write `writes`, then push `acks` (model id,
-        eventId, outcome JSON: what `publish(wait=True)` waits for, so it sees its view applied), in
-        one round trip.
+        the event's ack nonce, outcome JSON: what `publish(wait=True)` waits for, so it sees its view
+        applied), in one round trip.
 
         Raises redis connection errors (the caller retries the whole batch: writes are idempotent);
         a view Redis refuses (a script error) is returned in `refused`."""
+        return self.send(writes, deletes, acks).result()
+
+    def send(self, writes: Iterable[ViewWrite], deletes: Iterable[str] = (),
+             acks: Iterable[tuple[str, str, bytes]] = ()) -> "SentBatch":
+        """`write`, split in two: the batch is sent now and its replies read by `.result()`, so the caller
+        can do other work while Redis runs the scripts (the job: its state writes)."""
         items = list(writes)
-        commands: list[bytes] = []
+        # every batch loads the script first (Redis hashes 1.5 KB: a few µs): a Redis that restarted or
+        # flushed its scripts never answers NOSCRIPT halfway through a batch
+        commands: list[bytes] = [self.load_script]
         removed = [name for key in deletes for name in (self._hash_key(key), floor_key(self._hash_key(key)))]
         if removed:
             commands.append(resp(b"DEL", *removed))
@@ -196,46 +206,10 @@ class RedisViewSink:
             for name, value in hash_fields(view).items():
                 args += [name, value]
             commands.append(resp(b"EVALSHA", self.sha, len(keys), *keys, *args))
-        for model, event_id, outcome in acks:
-            key = ack_key(self.prefix, model, event_id)
+        for model, nonce, outcome in acks:
+            key = ack_key(self.prefix, model, nonce)
             commands += [resp(b"LPUSH", key, outcome), resp(b"EXPIRE", key, ACK_TTL_S)]
-        if not commands:
-            return WriteResult()
-        replies = self._round_trip(commands)
-        if any(isinstance(reply, NoScriptError) for reply in replies):  # Redis restarted, or SCRIPT FLUSH
-            self.client.script_load(CAS_SCRIPT)
-            replies = self._round_trip(commands)  # the whole batch again: every command is idempotent
-        result = WriteResult()
-        for item, outcome in zip(items, replies[first:first + len(items)]):
-            if isinstance(outcome, Exception):
-                result.refused.append((item, short_reason(outcome)))
-            elif outcome == 0:
-                result.skipped += 1
-            elif outcome == 3:
-                result.expired += 1
-            else:
-                result.applied += 1
-                result.repaired += outcome == 2
-        return result
-
-    def _round_trip(self, commands: list[bytes]) -> list[Any]:
-        """Send the packed commands at once and read every reply (an error reply is returned, not raised)."""
-        pool = self.client.connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command([b"".join(commands)])
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(connection.read_response())
-                except ResponseError as error:
-                    replies.append(error)
-            return replies
-        except BaseException:
-            connection.disconnect()  # replies may be left unread: the connection cannot be reused
-            raise
-        finally:
-            pool.release(connection)
+        return SentBatch(self, items, commands, first)
 
     def delete(self, aggregate_key: str) -> int:
         """Remove the view of `<category>:<userId>` (a tombstone on the views topic); 1 if there was one."""
@@ -281,13 +255,59 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
+class SentBatch:
+    """A batch on its way to Redis (RedisViewSink.send): `result()` reads the replies, once."""
+
+    def __init__(self, sink: RedisViewSink, items: list[ViewWrite], commands: list[bytes], first: int) -> None:
+        self.sink, self.items, self.commands, self.first = sink, items, commands, first
+        self.connection = sink.client.connection_pool.get_connection()
+        try:
+            self.connection.send_packed_command([b"".join(commands)])
+        except BaseException:
+            self._release(broken=True)
+            raise
+
+    def result(self) -> WriteResult:
+        """Raises redis connection errors (send the batch again: every command is idempotent)."""
+        replies = self._replies()
+        result = WriteResult()
+        for item, outcome in zip(self.items, replies[self.first:self.first + len(self.items)]):
+            if isinstance(outcome, Exception):
+                result.refused.append((item, short_reason(outcome)))
+            elif outcome == 0:
+                result.skipped += 1
+            elif outcome == 3:
+                result.expired += 1
+            else:
+                result.applied += 1
+                result.repaired += outcome == 2
+        return result
+
+    def _replies(self) -> list[Any]:
+        """Every reply in order (an error reply is returned, not raised)."""
+        replies: list[Any] = []
+        try:
+            for _ in self.commands:
+                try:
+                    replies.append(self.connection.read_response())
+                except ResponseError as error:
+                    replies.append(error)
+        except BaseException:
+            self._release(broken=True)  # replies may be left unread: the connection cannot be reused
+            raise
+        self._release()
+        return replies
+
+    def _release(self, broken: bool = False) -> None:
+        if broken:
+            self.connection.disconnect()
+        self.sink.client.connection_pool.release(self.connection)
+
+
 def resp(*args: Any) -> bytes:
     """One command in Redis' wire protocol (RESP): an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+    datas = [arg if type(arg) is bytes else (arg if type(arg) is str else str(arg)).encode() for arg in args]
+    return b"*%d\r\n" % len(datas) + b"".join([b"$%d\r\n%s\r\n" % (len(data), data) for data in datas])
 
 
 def short_reason(error: BaseException) -> str:

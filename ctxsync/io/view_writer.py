@@ -24,7 +24,7 @@ import redis
 
 from ctxsync.config import RedisEndpoint
 from ctxsync.io.clients import redis_client
-from ctxsync.io.redis_views import RedisViewSink, ViewWrite
+from ctxsync.io.redis_views import RedisViewSink, SentBatch, ViewWrite
 
 log = logging.getLogger(__name__)
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
@@ -38,7 +38,7 @@ class ViewChanges:
 
     latest: dict[str, tuple[str | None, int | None, str]] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
-    acks: list[tuple[str, str, bytes]] = field(default_factory=list)  # (model id, eventId, outcome JSON)
+    acks: list[tuple[str, str, bytes]] = field(default_factory=list)  # (model id, ack nonce, outcome JSON)
 
     def view(self, key: str, text: str, ttl: int | None, origin: str) -> None:
         self.latest[key] = (text, ttl, origin)
@@ -47,9 +47,9 @@ class ViewChanges:
         self.latest[key] = (None, None, origin)
         self.deleted.add(key)
 
-    def ack(self, model_id: str, event_id: str, outcome: dict) -> None:
-        """The outcome of an event that asked for one (`"ack": true`), pushed after the batch's views."""
-        self.acks.append((model_id, event_id, orjson.dumps(outcome)))
+    def ack(self, model_id: str, nonce: str, outcome: dict) -> None:
+        """The outcome of an event that asked for one (`"ack": "<nonce>"`), pushed after the batch's views."""
+        self.acks.append((model_id, nonce, orjson.dumps(outcome)))
 
     def __bool__(self) -> bool:
         return bool(self.latest) or bool(self.acks)
@@ -76,8 +76,12 @@ class JobViewWriter:
         self.sink = RedisViewSink(redis_client(endpoint), endpoint.prefix, endpoint.stream_maxlen)
 
     def apply(self, changes: ViewChanges) -> list[Refused]:
-        """Write the batch (deletes first: a user erased and back in one batch starts from a clean hash);
-        retries while Redis is unreachable, then raises (the job restarts from its checkpoint)."""
+        """Write the batch and wait for Redis (`send`, then `wait()`)."""
+        return self.send(changes).wait()
+
+    def send(self, changes: ViewChanges) -> "PendingViews":
+        """Send the batch (deletes first: a user erased and back in one batch starts from a clean hash); the
+        caller does other work, then `wait()`s for Redis before its batch ends."""
         assert self.sink is not None, "open() first"
         writes, origins = [], {}
         for text, ttl, origin in changes.latest.values():
@@ -85,18 +89,7 @@ class JobViewWriter:
                 write = ViewWrite(orjson.loads(text), ttl, sync=True)
                 writes.append(write)
                 origins[id(write)] = (text, origin)
-        deadline, delay = time.monotonic() + RETRY_FOR_S, 0.1
-        while True:
-            try:
-                result = self.sink.write(writes, sorted(changes.deleted), changes.acks)
-                break
-            except TRANSIENT as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("redis: %s; retrying the batch's %d views in %.1fs", exc, len(writes), delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        return [Refused(*origins[id(write)], reason) for write, reason in result.refused]
+        return PendingViews(self.sink, writes, sorted(changes.deleted), changes.acks, origins)
 
     def close(self) -> None:
         if self.sink is not None:
@@ -112,3 +105,34 @@ def views_endpoint(profile: Any) -> str | None:
     if profile.redis.password is not None:
         endpoint["password"] = profile.redis.password.get_secret_value()
     return orjson.dumps(endpoint).decode()
+
+
+class PendingViews:
+    """One batch's views on their way to Redis. `wait()` returns what Redis refused; while Redis is
+    unreachable it sends the batch again with backoff, then raises (the job restarts from its checkpoint)."""
+
+    def __init__(self, sink: RedisViewSink, writes: list[ViewWrite], deletes: list[str],
+                 acks: list[tuple[str, str, bytes]], origins: dict[int, tuple[str, str]]) -> None:
+        self.sink, self.writes, self.deletes, self.acks, self.origins = sink, writes, deletes, acks, origins
+        self.sent: SentBatch | None = None
+        try:
+            self.sent = sink.send(writes, deletes, acks)
+        except TRANSIENT:
+            pass  # wait() sends it again
+
+    def wait(self) -> list[Refused]:
+        deadline, delay = time.monotonic() + RETRY_FOR_S, 0.1
+        while True:
+            try:
+                if self.sent is None:
+                    self.sent = self.sink.send(self.writes, self.deletes, self.acks)
+                result = self.sent.result()
+                break
+            except TRANSIENT as exc:
+                self.sent = None
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("redis: %s; sending the batch's %d views again in %.1fs", exc, len(self.writes), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        return [Refused(*self.origins[id(write)], reason) for write, reason in result.refused]

@@ -31,7 +31,7 @@ from transforms.batching import Batching, bucket_of, split_batch
 from transforms.control import CONTROL_PREFIX, parse_control
 from transforms.ingest import dead_letter_line, ingest, is_blank
 from transforms.model import Event
-from transforms.outcome import event_outcome
+from transforms.outcome import ack_nonce, event_outcome
 from transforms.records import DUPLICATE, TOMBSTONE, VIEW, aggregate_key, tombstone_line, untag
 from transforms.settings import SyncSettings
 from transforms.state_ttl import Sweeper, reclaimable
@@ -162,16 +162,19 @@ class SyncBuckets(KeyedProcessFunction):
                             changes.view(orjson.loads(aux), text, event.ttl, event.origin)
                         elif line[0] == TOMBSTONE:  # a fresh aggregate under a state TTL (transforms/sync.py)
                             changes.tombstone(orjson.loads(untag(line)[3])["key"], event.origin)
-            if changes is not None and event.doc.get("ack") is True:
-                changes.ack(event.model_id, event.event_id, event_outcome(event.event_id, lines))
+            if changes is not None and (nonce := ack_nonce(event.doc)):
+                changes.ack(event.model_id, nonce, event_outcome(event.event_id, lines))
             outputs.append(self.route(self._protect(lines, key), event.ttl))
             if len(outputs) >= self.batching.max_events:
                 yield from self.emit(outputs)
                 outputs = []
-        if changes:  # before anything else: what a model waits for
-            outputs.extend(self._refused(refused) for refused in self.views.apply(changes))
+        # what a model waits for goes first; Redis runs it while the state is written, and the batch
+        # ends only once Redis has it (a checkpoint after this batch covers its views)
+        pending = self.views.send(changes) if changes else None
         for key, state in dirty.items():
             users.put(key, _blob(state))
+        if pending is not None:
+            outputs.extend(self._refused(refused) for refused in pending.wait())
         sweeper = self.sweeper
         if sweeper is not None and accepted_ms:
             sweeper.advance(max(accepted_ms))
