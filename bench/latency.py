@@ -487,19 +487,25 @@ def points(sent: dict[str, float], seen: Observations) -> dict[str, Any]:
 
 
 def phase(rate: int, events: int, drain_s: float, pipeline: Pipeline, producer: Helper, observer: Helper,
-          seen: Observations) -> dict[str, Any]:
+          seen: Observations, writer: Helper | None = None) -> dict[str, Any]:
     """Produce `events` at `rate`; CPU sampled around the production; then follow the probes."""
     prepared = producer.ask({"cmd": "prepare", "events": events}, 300)
     rows = {**pipeline.processes(), "bench producer": producer.pid, "bench observer": observer.pid}
+    if writer is not None:
+        rows["bench writer (publish wait=True)"] = writer.pid
+        writer.ask({"cmd": "start"}, 10)
     before = proc_cpu.sample(rows)
     done = producer.ask({"cmd": "go", "rate": rate}, events / rate * 3 + 60)
     after = proc_cpu.sample(rows)
+    waits = writer.ask({"cmd": "take"}, 30) if writer is not None else None
     seen.drain(done["last"], drain_s, pipeline)
     return {"mode": pipeline.mode, "broker": pipeline.args.broker, "connector": pipeline.connector,
             **pipeline.describe, "rate": rate, "seconds": round(done["seconds"], 2), "events": done["produced"],
             "produced_rate": round(done["produced"] / max(done["seconds"], 1e-9), 1),
             "producer_max_behind_ms": done["max_behind_ms"], "probes": prepared["probes"],
-            "points": points(done["sent"], seen), "cpu": proc_cpu.usage(before, after, done["produced"])}
+            "points": points(done["sent"], seen), "cpu": proc_cpu.usage(before, after, done["produced"]),
+            **({"publish_wait": {**quantiles(waits["waits"]), "failed": waits["failed"], "errors": waits["errors"]}}
+               if waits is not None else {})}
 
 
 # --- output ----------------------------------------------------------------------------------------------
@@ -521,6 +527,10 @@ def table(result: dict[str, Any]) -> str:
     for key, name in names.items():
         row = r["points"][key]
         lines.append(f"  {name:<34}{row['seen']:>8,}{_ms(row, 'p50_ms')}{_ms(row, 'p95_ms')}{_ms(row, 'p99_ms')}")
+    if "publish_wait" in r:
+        row = r["publish_wait"]
+        lines.append(f"  {'publish(wait=True) round trip':<34}{row['seen']:>8,}{_ms(row, 'p50_ms')}{_ms(row, 'p95_ms')}"
+                     f"{_ms(row, 'p99_ms')}  ({row['failed']} failed)")
     redis = r["points"]["redis"]
     lines.append(f"  {'  Redis p50, first / last quarter':<42}{_ms(redis, 'p50_first_quarter_ms')}"
                  f"{_ms(redis, 'p50_last_quarter_ms')}")
@@ -565,6 +575,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--checkpoint-ms", type=int, help="checkpoint interval (in-process default 1000; "
                         "--profile local: the profile's, 2 s, unless given)")
     parser.add_argument("--window", help="batch window, e.g. 20ms (default: jobs.yaml's)")
+    parser.add_argument("--publish-wait", action="store_true", help="also time publish(wait=True) round trips "
+                        "(one every 100 ms, from a model process of their own) under each rate's load")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any jobs.yaml override, as `ctxsync run --set` takes it (repeatable), e.g. "
                              "batching.buckets=4; recorded in the JSON line under overrides")
@@ -592,6 +604,12 @@ def expected_seconds(args: argparse.Namespace) -> float:
     """Start + warm-up (+ its drain, at most 120 s) + each rate + drain + cleanup, at worst."""
     warm = args.warm_up / args.warm_up_rate + WARM_UP_DRAIN_S if args.warm_up else 0
     return 60 + warm + len(args.rate) * (args.seconds + args.drain + 5) + 30
+
+
+def writer_helper(pipeline: Pipeline, tmp: Path) -> Helper:
+    """The model timing publish(wait=True) round trips (bench/probe.py write) under each rate's load."""
+    return Helper("writer", [sys.executable, str(PROBE), "write", "--bootstrap", pipeline.bootstrap,
+                             "--redis", pipeline.redis_url, "--topic", pipeline.events_topic], tmp / "writer.log")
 
 
 def helpers(pipeline: Pipeline, args: argparse.Namespace, tmp: Path) -> tuple[Helper, Helper]:
@@ -622,14 +640,15 @@ def warm_up(args: argparse.Namespace, pipeline: Pipeline, producer: Helper, obse
 
 def measure(args: argparse.Namespace, tmp: Path) -> None:
     pipeline: Pipeline = ProfileLocal(args, tmp) if args.profile else InProcess(args, tmp)
-    producer = observer = None
+    producer = observer = writer = None
     try:
         pipeline.start()
         producer, observer = helpers(pipeline, args, tmp)
         seen = Observations(observer, args.job_output)
         warm_up(args, pipeline, producer, observer, seen)
+        writer = writer_helper(pipeline, tmp) if args.publish_wait else None
         for rate in args.rate:
-            result = phase(rate, int(rate * args.seconds), args.drain, pipeline, producer, observer, seen)
+            result = phase(rate, int(rate * args.seconds), args.drain, pipeline, producer, observer, seen, writer)
             print(table(result), file=sys.stderr, flush=True)
             print(json.dumps(result), flush=True)
     finally:
@@ -638,7 +657,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.alarm(0)
         print("latency bench: stopping the pipeline and servers", file=sys.stderr, flush=True)
-        for helper in (producer, observer):
+        for helper in (producer, observer, writer):
             if helper is not None:
                 helper.stop()
         pipeline.stop()

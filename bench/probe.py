@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 
 PROBE_MODEL = "bench-probe"
+WRITER_MODEL = "bench-writer"  # publish(wait=True) round trips (write_main)
 PROBE_PREFIX = "probe-"
 BURST_EVERY_S, BURST_S = 1.0, 0.5  # the job-output reader: a burst of at most 0.5 s every second
 
@@ -235,6 +236,41 @@ def observe_main(args: argparse.Namespace) -> None:
     stop.set()
 
 
+# --- writer: publish(wait=True) round trips --------------------------------------------------------------
+
+def write_main(args: argparse.Namespace) -> None:
+    """A model that publishes one event every `--every-ms` with `publish(wait=True)` and times each round
+    trip (produce -> the job applies it in Redis -> its outcome), while the producer loads the pipeline."""
+    from ctxsync.client import ContextClient, from_urls
+
+    client = ContextClient(from_urls(args.redis, args.bootstrap, events_topic=args.topic), WRITER_MODEL)
+    active, waits, errors = threading.Event(), [], []
+
+    def loop() -> None:
+        n = 0
+        while True:
+            active.wait()
+            n += 1
+            started = time.perf_counter()
+            try:
+                client.publish(f"writer-{n % 100}", {"segment": f"s{n}"}, wait=True, timeout_s=10)
+                waits.append((time.perf_counter() - started) * 1000)
+            except Exception as exc:  # noqa: BLE001 - counted and reported, the loop goes on
+                errors.append(str(exc)[:200])
+            time.sleep(max(args.every_ms / 1000 - (time.perf_counter() - started), 0))
+
+    threading.Thread(target=loop, daemon=True).start()
+    for command in commands():
+        if command["cmd"] == "start":
+            waits.clear()
+            errors.clear()
+            active.set()
+            reply({"ok": True})
+        elif command["cmd"] == "take":
+            active.clear()
+            reply({"waits": list(waits), "errors": errors[:5], "failed": len(errors)})
+
+
 # --- connector -------------------------------------------------------------------------------------------
 
 def connector_main(args: argparse.Namespace) -> None:
@@ -272,6 +308,11 @@ def main() -> None:
     observe.add_argument("--redis", required=True)
     observe.add_argument("--stream", default=f"ctx:changes:{PROBE_MODEL}")
     observe.add_argument("--views-topic", default="context.views", help="'' = do not follow the job's output")
+    write = sub.add_parser("write")
+    write.add_argument("--bootstrap", required=True)
+    write.add_argument("--redis", required=True)
+    write.add_argument("--topic", default="context.events")
+    write.add_argument("--every-ms", type=float, default=100)
     connector = sub.add_parser("connector")
     connector.add_argument("--bootstrap", required=True)
     connector.add_argument("--redis", required=True)
@@ -281,7 +322,8 @@ def main() -> None:
     connector.add_argument("--dlq-topic", default="context.dlq")
     args = parser.parse_args()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the bench stops us (stdin closed, or SIGTERM)
-    {"produce": produce_main, "observe": observe_main, "connector": connector_main}[args.role](args)
+    {"produce": produce_main, "observe": observe_main, "write": write_main,
+     "connector": connector_main}[args.role](args)
 
 
 if __name__ == "__main__":
