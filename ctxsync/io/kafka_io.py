@@ -187,9 +187,10 @@ def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.
         consumer.close()
 
 
-def retried(call: Callable[[], T], timeout_s: float) -> T:
+def retried(call: Callable[[], T], timeout_s: float, also: tuple[int, ...] = ()) -> T:
     """`call()`, again while Kafka answers with a retriable error (e.g. NOT_LEADER_FOR_PARTITION while a
-    partition's leadership moves; librdkafka hands it to the caller of get_watermark_offsets)."""
+    partition's leadership moves; librdkafka hands it to the caller of get_watermark_offsets) or one of the
+    error codes `also` names (librdkafka does not call every passing state retriable)."""
     from confluent_kafka import KafkaException
 
     deadline = time.monotonic() + timeout_s
@@ -198,7 +199,8 @@ def retried(call: Callable[[], T], timeout_s: float) -> T:
             return call()
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if not (error is not None and error.retriable()) or time.monotonic() > deadline:
+            passing = error is not None and (error.retriable() or error.code() in also)
+            if not passing or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 

@@ -12,26 +12,13 @@ import time
 from typing import Any
 
 from ctxsync.errors import RuntimeFailure
+from ctxsync.io.kafka_io import retried
 
 Offsets = dict[int, int]  # partition -> offset
-_COORDINATOR_MOVING = (14, 15, 16)  # COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
-
-
-def _coordinator_retried(call: Any, timeout_s: float) -> Any:
-    """`call()`, again while the group coordinator is loading or moving: a fresh broker creates
-    __consumer_offsets on the first group request and answers NOT_COORDINATOR until it is loaded, a failover
-    moves the coordinator; librdkafka hands those errors to the caller of committed()/commit()."""
-    from confluent_kafka import KafkaException
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return call()
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if getattr(error, "code", lambda: None)() not in _COORDINATOR_MOVING or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+# COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR: a fresh broker creates
+# __consumer_offsets on the first group request and answers these until it is loaded, a failover moves the
+# coordinator; librdkafka hands them to the caller of committed()/commit()
+COORDINATOR_MOVING = (14, 15, 16)
 
 
 def _consumer(client_config: dict[str, Any], group: str, **extra: Any) -> Any:
@@ -65,8 +52,8 @@ def committed_offsets(client_config: dict[str, Any], group: str, topic: str, par
 
     consumer = _consumer(client_config, group)
     try:
-        got = _coordinator_retried(lambda: consumer.committed([TopicPartition(topic, p) for p in partitions],
-                                                              timeout=timeout_s), timeout_s)
+        got = retried(lambda: consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout_s),
+                      timeout_s, COORDINATOR_MOVING)
         return {tp.partition: (tp.offset if tp.offset >= 0 else -1) for tp in got}
     finally:
         consumer.close()
@@ -91,8 +78,8 @@ def commit_offsets(client_config: dict[str, Any], group: str, topic: str, offset
 
     consumer = _consumer(client_config, group)
     try:
-        _coordinator_retried(lambda: consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
-                                                     asynchronous=False), 10.0)
+        retried(lambda: consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
+                                        asynchronous=False), 10.0, COORDINATOR_MOVING)
     finally:
         consumer.close()
 
