@@ -169,7 +169,7 @@ def test_flink_operator_reclaims_its_bucket_between_batches():
     pytest.importorskip("pyflink")
     from pipelines.flink.sync import SyncFileBuckets
 
-    operator, context = SyncFileBuckets(SHORT, Batching(), "t"), _Context()
+    operator, context = SyncFileBuckets(SHORT, Batching(buckets=32), "t"), _Context()  # U2 shares u1's bucket of 32
     operator.open(context)
     bucket, out = bucket_of("u1", 32), []
     for seq, line in enumerate(SCRIPTED, 1):  # one batch each

@@ -226,6 +226,8 @@ def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parall
 
     class SyncKafkaBuckets(SyncBuckets):
         controls = True
+        input = ("", 0, 0)  # (payload, seq, part) of the record being routed; set by parse (an erase command's
+        # tombstones are routed without a parse: they are far below any record limit)
 
         def origin(self, seq: int, part: int) -> str:
             return f"{topic}/{part}/{seq}"
