@@ -35,8 +35,8 @@ from pipelines.flink.batches import TIME_COLUMNS_SQL, batches
 from transforms.batching import Batching
 from transforms.ingest import dead_letter_line, ingest
 from transforms.records import DEAD_LETTER, DUPLICATE, HISTORY, TOMBSTONE, VIEW, untag
-from transforms.validate import dead_letter
 from transforms.settings import SyncSettings
+from transforms.validate import dead_letter
 
 STARTS = ("committed", "earliest", "latest", "timestamp")
 DLQ_HEADERS = ("reason", "stage", "origin")  # dead-letter fields repeated as record headers
@@ -154,15 +154,18 @@ def bounded_records(records: list[str], payload: str, seq: int, part: int, topic
     them itself); the changelog misses that version."""
     out = records
     for i, record in enumerate(records):
-        if len(record) * 4 > MAX_RECORD_BYTES and len(record.encode("utf-8", "surrogatepass")) > MAX_RECORD_BYTES:
+        if len(record) * 4 <= MAX_RECORD_BYTES:  # at most 4 UTF-8 bytes a character: surely small enough
+            continue
+        size = len(record.encode("utf-8", "surrogatepass"))
+        if size > MAX_RECORD_BYTES:
             if out is records:
                 out = list(records)
             kind = {VIEW: "view", TOMBSTONE: "tombstone", HISTORY: "history", DEAD_LETTER: "dead letter"}.get(
                 record[0], "violation")
             line = dead_letter_line(dead_letter(
                 payload.encode("latin-1"), seq, f"{topic}/{part}/{seq}", "output_too_large",
-                f"the event's {kind} record is {len(record.encode('utf-8', 'surrogatepass')):,} bytes, over the "
-                f"{MAX_RECORD_BYTES:,} a Kafka record of the job's topics may hold", "route"))
+                f"the event's {kind} record is {size:,} bytes, over the {MAX_RECORD_BYTES:,} a Kafka record of "
+                "the job's topics may hold", "route"))
             out[i] = DEAD_LETTER + untag(line)[3]
     return out
 
@@ -277,4 +280,3 @@ def job_spec(profile: Any, job_name: str) -> KafkaJobSpec:
         client_properties=source.security.java_properties(), sink_bootstrap=sink_bootstrap,
         sink_client_properties=sink_security.java_properties(), views_redis=views_endpoint(profile),
     )
-

@@ -123,9 +123,7 @@ class SyncBuckets(KeyedProcessFunction):
             if self.controls and payload.startswith(CONTROL_TEXT):
                 lines = self._control(seq, part, payload, dirty)
                 if changes is not None:
-                    for line in lines:
-                        if line[0] == TOMBSTONE:
-                            changes.tombstone(orjson.loads(untag(line)[3])["key"], self.origin(seq, part))
+                    collect_views(changes, lines, None, self.origin(seq, part))
                 outputs.append(self.route(lines, None))
                 continue
             parsed = self.parse(seq, part, payload, now_ms)
@@ -156,12 +154,7 @@ class SyncBuckets(KeyedProcessFunction):
                 dirty[key] = state
                 accepted_ms.append(event.ts)
                 if changes is not None:
-                    for line in lines:
-                        if line[0] == VIEW:
-                            _, aux, text = line.split("\t", 2)
-                            changes.view(orjson.loads(aux), text, event.ttl, event.origin)
-                        elif line[0] == TOMBSTONE:  # a fresh aggregate under a state TTL (transforms/sync.py)
-                            changes.tombstone(orjson.loads(untag(line)[3])["key"], event.origin)
+                    collect_views(changes, lines, event.ttl, event.origin)
             if changes is not None and (nonce := ack_nonce(event.doc)):
                 changes.ack(event.model_id, nonce, event_outcome(event.event_id, lines))
             outputs.append(self.route(self._protect(lines, key), event.ttl))
@@ -250,6 +243,17 @@ class SyncFileBuckets(SyncBuckets):
 
     def emit(self, outputs: list[list[str]]) -> Iterable[str]:
         yield join_batch(outputs)
+
+
+def collect_views(changes: ViewChanges, lines: list[str], ttl: int | None, origin: str) -> None:
+    """The views and tombstones among one event's (or erase command's) tagged lines, for the job's Redis
+    write; a tombstone comes from an erase, or before a fresh aggregate under a state TTL (transforms/sync.py)."""
+    for line in lines:
+        if line[0] == VIEW:
+            _, aux, text = line.split("\t", 2)
+            changes.view(orjson.loads(aux), text, ttl, origin)
+        elif line[0] == TOMBSTONE:
+            changes.tombstone(orjson.loads(untag(line)[3])["key"], origin)
 
 
 def join_batch(outputs: list[list[str]]) -> str:
