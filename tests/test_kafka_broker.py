@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ctxsync import kafka_broker, kafka_dist
+from ctxsync import kafka_broker, kafka_dist, maven_dist
 
 
 def props(text: str) -> dict[str, str]:
@@ -58,19 +58,21 @@ def test_the_pom_pins_the_broker_version():
 
 def test_missing_mvn_or_java_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CTXSYNC_HOME", str(tmp_path))  # an empty cache: it would have to resolve
-    monkeypatch.setattr(kafka_dist.shutil, "which", lambda name: None if name == "mvn" else f"/usr/bin/{name}")
-    assert kafka_dist.main() == 1
+    monkeypatch.setattr(maven_dist.shutil, "which", lambda name: None if name == "mvn" else f"/usr/bin/{name}")
+    assert maven_dist.main(kafka_dist.KAFKA, "ctxsync.kafka_dist") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mvn not found" in err and "apt-get install maven" in err
-    monkeypatch.setattr(kafka_dist.shutil, "which", lambda name: None)
-    with pytest.raises(kafka_dist.KafkaDistError, match="java not found"):
+    monkeypatch.setattr(maven_dist.shutil, "which", lambda name: None)
+    with pytest.raises(maven_dist.MavenDistError, match="java not found"):
         kafka_dist.resolve()
 
 
 def test_a_pom_without_a_version_is_refused(tmp_path):
     pom = tmp_path / "pom.xml"
     pom.write_text('<project xmlns="http://maven.apache.org/POM/4.0.0"><properties/></project>')
-    with pytest.raises(kafka_dist.KafkaDistError, match="no <kafka.version>"):
-        kafka_dist.kafka_version(pom)
-    with pytest.raises(kafka_dist.KafkaDistError, match="no Kafka pom"):
-        kafka_dist.kafka_version(Path(tmp_path / "missing.xml"))
+    dist = maven_dist.MavenDist("the Kafka broker", pom, "kafka.version", "kafka_2.13-*.jar")
+    with pytest.raises(maven_dist.MavenDistError, match="no <kafka.version>"):
+        dist.version()
+    missing = maven_dist.MavenDist("the Kafka broker", tmp_path / "missing.xml", "kafka.version", "*.jar")
+    with pytest.raises(maven_dist.MavenDistError, match="missing.xml not found"):
+        missing.version()
