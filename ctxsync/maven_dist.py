@@ -49,9 +49,10 @@ class MavenDist:
             raise MavenDistError(f"{self.pom} not found ({self.title})",
                                  "ctxsync must run from its source tree (pip install -e)")
         found = ET.parse(self.pom).getroot().find(f"m:properties/m:{self.version_property}", _NS)
-        if found is None or not (found.text or "").strip():
+        version = (found.text or "").strip() if found is not None else ""
+        if not version:
             raise MavenDistError(f"{self.pom} has no <{self.version_property}> property")
-        return found.text.strip()
+        return version
 
     def libs_dir(self) -> Path:
         """Where this pom's jars live (they may not be there yet)."""
