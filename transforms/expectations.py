@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from transforms.compiled_suite import Check, CompiledSuite
 from transforms.model import DeadLetter, Event
 from transforms.timestamps import parse_iso_ms
 from transforms.validate import dead_letter
@@ -27,25 +28,6 @@ BASE_COLUMNS = (
     "eventId", "eventType", "userId", "modelId", "timestamp", "eventTimeMs", "msAfterClock", "ttl",
     "ttlType", "priority", "attribute", "valueType", "confidence", "confidenceType",
 )
-
-
-class Check(NamedTuple):
-    """One compiled row-level expectation; `name` is the dead-letter reason (`<type>:<column>`)."""
-
-    name: str
-    type: str
-    column: str
-    kwargs: dict[str, Any]
-
-
-class CompiledSuite(NamedTuple):
-    """A suite reduced to plain, picklable data: engines ship it to their workers with the settings."""
-
-    name: str
-    checks: tuple[Check, ...]
-    attributes: tuple[str, ...]  # attributes with per-attribute columns
-    numeric: frozenset[str]  # attributes whose value column is range-checked: it holds numbers only
-    plans: dict[str | None, tuple[Check, ...]]  # attribute -> the checks its rows can fail (see _plans)
 
 
 def _json_type(value: Any) -> str | None:

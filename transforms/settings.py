@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from transforms.expectations import CompiledSuite
+from transforms.compiled_suite import CompiledSuite
 
 ConflictPolicy = Literal["last-writer-wins", "reject"]
 Mode = Literal["pseudonymize", "encrypt"]
@@ -33,7 +32,7 @@ class SyncSettings:
     state_ttl_ms: int | None = None  # a user idle longer (event time) leaves state; None: never (state_ttl.py)
     future_skew_ms: int = 5 * 60 * 1000
     max_event_bytes: int = 1_000_000
-    expectations: "CompiledSuite | None" = None  # opt-in GE suite, compiled (transforms/expectations.py)
+    expectations: CompiledSuite | None = None  # opt-in GE suite, compiled (transforms/expectations.py)
     privacy: PrivacyPolicy | None = None  # PII protection of outputs, on where the profile says (privacy.py)
 
     def category_of(self, attribute: str) -> str:
