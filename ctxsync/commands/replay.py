@@ -29,7 +29,7 @@ examples:
   ctxsync replay events.jsonl --from 2026-11-24T08:00:00Z --to 2026-11-24T09:00:00Z --model risk-model
   ctxsync replay events.jsonl --format avro --profile prod              # Confluent wire format, CTXSYNC_* env
   ctxsync replay events.jsonl --event-type context.deleted              # only deletions
-  ctxsync replay --from-topic context.events --from 2026-12-02T08:00:00Z --to 2026-12-02T09:00:00Z \
+  ctxsync replay --from-topic context.events --from 2026-12-02T08:00:00Z --to 2026-12-02T09:00:00Z \\
       --topic staging.events                                            # an hour of the input topic, by arrival
 """
 
