@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from ctxsync.errors import RuntimeFailure
@@ -122,9 +123,11 @@ def _jvm(libs: Path, log4j: Path, *extra: str) -> list[str]:
             "-cp", f"{libs}/*"]
 
 
-def prepare(server_dir: Path, ports: dict[str, int], libs: Path, extra: dict[str, str] | None = None) -> Path:
+def prepare(server_dir: Path, ports: dict[str, int], libs: Path, extra: dict[str, str] | None = None,
+            format_args: Sequence[str] = ()) -> Path:
     """Write the configs and format the log dir unless it is already formatted; returns the server.properties
-    path. `ports`: "kafka" (PLAINTEXT), "controller", and any further listener by its security protocol."""
+    path. `ports`: "kafka" (PLAINTEXT), "controller", and any further listener by its security protocol.
+    `format_args` go to the first format only (e.g. `--add-scram` users: ctxsync/kafka_security.py)."""
     log_dir = server_dir / "data"
     props = server_dir / "server.properties"
     listeners = {name: port for name, port in ports.items() if name not in ("kafka", "controller")}
@@ -136,7 +139,7 @@ def prepare(server_dir: Path, ports: dict[str, int], libs: Path, extra: dict[str
     quiet.write_text(LOG4J2.format(level="warn"))
     # a short-lived tool: C1 only starts faster
     cmd = [*_jvm(libs, quiet, "-XX:TieredStopAtLevel=1"), "kafka.tools.StorageTool", "format", "--standalone",
-           "-t", _cluster_id(), "-c", str(props)]
+           "-t", _cluster_id(), "-c", str(props), *format_args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
