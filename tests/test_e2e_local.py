@@ -172,6 +172,14 @@ def test_local_profile_end_to_end_equals_reference_and_is_idempotent(
     want_views = check_outputs(got, expected, prefix)
     assert "connector elasticsearch:" in first and "dead-lettered 0, retries" in first
     assert "continued from: fresh state" in first and f"new input records: {expected.summary.read:,}\n" in first
+    # the table counts committed records; offsets also count transaction markers (exactly-once)
+    table = {cells[0]: (int(cells[1].replace(",", "")), int(cells[2].replace(",", "")))
+             for cells in (line.split() for line in first.splitlines()) if cells and cells[0] in outputs}
+    assert {t: records for t, (records, _) in table.items() if not t.endswith(".views")} == {
+        f"{prefix}.history": expected.summary.accepted, f"{prefix}.dlq": expected.summary.dead_lettered,
+        f"{prefix}.violations": expected.summary.ordering_violations + expected.summary.conflicts}
+    assert table[f"{prefix}.views"][0] >= expected.summary.views
+    assert all(offsets > records for records, offsets in table.values() if records)
 
     # what a model and an analyst see through the CLI
     from ctxsync.cli import main

@@ -106,9 +106,11 @@ def _print_kafka_result(result: KafkaRunResult) -> None:
     print(f"\nnew input records: {result.input_records:,}{unchanged}")
     print(f"continued from: {result.restored_from or 'fresh state (start of the input)'}")
     print(f"next run continues from: {result.savepoint}")
-    print("\noutput topic              offsets advanced")
-    for topic, count in result.offsets_advanced.items():
-        print(f"{topic:<26}{count:>16,}")
+    print(f"\n{'output topic':<26}{'records':>10}{'offsets advanced':>18}")
+    for topic, grown in result.outputs.items():
+        print(f"{topic:<26}{grown.records:>10,}{grown.offsets:>18,}")
+    print("(records: what read_committed consumers get; offsets also count the exactly-once sink's transaction\n"
+          " markers and records of aborted transactions)")
     for name, stats in result.connectors.items():
         print(f"connector {name}: {stats.consumed:,} records in {stats.seconds:.1f}s ({stats.rate():,.0f}/s), "
               f"written {stats.written:,}, not newer {stats.skipped:,}, dead-lettered {stats.dead_lettered:,}, "

@@ -16,12 +16,15 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from ctxsync import paths, run_ledger
+from ctxsync.io.kafka_io import read_topic
+from ctxsync.observe.announce import announced
 from ctxsync.io.kafka_positions import (Offsets, commit_offsets, committed_offsets, has_readable, offsets_for_time,
                                         partition_ends)
 from pipelines.flink.env import prometheus_reporter
@@ -52,16 +55,46 @@ def _savepoint_time(uri: str | None) -> float:
 
 
 @dataclass
+class TopicGrowth:
+    """What a run added to an output topic. `records`: what a read_committed consumer gets. `offsets`: how
+    far the partitions' ends moved, which is more: each exactly-once commit writes a transaction marker that
+    takes an offset, and records of aborted transactions (a restarted job's) keep theirs."""
+
+    records: int
+    offsets: int
+
+
+@dataclass
 class KafkaRunResult:
     """What one run did: input records it covered, where it continued from, and what it produced."""
 
     input_records: int
     restored_from: str | None      # savepoint or retained checkpoint URI; None = fresh state
     savepoint: str                 # what the next run continues from
-    offsets_advanced: dict[str, int]  # per output topic; transaction markers take an offset too
+    outputs: dict[str, TopicGrowth]  # per output topic: what this run added
     connectors: dict[str, Any]
     job_seconds: float
     job_ran: bool = True           # False: no new input since the last run, so Flink was not started
+
+
+def _ends(config: dict[str, Any], topics: list[str]) -> dict[str, Offsets]:
+    """The high watermark of each partition of each topic ({} for a topic that does not exist yet)."""
+    ends = {}
+    for topic in topics:
+        try:
+            ends[topic] = partition_ends(config, topic)[1]
+        except KeyError:
+            ends[topic] = {}
+    return ends
+
+
+def _growth(config: dict[str, Any], topic: str, before: Offsets, after: Offsets) -> TopicGrowth:
+    """Counts the committed records between the two ends by reading them (markers and aborted records are
+    invisible to read_committed); a run that added nothing reads nothing."""
+    starts = {p: before.get(p, 0) for p, end in after.items() if end > before.get(p, 0)}
+    records = sum(1 for m in read_topic(config, topic, starts=starts) if m.offset() < after[m.partition()]) \
+        if starts else 0
+    return TopicGrowth(records, sum(after.values()) - sum(before.values()))
 
 
 class _Input:
@@ -184,12 +217,26 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
     from ctxsync.config import resolve_profile, sync_settings
     from ctxsync.io.clients import kafka_config, kafka_sink
     from ctxsync.io.connectors import profile_connectors, run_all
-    from ctxsync.io.kafka_io import RECORD_LIMIT, TopicSpec, check_reachable, ensure_topics, topic_ends
+    from ctxsync.io.kafka_io import RECORD_LIMIT, TopicSpec, check_reachable, ensure_topics
     from ctxsync.servers import running_endpoints
 
     profile = resolve_profile(job.profiles[profile_name], profile_name, running_endpoints())
-    # the job's metrics for Prometheus on the profile's port (docs/observability.md); `flink:` keys win
-    job = job.model_copy(update={"flink": {**prometheus_reporter(profile.metrics.job_port), **job.flink}})
+    # the job's metrics for Prometheus on the profile's port, or a free one announced for `ctxsync signals`
+    # (docs/observability.md); `flink:` keys win
+    port = free_port() if profile.metrics.job_port == 0 else profile.metrics.job_port
+    job = job.model_copy(update={"flink": {**prometheus_reporter(port or 0), **job.flink}})
+    url = f"http://{profile.metrics.host}:{port}/metrics"
+    with announced(job_name, profile_name, "job", url) if port else nullcontext():
+        return _run(job_name, job, profile, profile_name, parallelism, progress, fresh, with_connectors)
+
+
+def _run(job_name: str, job: Any, profile: Any, profile_name: str, parallelism: int, progress: Any, fresh: bool,
+         with_connectors: bool) -> KafkaRunResult:
+    from ctxsync.config import sync_settings
+    from ctxsync.io.clients import kafka_config, kafka_sink
+    from ctxsync.io.connectors import profile_connectors, run_all
+    from ctxsync.io.kafka_io import RECORD_LIMIT, TopicSpec, check_reachable, ensure_topics, topic_ends
+
     spec = job_spec(profile, job_name)
     config, sink = kafka_config(profile), kafka_sink(profile)
     check_reachable(config)
@@ -220,7 +267,7 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
 
     base = {p: ledger.offsets.get(p, source.low[p]) for p in source.high} if savepoint else \
         source.start_offsets(spec)
-    before = topic_ends(config, outputs)
+    before = _ends(config, outputs)
     # views go to Redis from the job itself when the profile has Redis (pipelines/flink/kafka.py)
     which = ("elasticsearch",) if spec.views_redis else ("redis", "elasticsearch")
     connectors = profile_connectors(profile, which) if with_connectors else {}
@@ -256,7 +303,7 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
         stats = run_all(connectors, until_caught_up=True)
     else:
         stats = {name: c.stats for name, c in connectors.items()}
-    after = topic_ends(config, outputs)
+    after = _ends(config, outputs)
     covered = sum(max(offsets.get(p, 0) - base.get(p, 0), 0) for p in source.high)
-    return KafkaRunResult(covered, restore, new_savepoint, {t: after[t] - before[t] for t in outputs}, stats,
-                          job_seconds, job_ran=not nothing_new)
+    grown = {t: _growth(config, t, before[t], after[t]) for t in outputs}
+    return KafkaRunResult(covered, restore, new_savepoint, grown, stats, job_seconds, job_ran=not nothing_new)
