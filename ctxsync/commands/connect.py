@@ -1,13 +1,17 @@
 """`ctxsync connect redis|elasticsearch|all`: run the sink connectors on their own (production).
 
 They consume the job's topics with read_committed and commit offsets only after a batch is written, so
-they can be stopped, restarted or scaled (same group id) at any time without losing or duplicating state.
+they can be stopped, restarted or scaled at any time without losing or duplicating state: copies of a
+connector form a consumer group and split the partitions. Ctrl-C or SIGTERM commits what is written and
+leaves the group, so the other copies take its partitions at once; a copy killed with -9 keeps them until
+its session expires (10 s), and its last uncommitted batch is written again (a no-op).
 
 examples:
   ctxsync connect all                          # both, until Ctrl-C
   ctxsync connect redis --until-caught-up      # one pass to the topics' ends, then stop
   ctxsync connect elasticsearch --profile prod # endpoints from CTXSYNC_* variables
   ctxsync connect all --metrics-port 9300       # metrics of redis on :9300, elasticsearch on :9301
+  ctxsync connect redis -v                     # also log each batch's partitions and offsets
 
 metrics: each connector serves Prometheus metrics at http://HOST:PORT/metrics (the profile's `metrics:`
 host and connector_ports, by default 127.0.0.1:9251 for redis and :9252 for elasticsearch): records by
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
 
@@ -35,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve metrics on PORT (with `all`: redis on PORT, elasticsearch on PORT+1); "
                         "0 = no metrics; default: the profile's metrics.connector_ports (9251, 9252), "
                         "none with --until-caught-up (a bounded run ends before Prometheus scrapes it)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log every batch's partitions and offsets (which copy wrote what)")
     add_profile_args(p, "endpoints")
     p.set_defaults(func=run)
 
@@ -44,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from ctxsync.io.connectors import profile_connectors, run_all
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    if args.verbose:
+        logging.getLogger("ctxsync.io.connectors").setLevel(logging.DEBUG)
     profile = profile_from_args(args)
     which = ("redis", "elasticsearch") if args.target == "all" else (args.target,)
     connectors = profile_connectors(profile, which)
@@ -53,11 +62,17 @@ def run(args: argparse.Namespace) -> int:
         ports = {name: args.metrics_port + i if args.metrics_port else 0 for i, name in enumerate(connectors)}
     served = serve_metrics(connectors, profile.metrics.host, ports)
     stop = threading.Event()
+
+    def stop_on(signum: int, _frame: object) -> None:
+        """Ctrl-C or SIGTERM (a rolling update, `kill`): the connectors commit what they wrote and leave
+        their groups before the process ends; a second signal ends it at once."""
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop_on)
     try:
         stats = run_all(connectors, args.until_caught_up, stop)
-    except KeyboardInterrupt:
-        stop.set()
-        stats = {name: c.stats for name, c in connectors.items()}
     finally:
         for metrics in served:
             metrics.close()

@@ -6,6 +6,11 @@ ES bulk acknowledged, dead letters flushed). A failure before the commit means t
 Redis' version compare-and-set and ES' `create` with `_id` = what identifies the accepted event (see
 es_history.record_id) make the rewrite a no-op, so the end state is exact (effectively once) even across
 crashes and server restarts.
+
+Copies of a connector with one group id split the partitions (a consumer group, cooperative-sticky
+assignment: a rebalance moves only the partitions that change owner). A copy gives a partition up only after
+committing what it wrote of it; a copy killed without leaving keeps its partitions until its session expires
+(SESSION_TIMEOUT_MS), and their next owner re-reads its uncommitted last batch, which is a no-op rewrite.
 """
 from __future__ import annotations
 
@@ -30,6 +35,16 @@ log = logging.getLogger(__name__)
 REDIS_GROUP = "ctxsync-redis-views"  # consumer group of the Redis connector (verify reads its position)
 ES_GROUP = "ctxsync-elasticsearch"   # consumer group of the Elasticsearch connector (likewise)
 ES_POLL_S = 1.0
+# A copy killed without leaving its group (kill -9, a lost node) keeps its partitions until its session
+# expires: this bounds that pause. librdkafka heartbeats from its own thread, so a busy Python loop or a
+# long sink write does not end the session (max.poll.interval.ms, 5 min, bounds those).
+SESSION_TIMEOUT_MS = 10_000
+GROUP_SETTINGS: dict[str, Any] = {
+    "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+    "enable.partition.eof": True, "partition.assignment.strategy": "cooperative-sticky",
+    "session.timeout.ms": SESSION_TIMEOUT_MS, "heartbeat.interval.ms": 2_000,
+}
+NOT_A_MEMBER = (22, 25, 82)  # ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID: the group moved on
 
 
 @dataclass
@@ -182,6 +197,81 @@ class ElasticsearchHandler(Handler):
         return dead
 
 
+Partition = tuple[str, int]
+
+
+def _names(partitions: Any) -> str:
+    """`context.views[0,2] context.history[1]`: partitions grouped by topic, for the log."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in sorted(partitions):
+        by_topic.setdefault(topic, []).append(partition)
+    return " ".join(f"{t}[{','.join(map(str, ps))}]" for t, ps in by_topic.items()) or "nothing"
+
+
+def _keys(partitions: list[Any]) -> set[Partition]:
+    return {(tp.topic, tp.partition) for tp in partitions}
+
+
+class Ownership:
+    """The partitions this copy owns in its consumer group, and the offsets it wrote but has not committed.
+
+    librdkafka calls `assigned`/`revoked`/`lost` from inside consume() and close(). With cooperative-sticky
+    assignment a rebalance moves only the partitions that change owner; the others are written meanwhile.
+    A partition is given up only after what was written of it is committed, so its next owner starts right
+    after the last write (a handover re-reads nothing). A partition *lost* (this copy's session expired) is
+    already someone else's: its uncommitted tail is re-read by the new owner, an idempotent rewrite.
+    """
+
+    def __init__(self, connector: SinkConnector) -> None:
+        self.connector = connector
+        self.partitions: set[Partition] = set()
+        self.joined = False  # a first assignment arrived (possibly empty: more copies than partitions)
+        self._written: dict[Partition, int] = {}  # next offset after the last written record, not committed
+
+    def assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        self.partitions |= _keys(partitions)
+        self.joined = True
+        log.info("connector %s: assigned %s; owns %s", self.connector.group_id, _names(_keys(partitions)),
+                 _names(self.partitions))
+
+    def revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        gone = _keys(partitions)
+        self.connector._commit(consumer, self, gone)  # every batch is written before consume() runs this
+        self._drop(gone)
+        log.info("connector %s: revoked %s (committed); owns %s", self.connector.group_id, _names(gone),
+                 _names(self.partitions))
+
+    def lost(self, consumer: Any, partitions: list[Any]) -> None:
+        gone = _keys(partitions)
+        self._drop(gone)
+        log.warning("connector %s: lost %s (session expired); their next owner re-reads what was not "
+                    "committed", self.connector.group_id, _names(gone))
+
+    def written(self, batch: list[Any]) -> None:
+        first: dict[Partition, int] = {}
+        for message in batch:
+            key = (message.topic(), message.partition())
+            first.setdefault(key, message.offset())
+            self._written[key] = max(self._written.get(key, 0), message.offset() + 1)
+        if log.isEnabledFor(logging.DEBUG):  # which copy wrote what (tests/test_connector_groups.py reads it)
+            log.debug("connector %s: wrote %s", self.connector.group_id,
+                      " ".join(f"{t}/{p}:{first[(t, p)]}-{self._written[(t, p)] - 1}" for t, p in sorted(first)))
+
+    def uncommitted(self, only: set[Partition] | None = None) -> dict[Partition, int]:
+        return {key: offset for key, offset in self._written.items()
+                if key in self.partitions and (only is None or key in only)}
+
+    def committed(self, offsets: dict[Partition, int]) -> None:
+        for key, offset in offsets.items():
+            if self._written.get(key) == offset:
+                del self._written[key]
+
+    def _drop(self, gone: set[Partition]) -> None:
+        self.partitions -= gone
+        for key in gone:
+            self._written.pop(key, None)
+
+
 @dataclass
 class SinkConnector:
     """Consume -> write batch (retrying transient sink errors) -> flush dead letters -> commit offsets."""
@@ -200,17 +290,17 @@ class SinkConnector:
 
     def run(self, until_caught_up: bool = False, stop: threading.Event | None = None,
             idle_timeout_s: float = 60.0) -> ConnectorStats:
-        """Run until `stop` is set, or (bounded) until every partition is read to its end."""
+        """Run until `stop` is set, or (bounded) until every partition this copy owns is read to its end."""
         from confluent_kafka import Consumer, KafkaError
 
         from ctxsync.io.kafka_io import producer
 
-        consumer = Consumer({**self.kafka_config, "group.id": self.group_id, "enable.auto.commit": False,
-                             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-                             "enable.partition.eof": True})
+        consumer = Consumer({**self.kafka_config, "group.id": self.group_id, **GROUP_SETTINGS})
         dlq = producer(self.kafka_config)
         at_end: set[tuple[str, int]] = set()
-        assigned = self._assign(consumer)
+        owned = Ownership(self)
+        self._check_topics(consumer)
+        consumer.subscribe(self.topics, on_assign=owned.assigned, on_revoke=owned.revoked, on_lost=owned.lost)
         start = time.monotonic()
         last_progress = start
         try:
@@ -220,15 +310,19 @@ class SinkConnector:
                 for message in messages:
                     error = message.error()
                     if error is None:
-                        batch.append(message)
-                        at_end.discard((message.topic(), message.partition()))
+                        # a partition revoked while this batch was fetched is its new owner's (from our commit)
+                        if (message.topic(), message.partition()) in owned.partitions:
+                            batch.append(message)
+                            at_end.discard((message.topic(), message.partition()))
                     elif error.code() == KafkaError._PARTITION_EOF:
                         at_end.add((message.topic(), message.partition()))
                     elif not error.retriable() and error.fatal():
                         raise RuntimeFailure(f"kafka consumer: {error}")
+                at_end &= owned.partitions
                 if batch:
                     self._write(batch, dlq)
-                    self._commit(consumer)
+                    owned.written(batch)
+                    self._commit(consumer, owned)
                     last_progress = time.monotonic()
                     self.stats.seconds = last_progress - start
                     if self.on_batch is not None:
@@ -236,53 +330,60 @@ class SinkConnector:
                     if self.metrics is not None:
                         self.metrics.after_batch(batch, self.stats)
                 if self.metrics is not None:
-                    self.metrics.refresh(consumer, assigned, self.dlq_topic)
-                if until_caught_up and not batch and self._caught_up(consumer, assigned, at_end):
+                    self.metrics.refresh(consumer, set(owned.partitions), self.dlq_topic)
+                if until_caught_up and not batch and owned.joined and \
+                        self._caught_up(consumer, owned.partitions, at_end):
                     self.handler.settle()
                     if self.metrics is not None:
-                        self.metrics.refresh(consumer, assigned, self.dlq_topic, force=True)
+                        self.metrics.refresh(consumer, set(owned.partitions), self.dlq_topic, force=True)
                     break
                 if until_caught_up and time.monotonic() - last_progress > idle_timeout_s:
                     raise RuntimeFailure(f"connector {self.group_id}: no progress for {idle_timeout_s:.0f}s")
         finally:
             self.stats.seconds = time.monotonic() - start
-            consumer.close()
+            consumer.close()  # revokes (committing what is written) and leaves the group: no session to expire
         return self.stats
 
-    def _commit(self, consumer: Any) -> None:
-        """Commit the consumed offsets, retrying while the broker is unreachable (the batch is written)."""
-        from confluent_kafka import KafkaException
+    def _commit(self, consumer: Any, owned: Ownership, only: set[tuple[str, int]] | None = None) -> None:
+        """Commit the written offsets, retrying while the broker is unreachable (the batch is written).
 
+        Not retried when the group refuses this copy's generation (a rebalance moved on while the batch was
+        written, or the copy's session expired): the offsets stay pending and go with the next commit or the
+        revocation, which librdkafka reaches at the next poll; a partition lost meanwhile is re-read by its
+        new owner (an idempotent rewrite)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        pending = owned.uncommitted(only)
+        if not pending:
+            return
+        offsets = [TopicPartition(t, p, offset) for (t, p), offset in sorted(pending.items())]
         delay = self.backoff_s[0]
         for _ in range(30):
             try:
-                consumer.commit(asynchronous=False)
+                consumer.commit(offsets=offsets, asynchronous=False)
+                owned.committed(pending)
                 return
             except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if error is not None and error.code() in NOT_A_MEMBER:
+                    log.warning("connector %s: offsets of %s not committed yet (%s: the group is rebalancing "
+                                "or has dropped this copy): kept for the next commit; a partition that moved "
+                                "meanwhile is re-read by its new owner", self.group_id, _names(pending),
+                                error.name())
+                    return
                 self.stats.retries += 1
                 log.warning("commit failed: %s; retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, self.backoff_s[1])
         raise RuntimeFailure(f"connector {self.group_id}: could not commit offsets; the batch will be re-read")
 
-    def _assign(self, consumer: Any) -> set[tuple[str, int]]:
-        """Read every partition of the topics from the group's committed offsets (else the earliest).
-
-        Assignment, not group membership: a connector that restarts after its predecessor was killed
-        resumes at once, instead of waiting for the dead member's session to expire (noida-db never
-        expires it). Offsets are still committed to the group, so progress survives restarts; a second
-        copy of a connector is harmless (writes are idempotent) but repeats the work.
-        """
-        from confluent_kafka import TopicPartition
-
+    def _check_topics(self, consumer: Any) -> None:
+        """Fail with a hint when a topic is missing (a subscription would wait for it silently)."""
         metadata = consumer.list_topics(timeout=10).topics
         missing = [t for t in self.topics if t not in metadata or metadata[t].error is not None]
         if missing:
             raise RuntimeFailure(f"connector {self.group_id}: topic(s) {', '.join(missing)} do not exist",
                                  "the job creates them: run it first, e.g. `ctxsync run context-sync --profile local`")
-        partitions = [(t, p) for t in self.topics for p in sorted(metadata[t].partitions)]
-        consumer.assign([TopicPartition(t, p) for t, p in partitions])
-        return set(partitions)
 
     def _caught_up(self, consumer: Any, assigned: set[tuple[str, int]], at_end: set[tuple[str, int]]) -> bool:
         """Every partition of the topics is read to its end."""
