@@ -112,6 +112,30 @@ def _es_refused(exc: BaseException) -> CtxsyncError | None:
                           "check the profile's username and password or api_key, and the variables they come from")
 
 
+def _kafka_refused(exc: BaseException) -> CtxsyncError | None:
+    """Kafka's refused login, untrusted certificate or missing ACL, from the KafkaError a KafkaException
+    carries (ctxsync/io/kafka_io.check_reachable raises the one librdkafka only reported to its callback)."""
+    if not (_is(exc, "cimpl", "KafkaException") or _is(exc, "confluent_kafka", "KafkaException")):
+        return None
+    error = exc.args[0] if exc.args else None
+    if not (callable(getattr(error, "name", None)) and callable(getattr(error, "str", None))):
+        return None
+    name, said = error.name(), _first_line(error.str())
+    if name in ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED"):
+        return RuntimeFailure(f"Kafka refused the login: {said}",
+                              "check the profile's Kafka username and password (and the variables they come "
+                              "from) and its sasl_mechanism")
+    if name == "_SSL":
+        return RuntimeFailure(f"Kafka's TLS handshake failed: {said}",
+                              "security.ca_location must be the CA that signed the brokers' certificates, which "
+                              "must name the bootstrap host")
+    if name.endswith("_AUTHORIZATION_FAILED"):
+        return RuntimeFailure(f"Kafka refused the request ({name}): {said}",
+                              "the profile's Kafka user lacks an ACL for it; docs/security.md lists what each "
+                              "role needs")
+    return None
+
+
 def _text(exc: BaseException) -> str:
     """The error's own words: elastic_transport's TLS and connection errors print a bare "TLS error" and
     keep the cause (CERTIFICATE_VERIFY_FAILED, ...) in `.message`."""
@@ -177,6 +201,9 @@ def explain(exc: BaseException) -> CtxsyncError:
         return UsageError(f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})",
                           "save it as UTF-8")
     refused = _es_refused(exc)
+    if refused is not None:
+        return refused
+    refused = _kafka_refused(exc)
     if refused is not None:
         return refused
     server = _unreachable_server(exc)

@@ -130,17 +130,44 @@ def producer(client_config: dict[str, Any], **extra: Any) -> Any:
     return Producer(config)
 
 
+# librdkafka reports a refused login or an untrusted certificate to the error callback only, and retries it
+# forever; the metadata call just times out as "transport failure".
+REFUSED = ("_AUTHENTICATION", "_SSL")
+
+
 def check_reachable(client_config: dict[str, Any], timeout_s: float = 10.0) -> None:
-    """Fail fast, in one line, when no broker answers: librdkafka itself would retry forever."""
-    from confluent_kafka import KafkaException
+    """Fail fast, in one line, when no broker answers or when the login is refused (wrong password, wrong CA:
+    raised as the KafkaException librdkafka reported, ctxsync/errors.py words it): librdkafka itself would
+    retry forever."""
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
     bootstrap = client_config.get("bootstrap.servers", "?")
-    try:
-        AdminClient({**client_config, "logger": RDKAFKA_LOG}).list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise RuntimeFailure(f"cannot reach Kafka at {bootstrap}: {exc.args[0].str() if exc.args else exc}",
-                             "is it running? `ctxsync dev up` starts the local one") from exc
+    reported: list[Any] = []
+    admin = AdminClient({**client_config, "logger": RDKAFKA_LOG, "error_cb": reported.append})
+    refused_codes = {getattr(KafkaError, name) for name in REFUSED}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin.list_topics(timeout=max(min(1.0, deadline - time.monotonic()), 0.1))
+            return
+        except KafkaException as exc:
+            admin.poll(0)  # serves the error callback
+            refused = next((error for error in reported if error.code() in refused_codes), None)
+            if refused is not None:
+                raise KafkaException(refused) from None
+            if time.monotonic() >= deadline:
+                raise RuntimeFailure(f"cannot reach Kafka at {bootstrap}: {exc.args[0].str() if exc.args else exc}",
+                                     "is it running? `ctxsync dev up` starts the local one") from exc
+
+
+def refuse_unauthorized(error: Any) -> None:
+    """Raise a KafkaError that is a missing ACL (TOPIC_/GROUP_/..._AUTHORIZATION_FAILED): a topic the user may
+    not describe looks like an empty or missing one otherwise."""
+    from confluent_kafka import KafkaException
+
+    if error is not None and error.name().endswith("_AUTHORIZATION_FAILED"):
+        raise KafkaException(error)
 
 
 def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.0,
@@ -154,6 +181,7 @@ def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.
                          "enable.partition.eof": True})
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        refuse_unauthorized(metadata.error)
         parts = []
         for p in metadata.partitions:
             if starts is not None and p not in starts:
@@ -181,6 +209,8 @@ def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.
                     if error.code() == error._PARTITION_EOF:
                         pending.discard(message.partition())
                         continue
+                    if error.code() == error.GROUP_AUTHORIZATION_FAILED:
+                        continue  # the nominal group's coordinator lookup: assign() reads without the group
                     raise RuntimeFailure(f"reading {topic}: {error}")
                 yield message
     finally:
