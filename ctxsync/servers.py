@@ -23,10 +23,11 @@ from pathlib import Path
 from ctxsync.errors import RuntimeFailure
 from ctxsync.prometheus import CONFIG_FILE as PROMETHEUS_CONFIG
 
-SERVICES = ("redis", "kafka", "noida", "prometheus")
+SERVICES = ("redis", "kafka", "noida", "prometheus", "opensearch")
 DEFAULT_SERVICES = ("redis", "kafka", "noida")
-START_TIMEOUT_S = {"kafka": 120.0}  # a JVM, and a format on its first start; the others answer within seconds
-STOP_TIMEOUT_S = {"kafka": 30.0}
+START_TIMEOUT_S = {"kafka": 120.0, "opensearch": 120.0}  # JVMs (Kafka formats on its first start); the others
+#                                                         answer within seconds
+STOP_TIMEOUT_S = {"kafka": 30.0, "opensearch": 30.0}
 STATE_FILE = "servers.json"
 
 
@@ -60,6 +61,8 @@ class Server:
             return {"elasticsearch": f"http://127.0.0.1:{p['elasticsearch']}"}
         if self.name == "prometheus":
             return {"prometheus": f"http://127.0.0.1:{p['prometheus']}"}
+        if self.name == "opensearch":
+            return {"opensearch": f"http://127.0.0.1:{p['opensearch']}"}
         extra = {f"kafka_{name.lower()}": f"127.0.0.1:{port}" for name, port in p.items()
                  if name not in ("kafka", "controller")}  # further listeners, e.g. kafka_sasl_plaintext
         return {"kafka": f"127.0.0.1:{p['kafka']}", **extra}
@@ -114,6 +117,10 @@ def _command(server: Server, data_dir: Path) -> list[str]:
         libs = kafka_dist.resolve()
         kafka_broker.prepare(data_dir, p, libs, server.settings)
         return kafka_broker.command(data_dir, libs)
+    if server.name == "opensearch":  # OpenSearch 2.19 from Maven Central jars (ctxsync/opensearch_dist.py)
+        from ctxsync import opensearch_dist
+
+        return opensearch_dist.command(data_dir, p["opensearch"], p["transport"])
     raise ServerError(f"unknown server {server.name!r}; servers: {', '.join(SERVICES)}")
 
 
@@ -126,6 +133,8 @@ def _default_ports(name: str) -> dict[str, int]:
         return {"kafka": free_port(), "controller": free_port()}
     if name == "prometheus":
         return {"prometheus": free_port()}
+    if name == "opensearch":
+        return {"opensearch": free_port(), "transport": free_port()}
     raise ServerError(f"unknown server {name!r}; servers: {', '.join(SERVICES)}")
 
 
@@ -146,9 +155,9 @@ def _redis_ready(port: int) -> bool:
         return False
 
 
-def _es_ready(port: int) -> bool:
+def _es_ready(port: int, path: str = "/") -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
@@ -183,6 +192,8 @@ def is_ready(server: Server) -> bool:
         return _es_ready(p["elasticsearch"])
     if server.name == "prometheus":
         return _prometheus_ready(p["prometheus"])
+    if server.name == "opensearch":  # answering, and the cluster state recovered (not just the HTTP port)
+        return _es_ready(p["opensearch"], "/_cluster/health?wait_for_status=yellow&timeout=1s")
     return _kafka_ready(p["kafka"])
 
 
@@ -241,7 +252,7 @@ class LocalServers:
     def endpoints(self) -> dict[str, str]:
         """kafka / elasticsearch / redis / prometheus URLs of the running servers (Kafka is the real broker)."""
         merged: dict[str, str] = {}
-        for name in ("redis", "noida", "kafka", "prometheus"):
+        for name in ("redis", "noida", "kafka", "prometheus", "opensearch"):
             if name in self.servers:
                 merged.update(self.servers[name].endpoints)
         return merged
@@ -351,6 +362,10 @@ def _is_our_server(server: Server) -> bool:
         from ctxsync.kafka_broker import is_broker_cmdline
 
         return is_broker_cmdline(args)
+    if server.name == "opensearch":
+        from ctxsync.opensearch_dist import is_node_cmdline
+
+        return is_node_cmdline(args)
     return bool(args) and any(word in Path(args[0]).name for word in ("redis", "noida", "prometheus"))
 
 

@@ -10,9 +10,13 @@ ports are picked once and kept.
 profile (`metrics:`; defaults: job 9249, connectors 9251 and 9252) and `ctxsync verify --metrics-port 9253`,
 with the alert rules of deploy/prometheus/alerts.yml; its UI is the `prometheus=` URL of `dev status`.
 
+--search opensearch starts a real OpenSearch 2.19 node (jars from Maven Central: deploy/opensearch/pom.xml;
+512 MB heap, 5-40 s) instead of noida-db; jobs.yaml's `local-opensearch` profile uses it (docs/search.md).
+
 examples:
   ctxsync dev up                 # start Redis, Kafka and noida-db (Elasticsearch API)
   ctxsync dev up --with prometheus  # and Prometheus scraping the job and the connectors
+  ctxsync dev up --search opensearch  # OpenSearch instead of noida-db for the history
   ctxsync dev status             # ready / stopped, pids, endpoints
   ctxsync dev down --reset       # stop, and delete their data
 """
@@ -35,8 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--with", dest="extra", action="append", default=[], choices=[s for s in SERVICES
-                   if s not in DEFAULT_SERVICES],
+                   if s not in (*DEFAULT_SERVICES, "opensearch")],
                    help="also start prometheus (scraping the metric ports); repeatable")
+    p.add_argument("--search", choices=("elasticsearch", "opensearch"), default="elasticsearch",
+                   help="the history's search engine: noida-db's Elasticsearch API (default) or OpenSearch")
     p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"),
                    help="with --with prometheus: jobs file whose local profile's metric ports to scrape "
                         "(default: jobs.yaml; its defaults when the file does not exist)")
@@ -52,7 +58,7 @@ def _print_status(local: LocalServers) -> int:
     for server, alive, ready in rows:
         state = "ready" if ready else ("starting/unresponsive" if alive else "stopped")
         where = "  ".join(f"{k}={v}" for k, v in server.endpoints.items())
-        print(f"{server.name:<6} {state:<22} pid {server.pid or '-':<8} {where}")
+        print(f"{server.name:<10} {state:<22} pid {server.pid or '-':<8} {where}")
     return 0 if all(alive and ready for _, alive, ready in rows) else 1
 
 
@@ -70,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "up":
         if "prometheus" in args.extra:
             write_config(local.run_dir, profile_targets(_local_metrics(args.jobs)))
-        local.up([*DEFAULT_SERVICES, *args.extra])
+        search = ["noida"] if args.search == "elasticsearch" else ["opensearch"]
+        local.up([*(s for s in DEFAULT_SERVICES if s != "noida"), *search, *args.extra])
         _print_status(local)
         print(f"\nstate, logs and data: {local.run_dir}/   stop with: ctxsync dev down")
         return 0
