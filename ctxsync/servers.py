@@ -23,9 +23,9 @@ from pathlib import Path
 from ctxsync.errors import RuntimeFailure
 from ctxsync.prometheus import CONFIG_FILE as PROMETHEUS_CONFIG
 
-SERVICES = ("redis", "kafka", "noida", "prometheus", "opensearch")
+SERVICES = ("redis", "kafka", "noida", "prometheus", "opensearch", "registry")
 DEFAULT_SERVICES = ("redis", "kafka", "noida")
-START_TIMEOUT_S = {"kafka": 120.0, "opensearch": 120.0}  # JVMs (Kafka formats on its first start); the others
+START_TIMEOUT_S = {"kafka": 120.0, "opensearch": 120.0, "registry": 120.0}  # JVMs (Kafka formats on its first start); the others
 #                                                         answer within seconds
 STOP_TIMEOUT_S = {"kafka": 30.0, "opensearch": 30.0}
 STATE_FILE = "servers.json"
@@ -63,6 +63,8 @@ class Server:
             return {"prometheus": f"http://127.0.0.1:{p['prometheus']}"}
         if self.name == "opensearch":
             return {"opensearch": f"http://127.0.0.1:{p['opensearch']}"}
+        if self.name == "registry":  # Apicurio Registry; clients use its Confluent-compatible API
+            return {"registry": f"http://127.0.0.1:{p['registry']}/apis/ccompat/v7"}
         extra = {f"kafka_{name.lower()}": f"127.0.0.1:{port}" for name, port in p.items()
                  if name not in ("kafka", "controller")}  # further listeners, e.g. kafka_sasl_plaintext
         return {"kafka": f"127.0.0.1:{p['kafka']}", **extra}
@@ -121,6 +123,10 @@ def _command(server: Server, data_dir: Path) -> list[str]:
         from ctxsync import opensearch_dist
 
         return opensearch_dist.command(data_dir, p["opensearch"], p["transport"])
+    if server.name == "registry":  # Apicurio Registry built from Maven Central (ctxsync/registry_dist.py)
+        from ctxsync import registry_dist
+
+        return registry_dist.command(data_dir, p["registry"])
     raise ServerError(f"unknown server {server.name!r}; servers: {', '.join(SERVICES)}")
 
 
@@ -135,6 +141,8 @@ def _default_ports(name: str) -> dict[str, int]:
         return {"prometheus": free_port()}
     if name == "opensearch":
         return {"opensearch": free_port(), "transport": free_port()}
+    if name == "registry":
+        return {"registry": free_port()}
     raise ServerError(f"unknown server {name!r}; servers: {', '.join(SERVICES)}")
 
 
@@ -192,13 +200,21 @@ def is_ready(server: Server) -> bool:
         return _es_ready(p["elasticsearch"])
     if server.name == "prometheus":
         return _prometheus_ready(p["prometheus"])
+    if server.name == "registry":
+        return _es_ready(p["registry"], "/apis/ccompat/v7/subjects")
     if server.name == "opensearch":  # answering, and the cluster state recovered (not just the HTTP port)
         return _es_ready(p["opensearch"], "/_cluster/health?wait_for_status=yellow&timeout=1s")
     return _kafka_ready(p["kafka"])
 
 
 def _warmed_up(server: Server) -> bool:
-    """After a start: Kafka's group and transaction coordinators are loaded too (ctxsync/kafka_broker.py)."""
+    """After a start: Kafka's group and transaction coordinators are loaded too (ctxsync/kafka_broker.py); the
+    registry has a stored default compatibility level (BACKWARD)."""
+    if server.name == "registry":
+        from ctxsync.io.schema_registry import ensure_default_compatibility
+
+        ensure_default_compatibility(server.endpoints["registry"])
+        return True
     if server.name != "kafka":
         return True
     from ctxsync.kafka_broker import coordinators_ready
@@ -252,7 +268,7 @@ class LocalServers:
     def endpoints(self) -> dict[str, str]:
         """kafka / elasticsearch / redis / prometheus URLs of the running servers (Kafka is the real broker)."""
         merged: dict[str, str] = {}
-        for name in ("redis", "noida", "kafka", "prometheus", "opensearch"):
+        for name in ("redis", "noida", "kafka", "prometheus", "opensearch", "registry"):
             if name in self.servers:
                 merged.update(self.servers[name].endpoints)
         return merged
@@ -366,6 +382,10 @@ def _is_our_server(server: Server) -> bool:
         from ctxsync.opensearch_dist import is_node_cmdline
 
         return is_node_cmdline(args)
+    if server.name == "registry":
+        from ctxsync.registry_dist import RUNNER
+
+        return any(arg.endswith(RUNNER) for arg in args)
     return bool(args) and any(word in Path(args[0]).name for word in ("redis", "noida", "prometheus"))
 
 

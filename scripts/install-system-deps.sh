@@ -34,5 +34,7 @@ fi
 if [ -x "${PY:-.venv/bin/python}" ]; then "${PY:-.venv/bin/python}" -m ctxsync.jars >/dev/null; fi
 # the Kafka broker's jars into the ctxsync cache, once per deploy/kafka/pom.xml (needs java and mvn, above)
 if [ -x "${PY:-.venv/bin/python}" ]; then "${PY:-.venv/bin/python}" -m ctxsync.kafka_dist >/dev/null; fi
+# the schema registry (Apicurio, deploy/registry/pom.xml) built once into the ctxsync cache (java and mvn, above)
+if [ -x "${PY:-.venv/bin/python}" ]; then "${PY:-.venv/bin/python}" -m ctxsync.registry_dist >/dev/null; fi
 # the OpenSearch node's jars and home layout (deploy/opensearch/pom.xml; `dev up --search opensearch`, tests)
 if [ -x "${PY:-.venv/bin/python}" ]; then "${PY:-.venv/bin/python}" -m ctxsync.opensearch_dist >/dev/null; fi
