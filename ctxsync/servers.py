@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -51,6 +52,11 @@ class Server:
     pid: int = 0
     log: str = ""
     settings: dict[str, str] = field(default_factory=dict)  # kafka: extra server.properties entries
+    secret_file: str = ""  # redis: the file (0600) with its default user's password; the password is kept
+    #                        out of servers.json and of `dev status`, and is only in LocalServers.endpoints()
+
+    def password(self) -> str | None:
+        return Path(self.secret_file).read_text().strip() if self.secret_file else None
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -106,8 +112,11 @@ def _command(server: Server, data_dir: Path) -> list[str]:
                 f"--web.listen-address=127.0.0.1:{p['prometheus']}", "--storage.tsdb.retention.time=2d",
                 "--web.enable-lifecycle"]
     if server.name == "redis":
-        # AOF on, so a Redis stopped and restarted (the fault tests, a laptop reboot) keeps its views.
-        return [_redis_bin(), "--port", str(p["redis"]), "--bind", "127.0.0.1", "--dir", str(data_dir),
+        # AOF on, so a Redis stopped and restarted (the fault tests, a laptop reboot) keeps its views. The
+        # default user has a password (a config file, not an argument: `ps` shows arguments to everyone):
+        # a passwordless default user would let any local process, or a model, AUTH as it with every command.
+        config = _private_file(data_dir / "auth.conf", f"requirepass {server.password()}\n")
+        return [_redis_bin(), str(config), "--port", str(p["redis"]), "--bind", "127.0.0.1", "--dir", str(data_dir),
                 "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
                 "--protected-mode", "yes"]
     if server.name == "noida":  # its Elasticsearch API only: Kafka is the real broker
@@ -128,6 +137,23 @@ def _command(server: Server, data_dir: Path) -> list[str]:
 
         return registry_dist.command(data_dir, p["registry"])
     raise ServerError(f"unknown server {server.name!r}; servers: {', '.join(SERVICES)}")
+
+
+def _private_file(path: Path, text: str) -> Path:
+    """Write `text` to a file only its owner can read (created so: never readable by others, even briefly)."""
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
+    return path
+
+
+def _redis_secret(run_dir: Path) -> Path:
+    """The run dir's Redis password file, made on first use: one secret per run dir, kept across restarts."""
+    path = run_dir / "redis.secret"
+    if not path.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _private_file(path, secrets.token_hex(24) + "\n")
+    return path
 
 
 def _default_ports(name: str) -> dict[str, int]:
@@ -154,11 +180,16 @@ def _tcp_open(port: int) -> bool:
         return False
 
 
-def _redis_ready(port: int) -> bool:
+def _redis_ready(port: int, password: str | None = None) -> bool:
+    """PING answered (after AUTH with the password, when there is one)."""
+    expected = b"+PONG\r\n" if password is None else b"+OK\r\n+PONG\r\n"
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            sock.sendall(b"PING\r\n" if password is None else f"AUTH {password}\r\nPING\r\n".encode())
+            reply = b""
+            while len(reply) < len(expected) and (data := sock.recv(64)):
+                reply += data
+            return reply.startswith(expected)
     except OSError:
         return False
 
@@ -195,7 +226,7 @@ def is_ready(server: Server) -> bool:
     """True when every protocol of the server answers a real request (not just an open port)."""
     p = server.ports
     if server.name == "redis":
-        return _redis_ready(p["redis"])
+        return _redis_ready(p["redis"], server.password())
     if server.name == "noida":
         return _es_ready(p["elasticsearch"])
     if server.name == "prometheus":
@@ -271,6 +302,9 @@ class LocalServers:
         for name in ("redis", "noida", "kafka", "prometheus", "opensearch", "registry"):
             if name in self.servers:
                 merged.update(self.servers[name].endpoints)
+        redis = self.servers.get("redis")
+        if redis is not None and (password := redis.password()):  # tools connect with it; dev status hides it
+            merged["redis"] = merged["redis"].replace("redis://", f"redis://:{password}@", 1)
         return merged
 
     def start(self, name: str, timeout_s: float | None = None, listeners: dict[str, int] | None = None,
@@ -290,6 +324,8 @@ class LocalServers:
             return None
         if server is None:
             server = Server(name, {**_default_ports(name), **(listeners or {})}, settings=dict(settings or {}))
+        if name == "redis" and not server.secret_file:  # also a server recorded before passwords: from now on
+            server.secret_file = str(_redis_secret(self.run_dir))
         data_dir = self.run_dir / name
         data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.run_dir / f"{name}.log"

@@ -1,7 +1,9 @@
 """`ctxsync acl apply` against a real redis-server whose `default` user is off: a model's user reads its
 granted categories and its own change stream (through ctxsync.client too) and is refused (NOPERM) another
-model's stream, an ungranted category and every write to views; applying again is exact and idempotent;
---dry-run shows the rules without the password; users no longer granted are reported, and pruned."""
+model's stream, an ungranted category and every write to views; its change stream carries only granted
+categories, whichever path wrote it; applying again is exact and idempotent; --dry-run shows the rules
+without the password; users no longer granted are reported, and pruned; a server whose default user is
+open is refused. Every command a model's user is allowed is probed in tests/test_acl_probe.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -78,17 +80,19 @@ def as_model(server: RedisServer, model: str, password: str) -> redis.Redis:
     return redis.Redis(port=server.port, username=f"model-{model}", password=password)
 
 
-def test_rules_grant_read_only_views_and_the_own_stream_only():
+def test_rules_pair_each_command_with_the_keys_it_needs():
     rules = model_rules("ctx", "risk-model", ("financial", "behavioral"))
-    assert rules[0] == "reset"
-    keys = [r for r in rules if "~" in r]
-    assert keys == ["%R~ctx:financial:*", "%R~ctx:behavioral:*", "~ctx:changes:risk-model",
-                    "~ctx:changes:risk-model:seen:*", "~ctx:ack:risk-model:*"]
-    assert not any(r.startswith(("+@", "allkeys", "allcommands", "~*")) for r in rules)
-    assert not {"+set", "+del", "+xadd", "+eval", "+flushall", "+acl", "+config"} & set(rules)
+    assert rules == ("reset", "%R~ctx:financial:*", "%R~ctx:behavioral:*", "+ping", "+hgetall",
+                     "(~ctx:changes:risk-model +xgroup|create +xreadgroup +xautoclaim +xack)",
+                     "(~ctx:changes:risk-model:acked:* +zadd +zmscore)",
+                     "(~ctx:ack:risk-model:* +blpop)")
+    words = " ".join(rules).replace("(", " ").replace(")", " ").split()
+    assert not {"+eval", "+evalsha", "+script|load", "+hset", "+client|tracking", "+subscribe", "+xadd",
+                "+del", "allkeys", "allcommands", "~*", "+@all"} & set(words)
+    assert "+hgetall" not in model_rules("ctx", "m", ())  # no category: no view read at all
     # glob characters in a prefix or model id cannot widen a pattern
-    assert "~p\\*:changes:m\\?" in model_rules("p*", "m?", ())
-    assert "~p\\*:ack:m\\?:*" in model_rules("p*", "m?", ())
+    assert "(~p\\*:changes:m\\? +xgroup|create +xreadgroup +xautoclaim +xack)" in model_rules("p*", "m?", ())
+    assert "(~p\\*:ack:m\\?:* +blpop)" in model_rules("p*", "m?", ())
 
 
 def test_users_named_by_prefix_and_stale_ones_found():
@@ -109,7 +113,9 @@ def test_dry_run_prints_the_rules_without_passwords(tmp_path, acl_redis, env, ca
     assert acl(jobs_file(tmp_path, acl_redis), "--dry-run") == 0
     out = capsys.readouterr().out
     assert out.splitlines()[1].startswith("ACL SETUSER model-risk-model reset on >$T_RISK_PW %R~ctx:financial:* ")
-    assert "~ctx:changes:churn-predictor " in out.splitlines()[0]
+    assert "(~ctx:changes:churn-predictor " in out.splitlines()[0]
+    assert out.splitlines()[2] == ("DEL ctx:access + HSET ctx:access ctx:changes:churn-predictor ,behavioral,temporal, "
+                                   "ctx:changes:risk-model ,financial,")
     assert not any(password in out for password in PASSWORDS.values())
 
 
@@ -118,11 +124,14 @@ def test_a_model_reads_its_grants_and_own_stream_and_nothing_else(tmp_path, acl_
     assert acl(jobs_file(tmp_path, acl_redis)) == 0
     out = capsys.readouterr().out
     assert "model-churn-predictor    created" in out and "model-risk-model         created" in out
+    # the views fixture sent u1's behavioral view to risk-model's stream before its grant existed
+    assert "ctx:changes:risk-model (1 change(s) of other categories deleted from it)" in out
     assert not any(password in out for password in PASSWORDS.values())
     risk = as_model(acl_redis, "risk-model", PASSWORDS["T_RISK_PW"])
     assert risk.hgetall(view_key("ctx", "financial", "u1"))[b"version"] == b"1"
-    assert risk.ttl(view_key("ctx", "financial", "u1")) == -1
-    assert len(risk.xread({stream_key("ctx", "risk-model"): "0"})[0][1]) == 2
+    risk.xgroup_create(stream_key("ctx", "risk-model"), "g", id="0")
+    entries = risk.xreadgroup("g", "c", {stream_key("ctx", "risk-model"): ">"})[0][1]
+    assert [fields[b"key"] for _, fields in entries] == [view_key("ctx", "financial", "u1").encode()]
     admin.lpush(ack_key("ctx", "risk-model", "e1"), b'{"outcome": "applied"}')
     admin.lpush(ack_key("ctx", "churn-predictor", "e2"), b'{"outcome": "applied"}')
     assert risk.blpop([ack_key("ctx", "risk-model", "e1")], timeout=1)[1] == b'{"outcome": "applied"}'
@@ -130,7 +139,9 @@ def test_a_model_reads_its_grants_and_own_stream_and_nothing_else(tmp_path, acl_
         lambda: risk.blpop([ack_key("ctx", "churn-predictor", "e2")], timeout=1),   # another model's outcome
         lambda: risk.lpush(ack_key("ctx", "risk-model", "e3"), "forged"),            # forge its own outcome
         lambda: risk.hgetall(view_key("ctx", "behavioral", "u1")),                    # ungranted category
-        lambda: risk.xread({stream_key("ctx", "churn-predictor"): "0"}),              # another model's stream
+        lambda: risk.xreadgroup("g", "c", {stream_key("ctx", "churn-predictor"): "0"}),  # another model's stream
+        lambda: risk.xread({stream_key("ctx", "risk-model"): "0"}),                   # a command the client never sends
+        lambda: risk.hset(stream_key("ctx", "risk-model"), "x", "1"),                # a hash where its stream belongs
         lambda: risk.hset(view_key("ctx", "financial", "u1"), "version", "9"),       # write to a granted view
         lambda: risk.delete(view_key("ctx", "financial", "u1")),
         lambda: risk.xadd(stream_key("ctx", "risk-model"), {"view": "{}"}),          # forge its own changes
@@ -151,17 +162,24 @@ def test_the_model_client_with_its_user_reads_grants_and_its_change_feed(tmp_pat
     assert acl(jobs_file(tmp_path, acl_redis)) == 0
     endpoints = from_urls(f"redis://model-risk-model@127.0.0.1:{acl_redis.port}/0", settings=SETTINGS,
                           credentials=Credentials(redis_password=PASSWORDS["T_RISK_PW"]))
-    for cache in (False, True):
-        with ContextClient(endpoints, "risk-model", cache=cache) as client:
-            assert client.get("u1", ["financial"]).value("riskTolerance") == "low"
-            with pytest.raises(redis.exceptions.NoPermissionError, match="no permissions to access one of the keys"):
-                client.get("u1", ["behavioral"])
-            with pytest.raises(redis.exceptions.NoPermissionError):
-                client.get("u1")  # all categories: behavioral and temporal are not granted
+    with ContextClient(endpoints, "risk-model") as client:
+        assert client.get("u1", ["financial"]).value("riskTolerance") == "low"
+        with pytest.raises(redis.exceptions.NoPermissionError, match="no permissions to access one of the keys"):
+            client.get("u1", ["behavioral"])
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.get("u1")  # all categories: behavioral and temporal are not granted
+    # the client cache needs CLIENT TRACKING, which a model's user does not get (BCAST would reveal every key)
+    with ContextClient(endpoints, "risk-model", cache=True) as client, \
+            pytest.raises(redis.exceptions.NoPermissionError, match="client"):
+        client.get("u1", ["financial"])
+    RedisViewSink(admin).write([ViewWrite(a_view("u1", "financial", 3, ["risk-model"], riskTolerance="high")),
+                                ViewWrite(a_view("u2", "behavioral", 1, ["risk-model"], segment="new"))])
     with ContextClient(endpoints, "risk-model") as client:
         feed = client.changes("g1", start="0", max_idle_s=0.5, block_ms=100)
         received = [(change.key, change.version) for change in feed]
-    assert received == [("financial:u1", 1), ("behavioral:u1", 2)]  # its stream carries what it is sent
+    assert received == [("financial:u1", 1), ("financial:u1", 3)]  # granted categories only
+    assert admin.zrange(stream_key("ctx", "risk-model") + ":acked:g1", 0, -1, withscores=True) == \
+        [(b"financial:u1", 3.0)]
     assert admin.xpending(stream_key("ctx", "risk-model"), "g1")["pending"] == 0  # acknowledged
     churn = ContextClient(from_urls(f"redis://model-churn-predictor@127.0.0.1:{acl_redis.port}/0",
                                     credentials=Credentials(redis_password=PASSWORDS["T_CHURN_PW"]),

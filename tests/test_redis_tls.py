@@ -146,7 +146,7 @@ def test_acl_apply_and_a_model_client_over_tls(tmp_path, tls_redis, tls_files, e
     assert "model-risk-model" in capsys.readouterr().out
     endpoints = from_urls(f"rediss://model-risk-model@127.0.0.1:{tls_redis.port}/0", settings=SETTINGS,
                           credentials=Credentials(redis_password=MODEL_PASSWORD, redis_ca=str(tls_files.ca)))
-    with ContextClient(endpoints, "risk-model", cache=True) as client:
+    with ContextClient(endpoints, "risk-model") as client:  # (no cache: a model's user gets no CLIENT TRACKING)
         assert client.get("u1", ["financial"]).value("riskTolerance") == "low"
         with pytest.raises(redis.exceptions.NoPermissionError):
             client.get("u1", ["behavioral"])

@@ -7,6 +7,9 @@ one; a change whose instance crashed stays pending and is claimed (XAUTOCLAIM) b
 increasing order (the connector's compare-and-set only appends a newer version), and one instance
 receives them in stream order; a redelivered or claimed older entry is flagged `duplicate` when the
 group already acknowledged that version or a newer one (a per-group high-water version per aggregate).
+
+The high-water versions are a sorted set (aggregate key -> version) raised with ZADD GT, not a script: a
+model's Redis user gets no scripting (ctxsync/io/redis_acl.py), so a model cannot run Lua on the server.
 """
 from __future__ import annotations
 
@@ -18,13 +21,7 @@ import orjson
 import redis
 
 from ctxsync.client.model import Change, View
-
-# KEYS[1] the group's high-water hash; ARGV[1] aggregate key, ARGV[2] version: raise only.
-RAISE_SCRIPT = """
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
-if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-return 1
-"""
+from ctxsync.io.redis_views import high_water_key
 
 
 def _text(value: Any) -> str:
@@ -48,10 +45,9 @@ class ChangeFeed:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.max_idle_s = max_idle_s
-        self.seen_key = f"{stream}:seen:{group}"
+        self.seen_key = high_water_key(stream, group)
         self.delivered = 0
         self.acknowledged = 0
-        self._raise = client.register_script(RAISE_SCRIPT)
         self._closed = False
         self._claim_from = "0-0"
         try:
@@ -91,7 +87,7 @@ class ChangeFeed:
     def ack(self, change: Change) -> None:
         """Record the version as handled for the group, then acknowledge the entry (one round trip)."""
         pipe = self.client.pipeline(transaction=False)
-        self._raise(keys=[self.seen_key], args=[change.key, change.version], client=pipe)
+        pipe.zadd(self.seen_key, {change.key: change.version}, gt=True)  # raise only
         pipe.xack(self.stream, self.group, change.entry_id)
         pipe.execute()
         self.acknowledged += 1
@@ -121,7 +117,7 @@ class ChangeFeed:
             return []
         decoded = [(_text(entry_id), {_text(k): v for k, v in fields.items()}) for entry_id, fields in live]
         views = [View.from_record(orjson.loads(fields["view"])) for _, fields in decoded]
-        seen = self.client.hmget(self.seen_key, [v.key for v in views]) if redelivered else [None] * len(views)
+        seen = self.client.zmscore(self.seen_key, [v.key for v in views]) if redelivered else [None] * len(views)
         return [Change(entry_id, view.key, view.version, view,
                        duplicate=high is not None and view.version <= int(high), redelivered=redelivered)
                 for (entry_id, _), view, high in zip(decoded, views, seen)]

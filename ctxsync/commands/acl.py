@@ -11,10 +11,14 @@ from ctxsync.errors import RuntimeFailure
 
 DESCRIPTION = """\
 Create or update one Redis ACL user per model granted in the job's `access:` section of jobs.yaml. A
-model's user may read the views of its granted categories (read-only) and its own change stream with a
-consumer group, nothing else: another model's stream, an ungranted category or any write to a view is
-refused by Redis (NOPERM). Each user is written with `reset` first, so applying again is exact: rules
-removed from jobs.yaml are removed from Redis. Passwords come from the environment variable each grant
+model's user may run exactly the commands ctxsync.client sends: read the views of its granted categories
+(read-only) and its own change stream with a consumer group, nothing else: another model's stream, an
+ungranted category, scripting, CLIENT TRACKING or any write to a view is refused by Redis (NOPERM). Each
+user is written with `reset` first, so applying again is exact: rules removed from jobs.yaml are removed
+from Redis. The grants also go to the hash `<prefix>:access`, which the fan-out reads: a model's change
+stream gets changes of its granted categories only, and entries of other categories already in it are
+deleted. Redis' `default` user must not be on without a password (anyone could AUTH as it): apply
+refuses such a server. Passwords come from the environment variable each grant
 names (password_env) and are never printed. Users named with access.user_prefix that jobs.yaml no longer
 grants are listed; --prune deletes them. The profile's Redis user must be allowed ACL SETUSER.
 
@@ -45,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctxsync.audit import record_action
-    from ctxsync.io.redis_acl import model_users
+    from ctxsync.io.redis_acl import grants, model_users
+    from ctxsync.io.redis_views import access_key
 
     job = resolve_job(args.jobs, args.job, [])
     if job.access is None or not job.access.models:
@@ -54,8 +59,11 @@ def run(args: argparse.Namespace) -> int:
     if unresolved.redis is None:
         raise ConfigError(f"profile {args.profile!r} has no `redis:` endpoint")
     if args.dry_run:  # the prefix only: no placeholder needs filling, no server needs to run
-        for user in model_users(job.access, unresolved.redis.prefix):
+        prefix = unresolved.redis.prefix
+        for user in model_users(job.access, prefix):
             print(user.shown())
+        print(" ".join(["DEL", access_key(prefix), "+ HSET", access_key(prefix),
+                        *(f"{k} {v}" for k, v in sorted(grants(job.access, prefix).items()))]))
         return 0
     profile = profile_from_args(args)
     record_action(args.profile, "acl-apply", {"job": args.job, "models": ",".join(sorted(job.access.models)),
@@ -67,7 +75,8 @@ def _apply(endpoint: RedisEndpoint, access: AccessSettings, prune: bool) -> int:
     import redis
 
     from ctxsync.io.clients import redis_client
-    from ctxsync.io.redis_acl import model_users, stale_users
+    from ctxsync.io.redis_acl import grants, model_users, stale_users
+    from ctxsync.io.redis_views import access_key
 
     users = model_users(access, endpoint.prefix)
     passwords = {}
@@ -79,13 +88,21 @@ def _apply(endpoint: RedisEndpoint, access: AccessSettings, prune: bool) -> int:
         passwords[user.name] = password
     client = redis_client(endpoint)
     try:
+        _refuse_open_default_user(client)
+        granted = grants(access, endpoint.prefix)
+        pipe = client.pipeline(transaction=True)  # the fan-out never sees a half-written grants hash
+        pipe.delete(access_key(endpoint.prefix))
+        pipe.hset(access_key(endpoint.prefix), mapping=granted)
+        pipe.execute()
         for user in users:
             before = client.acl_getuser(user.name)
             client.execute_command("ACL", "SETUSER", user.name, *user.setuser_args(passwords[user.name]))
             after = client.acl_getuser(user.name)
             state = "created" if before is None else ("unchanged" if before == after else "updated")
+            purged = purge_ungranted(client, endpoint.prefix, user.model, user.categories)
             print(f"{user.name:<24} {state:<9} model {user.model}: reads "
-                  f"{', '.join(user.categories) or 'no category'} and {endpoint.prefix}:changes:{user.model}")
+                  f"{', '.join(user.categories) or 'no category'} and {endpoint.prefix}:changes:{user.model}"
+                  + (f" ({purged} change(s) of other categories deleted from it)" if purged else ""))
         stale = stale_users([_text(name) for name in client.acl_users()], access, endpoint.prefix)
         for name in stale:
             if prune:
@@ -102,6 +119,47 @@ def _apply(endpoint: RedisEndpoint, access: AccessSettings, prune: bool) -> int:
         raise RuntimeFailure(f"Redis refused a model's ACL rules: {exc}",
                              "per-model users need Redis >= 7.0 (read-only %R~ key patterns)") from exc
     return 0
+
+
+def _refuse_open_default_user(client: Any) -> None:
+    """Per-model users protect nothing while `default` is on without a password: `AUTH default <anything>`
+    gives every command (the old `ctxsync dev up` Redis was such a server)."""
+    default = client.acl_getuser("default")
+    flags = {_text(flag) for flag in (default or {}).get("flags", [])}
+    if "on" in flags and "nopass" in flags:
+        raise RuntimeFailure("Redis' default user is on and has no password: any client can AUTH as it and "
+                             "read or change everything, whatever the per-model users allow",
+                             "give it a password (ACL SETUSER default resetpass >PASSWORD, or requirepass) "
+                             "or switch it off (ACL SETUSER default off) and use a named admin user in the "
+                             "profile's redis: section, then apply again")
+
+
+def purge_ungranted(client: Any, prefix: str, model: str, categories: tuple[str, ...], chunk: int = 1000) -> int:
+    """Delete the entries of the model's change stream whose view is of a category it may not read (written
+    before its grant existed or was narrowed); the fan-out adds no new ones once the grants hash is written."""
+    from ctxsync.io.redis_views import stream_key
+
+    stream, allowed, start, deleted = stream_key(prefix, model), set(categories), "-", 0
+    if client.type(stream) not in (b"stream", "stream"):
+        return 0
+    while entries := client.xrange(stream, min=start, max="+", count=chunk):
+        doomed = [entry_id for entry_id, fields in entries
+                  if _category(fields.get(b"view", b"")) not in allowed]
+        if doomed:
+            deleted += client.xdel(stream, *doomed)
+        start = "(" + _text(entries[-1][0])
+    return deleted
+
+
+def _category(view: bytes) -> str | None:
+    """The category of a change entry's view (None when it cannot be read: such an entry goes too)."""
+    import orjson
+
+    try:
+        found = orjson.loads(view).get("category")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
 
 
 def _text(value: Any) -> str:

@@ -1,31 +1,33 @@
 """Per-model Redis ACL users from the `access:` grants of jobs.yaml (pure: grants -> ACL SETUSER rules).
 
-A model's user may read the view hashes of its granted categories (`%R~` read-only key patterns, Redis
->= 7.0) and use its own change stream the way ctxsync.client does: a consumer group (XREADGROUP, XACK,
-XAUTOCLAIM, XGROUP CREATE) and the group's high-water hash `<stream>:seen:<group>`, raised by a script
-(EVALSHA; Redis checks the script's HSET against the same key patterns). It gets no other key and no
-write command on views, and may subscribe only to the client cache's invalidation channel. It may pop
-the outcomes of its own events (`<prefix>:ack:<model>:*`, publish(wait=True)), no other model's. Every rule
+A model's user may run exactly the commands ctxsync.client sends, each only on the keys it needs (Redis 7.0
+selectors pair commands with key patterns): HGETALL on the view hashes of its granted categories (`%R~`,
+read-only); its own change stream with a consumer group (XGROUP CREATE, XREADGROUP, XAUTOCLAIM, XACK); the
+group's high-water sorted set `<stream>:acked:<group>` (ZADD GT, ZMSCORE); BLPOP of the outcomes of its
+own events (`<prefix>:ack:<model>:*`, publish(wait=True)); PING. Nothing else: no scripting (a Lua loop
+would block Redis for everyone), no write to a view or to its stream's key (a key of another type there
+would make the fan-out skip it), no CLIENT TRACKING (Redis 7.0 checks no key permission for BCAST: a model
+would learn the key of every write, userIds of ungranted categories included), no pub/sub. Every rule
 list starts with `reset`, so applying it again leaves exactly these rules, whatever the user had before.
+
+What the change feed carries is filtered too: `grants` below is the hash the fan-out script reads
+(redis_views.CAS_SCRIPT), so a stream gets only changes of the categories its model may read.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ctxsync.config import AccessSettings
-from ctxsync.io.redis_views import ack_key, stream_key
+from ctxsync.io.redis_views import ack_key, grant_value, high_water_key, stream_key
 
 # What ctxsync.client sends, by purpose (read it there before adding one: every command is a permission).
-# (redis-py also sends CLIENT SETINFO, which Redis 7.0 does not know and redis-py lets fail quietly)
-CONNECTION = ("+ping", "+hello", "+client|id", "+client|setname")
-CACHE = ("+client|tracking", "+subscribe", "+unsubscribe")  # server-assisted invalidation (client/cache.py)
-VIEW_READS = ("+hgetall", "+hget", "+hmget", "+exists", "+ttl", "+pttl", "+type")
-CHANGE_FEED = ("+xread", "+xreadgroup", "+xack", "+xautoclaim", "+xclaim", "+xpending", "+xrange",
-               "+xrevrange", "+xlen", "+xinfo|stream", "+xinfo|groups", "+xinfo|consumers",
-               "+xgroup|create", "+xgroup|createconsumer",
-               "+evalsha", "+script|load", "+script|exists", "+hset")  # the high-water script (HGET, HSET)
+# (redis-py also sends AUTH, always allowed, and CLIENT SETINFO, which Redis 7.0 does not know and redis-py
+# lets fail quietly; PING is its health check of an idle connection)
+CONNECTION = ("+ping",)
+VIEW_READS = ("+hgetall",)  # get/get_many (client/client.py), pipelined without MULTI
+CHANGE_FEED = ("+xgroup|create", "+xreadgroup", "+xautoclaim", "+xack")  # client/changes.py
+HIGH_WATER = ("+zadd", "+zmscore")  # the group's acknowledged versions (client/changes.py)
 OUTCOMES = ("+blpop",)  # publish(wait=True): the job's answer to the model's own event (client/acks.py)
-INVALIDATION_CHANNEL = "__redis__:invalidate"
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,26 @@ def glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
+def _selector(pattern: str, commands: tuple[str, ...]) -> str:
+    """A Redis 7.0 selector: these commands, on keys of this pattern only."""
+    return f"({pattern} {' '.join(commands)})"
+
+
 def model_rules(prefix: str, model: str, categories: tuple[str, ...]) -> tuple[str, ...]:
-    """The user's rules after `reset` (which clears passwords, keys, channels and commands, and disables)."""
-    stream = glob_escape(stream_key(prefix, model))
-    keys = [f"%R~{glob_escape(prefix)}:{glob_escape(c)}:*" for c in categories]
-    keys += [f"~{stream}", f"~{stream}:seen:*", f"~{glob_escape(ack_key(prefix, model, ''))}*"]
-    return ("reset", *keys, f"&{INVALIDATION_CHANNEL}", *CONNECTION, *CACHE, *VIEW_READS, *CHANGE_FEED, *OUTCOMES)
+    """The user's rules after `reset` (which clears passwords, keys, channels, commands and selectors, and
+    disables). The root permissions read views; each selector allows a few commands on one key pattern."""
+    stream = stream_key(prefix, model)
+    views = [f"%R~{glob_escape(prefix)}:{glob_escape(c)}:*" for c in categories]
+    return ("reset", *views, *CONNECTION, *(VIEW_READS if categories else ()),
+            _selector(f"~{glob_escape(stream)}", CHANGE_FEED),
+            _selector(f"~{glob_escape(high_water_key(stream, ''))}*", HIGH_WATER),
+            _selector(f"~{glob_escape(ack_key(prefix, model, ''))}*", OUTCOMES))
+
+
+def grants(access: AccessSettings, prefix: str) -> dict[str, str]:
+    """The fan-out's grants hash (redis_views.access_key): each granted model's change stream -> the
+    categories whose changes it may carry."""
+    return {stream_key(prefix, model): grant_value(grant.categories) for model, grant in access.models.items()}
 
 
 def model_users(access: AccessSettings, prefix: str) -> list[ModelUser]:

@@ -13,6 +13,7 @@ modelId); stream `ctx:changes:<modelId>` with entries key, version, view (JSON).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,8 @@ from transforms.validate import MAX_TTL_SECONDS
 ATTR_PREFIX = "a:"
 VIEW_FIELDS = ("key", "category", "userId", "version", "updatedAt", "attributes", "targetModels")
 
-# KEYS[1] view hash, KEYS[2] its version floor, KEYS[3..] change streams. ARGV[1] version, ARGV[2] TTL
+# KEYS[1] view hash, KEYS[2] its version floor, KEYS[3] the models' grants (access_key), KEYS[4..] change
+# streams. ARGV[1] version, ARGV[2] TTL
 # seconds (0 = the event gave none), ARGV[3] stream max length, ARGV[4] view JSON, ARGV[5] mode,
 # ARGV[6..] hash field/value pairs.
 # Mode "cas": applied only when the version is newer (replays and retries are no-ops). Mode "sync": also
@@ -37,7 +39,12 @@ VIEW_FIELDS = ("key", "category", "userId", "version", "updatedAt", "attributes"
 # whose events had a TTL does not expire). Each view written with an expiry leaves its version in the
 # floor key, which outlives the view by FLOOR_KEEP_S: after the view expired, no version up to the floor
 # is written again (in either mode), so a replay never resurrects an expired view.
-# Returns 0 (not applied), 1 (applied), 2 (applied over diverged content) or 3 (expired: not resurrected).
+# Returns 0 (not applied), 1 (applied), 2 (applied over diverged content) or 3 (expired: not resurrected);
+# an applied view whose change could not be appended to some streams (a key of another type there) returns
+# {result, stream, ...}: the other streams still get theirs.
+# Fan-out by grants (docs/security.md "What a model can read"): a model whose stream is named in the grants
+# hash (written by `ctxsync acl apply`: stream key -> ",cat1,cat2,") gets a change only of a category it
+# may read; a model not named there has no user of ours and gets every change it is targeted with.
 # Fields go to HSET in chunks: Lua's unpack() fails beyond ~8,000 values (a view of ~4,000 attributes).
 HSET_CHUNK = 1000  # even, so a chunk that starts at a field name ends at a value
 FLOOR_KEEP_S = 7 * 24 * 3600  # how long after its view a floor is kept (replays later than that resurrect)
@@ -63,11 +70,19 @@ if ttl_ms > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl_ms)
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ttl_ms + {FLOOR_KEEP_S * 1000})
 end
-for i = 3, #KEYS do
-  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], '*', 'key', KEYS[1], 'version', ARGV[1], 'view', ARGV[4])
+local category, unwritable = ',' .. redis.call('HGET', KEYS[1], 'category') .. ',', {{}}
+for i = 4, #KEYS do
+  local grant = redis.call('HGET', KEYS[3], KEYS[i])
+  if not grant or string.find(grant, category, 1, true) then
+    local added = redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], '*', 'key', KEYS[1], 'version', ARGV[1],
+                              'view', ARGV[4])
+    if type(added) == 'table' and added.err then table.insert(unwritable, KEYS[i]) end
+  end
 end
+if #unwritable > 0 then return {{result, unpack(unwritable)}} end
 return result
 """
+log = logging.getLogger(__name__)
 ACK_TTL_S = 60  # an outcome nobody waits for any more goes away
 MAX_DETAIL_CHARS = 300  # a refused view's reason: Redis quotes the script's arguments, a whole view
 
@@ -83,6 +98,23 @@ def floor_key(hash_key: str) -> str:
 
 def stream_key(prefix: str, model_id: str) -> str:
     return f"{prefix}:changes:{model_id}"
+
+
+def high_water_key(stream: str, group: str) -> str:
+    """A consumer group's acknowledged versions (client/changes.py): a sorted set, aggregate key -> version,
+    next to its stream so a model's Redis user can be allowed exactly its own (the `:seen:` hash of older
+    releases is no longer read)."""
+    return f"{stream}:acked:{group}"
+
+
+def access_key(prefix: str) -> str:
+    """The grants hash the fan-out reads: change stream key -> ",category,...," (`ctxsync acl apply`)."""
+    return f"{prefix}:access"
+
+
+def grant_value(categories: Iterable[str]) -> str:
+    """A grant as CAS_SCRIPT matches it: each category between commas (",," grants none)."""
+    return "," + ",".join(categories) + ","
 
 
 def ack_key(prefix: str, model_id: str, ack: str) -> str:
@@ -157,6 +189,7 @@ class WriteResult:
     repaired: int = 0
     expired: int = 0  # versions of a view that expired: not written again
     refused: list[tuple[ViewWrite, str]] = field(default_factory=list)
+    unwritable: dict[str, int] = field(default_factory=dict)  # change stream -> changes it could not take
 
 
 class RedisViewSink:
@@ -170,6 +203,7 @@ class RedisViewSink:
         self.client = client
         self.prefix = prefix
         self.stream_maxlen = stream_maxlen
+        self.access = access_key(prefix)
         self.sha = hashlib.sha1(CAS_SCRIPT.encode()).hexdigest().encode()
         self.load_script = resp(b"SCRIPT", b"LOAD", CAS_SCRIPT)
 
@@ -200,7 +234,8 @@ class RedisViewSink:
                 raise ValueError(f"ttl {item.ttl} out of range (0..{MAX_TTL_SECONDS} s)")
             view = item.view
             hash_key = view_key(self.prefix, view["category"], view["userId"])
-            keys = [hash_key, floor_key(hash_key), *(stream_key(self.prefix, m) for m in view["targetModels"])]
+            keys = [hash_key, floor_key(hash_key), self.access,
+                    *(stream_key(self.prefix, m) for m in view["targetModels"])]
             args: list[Any] = [view["version"], item.ttl or 0, self.stream_maxlen, orjson.dumps(view),
                                b"sync" if item.sync else b"cas"]
             for name, value in hash_fields(view).items():
@@ -272,6 +307,11 @@ class SentBatch:
         replies = self._replies()
         result = WriteResult()
         for item, outcome in zip(self.items, replies[self.first:self.first + len(self.items)]):
+            if isinstance(outcome, list):  # applied, but some change streams refused their entry
+                for stream in outcome[1:]:
+                    name = stream.decode() if isinstance(stream, bytes) else stream
+                    result.unwritable[name] = result.unwritable.get(name, 0) + 1
+                outcome = outcome[0]
             if isinstance(outcome, Exception):
                 result.refused.append((item, short_reason(outcome)))
             elif outcome == 0:
@@ -281,6 +321,9 @@ class SentBatch:
             else:
                 result.applied += 1
                 result.repaired += outcome == 2
+        for stream, count in result.unwritable.items():  # a key of another type where the stream belongs
+            log.warning("redis: %d change(s) not appended to %s: the key is not a stream (the other targets "
+                        "got theirs); delete the key to restore that model's change feed", count, stream)
         return result
 
     def _replies(self) -> list[Any]:
