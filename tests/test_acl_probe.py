@@ -317,3 +317,17 @@ def test_why_no_model_gets_client_tracking_redis_70_checks_no_key_for_bcast(appl
             redis.Redis(port=acl_redis.port, username="probe-tracker", password="probe-pw-1").hgetall(key)
     finally:
         admin.acl_deluser("probe-tracker")
+
+
+def test_a_snapshot_restore_fans_out_only_granted_categories(applied, admin, tmp_path):  # noqa: F811
+    """Restore appends to the change streams without the script: it applies the same grants."""
+    from ctxsync.consistency.snapshot import _write, restore
+
+    _write(tmp_path, "s1", "redis", "context.views", {0: 0},
+           iter([a_view("u10", category, 1, TARGETS, note="z") for category in CATEGORIES]))
+    admin.flushall()
+    assert cli.main(["acl", "apply", "--jobs", str(applied), "--profile", "acl"]) == 0
+    restore(admin, "ctx", tmp_path, "s1")
+    for model, granted in GRANTED.items():
+        assert sorted(entry_categories(admin, stream_key("ctx", model))) == sorted(granted)
+    assert sorted(entry_categories(admin, stream_key("ctx", "session-tracker"))) == sorted(CATEGORIES)

@@ -27,7 +27,7 @@ import orjson
 from ctxsync.consistency.verify import latest_views
 from ctxsync.errors import RuntimeFailure
 from ctxsync.io.kafka_positions import Offsets, commit_offsets, committed_offsets, partition_ends
-from ctxsync.io.redis_views import hash_fields, stream_key, view_from_hash, view_key
+from ctxsync.io.redis_views import grant_allows, hash_fields, read_grants, stream_key, view_from_hash, view_key
 from transforms.timestamps import format_iso_ms
 
 FORMAT = "ctxsync-snapshot/1"
@@ -131,6 +131,7 @@ def restore(redis: Any, prefix: str, directory: Path, name: str, force: bool = F
     now_ms = int(time.time() * 1000)
     written = expired = 0
     newest: dict[str, list[tuple[str, int, str, dict[str, Any]]]] = {}  # model -> heap (updatedAt, n, hash, view)
+    grants = read_grants(redis, prefix)  # a model's stream gets only what its grant allows (docs/security.md)
     pipe = redis.pipeline(transaction=False)
     for view in views:
         expire_at = view.pop("expireAtMs", None)
@@ -144,6 +145,8 @@ def restore(redis: Any, prefix: str, directory: Path, name: str, force: bool = F
         if expire_at is not None:
             pipe.pexpireat(hash_name, expire_at)
         for model in view["targetModels"]:
+            if not grant_allows(grants, stream_key(prefix, model), view["category"]):
+                continue
             heap = newest.setdefault(model, [])
             item = (view["updatedAt"], written, hash_name, view)
             if len(heap) < stream_maxlen:

@@ -117,6 +117,17 @@ def grant_value(categories: Iterable[str]) -> str:
     return "," + ",".join(categories) + ","
 
 
+def read_grants(client: Any, prefix: str) -> dict[str, str]:
+    """The grants hash as text (empty before any `ctxsync acl apply`)."""
+    return _text(client.hgetall(access_key(prefix)))
+
+
+def grant_allows(grants: dict[str, str], stream: str, category: str) -> bool:
+    """CAS_SCRIPT's fan-out rule, for a writer that appends changes without it (snapshot restore)."""
+    grant = grants.get(stream)
+    return grant is None or grant_value([category]) in grant
+
+
 def ack_key(prefix: str, model_id: str, ack: str) -> str:
     """The list the job pushes an event's outcome to, when the event asked for it (`"ack": "<nonce>"`, new
     for every publish: a retried batch or a re-sent eventId never answers another wait); the model id in
