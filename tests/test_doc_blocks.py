@@ -169,15 +169,19 @@ def all_blocks() -> list[Block]:
 RUN = [b for b in all_blocks() if is_command_block(b) and b.marker is None and transcript(b)]
 
 
+def _key(block: Block) -> tuple[str, str]:
+    return str(block.path.relative_to(ROOT)), block.lines[0] if block.lines else ""
+
+
 def test_every_command_block_is_run_or_marked_illustrative():
     found = all_blocks()
     command_blocks = [b for b in found if is_command_block(b)]
     assert len(found) > 40 and len(command_blocks) > 20, "the block finder found little: it broke"
-    elsewhere = {(b.path.name, b.lines[0] if b.lines else ""): b for b in command_blocks if b.path.name == "README.md"}
+    elsewhere = {_key(b): b for b in command_blocks}
     problems = []
     for block in command_blocks:
-        key = (block.path.name, block.lines[0] if block.lines else "")
-        if block.marker is None and not transcript(block) and not (block.path.name == "README.md" and key in MARKED_ELSEWHERE):
+        key = _key(block)
+        if block.marker is None and not transcript(block) and key not in MARKED_ELSEWHERE:
             problems.append(f"{block.where}: a command block that is neither a transcript this test runs "
                             "nor marked <!-- illustrative: why -->")
     for block in found:
@@ -185,8 +189,10 @@ def test_every_command_block_is_run_or_marked_illustrative():
             problems.append(f"{block.where}: marked illustrative but not a command block")
     for key in MARKED_ELSEWHERE:
         if key not in elsewhere or elsewhere[key].marker is not None:
-            problems.append(f"{key[0]}: {key[1][:40]}...: marked in the file or gone: remove it from MARKED_ELSEWHERE")
+            problems.append(f"{key[0]}: {key[1][:40]}...: marked in the file or gone: "
+                            "remove it from MARKED_ELSEWHERE")
     assert problems == []
+    assert {path for path, _ in MARKED_ELSEWHERE} <= {"README.md"}, "docs/ pages carry their own markers"
     assert len(RUN) >= 3, "no transcript left to run"
 
 
@@ -223,7 +229,8 @@ def test_normalization_and_wildcards():
 def test_the_block_rules_fail_on_unmarked_and_misplaced_markers(tmp_path: Path):
     page = tmp_path / "page.md"
     page.write_text("# P\n\n```bash\nctxsync verify\n```\n\n<!-- illustrative: needs Redis -->\n\n"
-                    "```console\n$ ctxsync view u\nu financial v1\n```\n\n<!-- illustrative -->\n```text\nno command\n```\n"
+                    "```console\n$ ctxsync view u\nu financial v1\n```\n\n"
+                    "<!-- illustrative -->\n```text\nno command\n```\n"
                     "```\n$ ctxsync jobs\ncontext-sync …\n...\n```\n```python\nsubprocess.run(['ctxsync'])\n```\n")
     found = blocks(page)
     assert [(b.line, b.info, is_command_block(b), b.marker) for b in found] == [

@@ -101,7 +101,8 @@ def broken_links(paths: list[Path]) -> list[str]:
 
 def named_commands(path: Path) -> list[tuple[int, str]]:
     """(line number, subcommand) for every `ctxsync COMMAND` in a fenced code block or an inline code span."""
-    out, fenced = [], False
+    out: list[tuple[int, str]] = []
+    fenced = False
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if FENCE.match(line):
             fenced = not fenced
@@ -229,26 +230,31 @@ def unknown_flags(args: list[str], top: argparse.ArgumentParser) -> list[str]:
                 problems.append(f"{name} {word}: no such subcommand")
                 break
             continue
-        positionals = [a for a in parser._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
-        if positional < len(positionals) and positionals[positional].choices is not None:
-            wrong = [w for w in word.split("|") if w not in positionals[positional].choices]  # a|b: either
+        positionals = _positionals(parser)
+        choices = list(positionals[positional].choices or ()) if positional < len(positionals) else []
+        if choices:
+            wrong = [w for w in word.split("|") if w not in choices]  # a|b: either
             if wrong and not re.fullmatch(r"[A-Z_<>]+", word):
-                problems.append(f"{name} {word}: not one of {sorted(positionals[positional].choices)}")
+                problems.append(f"{name} {word}: not one of {sorted(choices)}")
             fork = (parser, positional, name)
         positional += 1
     return problems
+
+
+def _positionals(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
 
 
 def _is_choice(parser: argparse.ArgumentParser, positional: int, word: str) -> bool:
     subs = _subparsers(parser)
     if subs is not None and positional == 0:
         return word in subs.choices
-    positionals = [a for a in parser._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
+    positionals = _positionals(parser)
     return positional < len(positionals) and word in (positionals[positional].choices or ())
 
 
 def doc_flag_problems(paths: list[Path], top: argparse.ArgumentParser) -> list[str]:
-    problems = []
+    problems: list[str] = []
     for path in paths:
         where = path.name if path.parent.name != "docs" else f"docs/{path.name}"
         for number, text in command_candidates(path):
@@ -323,7 +329,8 @@ def test_the_flag_check_fails_on_wrong_flags(tmp_path):
         "```bash\nctxsync --debug dlq list --reason=x | grep y   # or `ctxsync pii reveal --user u`\n"
         "ctxsync pii new-key | reveal --user u\nX=1 ctxsync dlq show \\\n   --reason x --limit 3\n"
         "echo ctxsync dlq --not-a-command\n```\n"
-        "```console\n$ ctxsync dlq list|show\n$ ctxsync dlq lst\nctxsync dlq: output, not a command --x\n$ ctxsync pii new-key --user u\n```\n"
+        "```console\n$ ctxsync dlq list|show\n$ ctxsync dlq lst\nctxsync dlq: output, not a command --x\n"
+        "$ ctxsync pii new-key --user u\n```\n"
         "```python\nsubprocess.run(['ctxsync', 'dlq', '--x'])\n```\n")
     assert doc_flag_problems([page], top) == [
         "page.md:1: ctxsync dlq --nope",
@@ -332,7 +339,8 @@ def test_the_flag_check_fails_on_wrong_flags(tmp_path):
         "page.md:13: ctxsync pii new-key --user",
     ]
     dlq.description = "examples:\n  ctxsync dlq list    all of them (--reason: some)\n"
-    dlq.epilog = "examples:\n  ctxsync dlq show --reason x \\\n      --limit 2\n  ctxsync dlq list --reason a       --reason b\n"
+    dlq.epilog = ("examples:\n  ctxsync dlq show --reason x \\\n      --limit 2\n"
+                  "  ctxsync dlq list --reason a       --reason b\n")
     assert help_example_problems(top) == [
         "ctxsync dlq --help: ctxsync dlq --limit",
         "ctxsync dlq --help: a collapsed line: ctxsync dlq list --reason a       --reason b",

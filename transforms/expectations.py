@@ -137,7 +137,7 @@ _ALLOWED_KWARGS = {"column", "value_set", "min_value", "max_value", "strict_min"
 
 def compile_suite(suite: dict[str, Any]) -> CompiledSuite:
     """Compile a GE 1.x suite dict; refuse what the fast path cannot evaluate exactly like GE."""
-    checks = []
+    checks: list[Check] = []
     for number, expectation in enumerate(suite.get("expectations", []), start=1):
         etype, kwargs = expectation.get("type"), dict(expectation.get("kwargs", {}))
         where = f"suite {suite.get('name')!r}, expectation {number} ({etype})"
