@@ -13,16 +13,21 @@ PACKAGE = "transforms"
 UPPER_LAYERS = ("ctxsync", "pipelines")
 
 
-def imported_modules(source: str) -> set[str]:
-    """Every absolute module name an `import` or `from ... import` in the source names (any depth in the
-    tree), with `from pkg import mod` also giving `pkg.mod` (it may be a module)."""
+def imported_modules(source: str, package: str = PACKAGE) -> set[str]:
+    """Every module name an `import` or `from ... import` in the source names (any depth in the tree), as an
+    absolute name (`from .x import y` in `package` is `package.x`), with `from pkg import mod` also giving
+    `pkg.mod` (it may be a module)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                base = node.module or ""
+            else:  # a module directly in the package: one dot is the package itself
+                base = ".".join(filter(None, [package, node.module]))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
     return found
 
 
@@ -31,7 +36,7 @@ def import_graph(package_dir: Path) -> dict[str, set[str]]:
     modules = {path.stem for path in package_dir.glob("*.py") if path.stem != "__init__"}
     graph = {}
     for name in modules:
-        imported = imported_modules((package_dir / f"{name}.py").read_text(encoding="utf-8"))
+        imported = imported_modules((package_dir / f"{name}.py").read_text(encoding="utf-8"), package_dir.name)
         graph[name] = {m.split(".")[1] for m in imported
                        if m.startswith(package_dir.name + ".") and m.split(".")[1] in modules} - {name}
     return graph
@@ -79,8 +84,9 @@ def test_the_check_finds_a_cycle_hidden_under_type_checking(tmp_path):
     (package / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.c import X\n")
     (package / "c.py").write_text("def f():\n    import pkg.a\n")
     (package / "d.py").write_text("from pkg import c\n")
+    (package / "e.py").write_text("from .d import f\nfrom . import a\n")
     graph = import_graph(package)
-    assert graph == {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"c"}}
+    assert graph == {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"c"}, "e": {"a", "d"}}
     assert cycles(graph) == [["a", "b", "c", "a"]]
     (package / "c.py").write_text("X = 1\n")
     assert cycles(import_graph(package)) == []
