@@ -129,9 +129,9 @@ def _refuse_open_default_user(client: Any) -> None:
     if "on" in flags and "nopass" in flags:
         raise RuntimeFailure("Redis' default user is on and has no password: any client can AUTH as it and "
                              "read or change everything, whatever the per-model users allow",
-                             "give it a password (ACL SETUSER default resetpass >PASSWORD, or requirepass) "
-                             "or switch it off (ACL SETUSER default off) and use a named admin user in the "
-                             "profile's redis: section, then apply again")
+                             "give it a password: ACL SETUSER default resetpass >PASSWORD; or switch it off: "
+                             "ACL SETUSER default off, with a named admin user in the profile's redis: "
+                             "section; then apply again")
 
 
 def purge_ungranted(client: Any, prefix: str, model: str, categories: tuple[str, ...], chunk: int = 1000) -> int:
