@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ctxsync.commands.arg_types import iso_time_ms
 from ctxsync.commands.profile_args import add_profile_args
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ctxsync.io.clients import kafka_config, kafka_sink
     from ctxsync.io.history_topic import read_history
     from ctxsync.io.kafka_io import check_reachable
+    from ctxsync.privacy_lookup import Opened, privacy_lookup
     from ctxsync.servers import running_endpoints
 
     job = resolve_job(args.jobs, args.job, [])
@@ -51,7 +53,16 @@ def run(args: argparse.Namespace) -> int:
     config = kafka_config(profile)
     check_reachable(config)
     records = read_history(config, kafka_sink(profile).topics.history)
-    views = views_as_of(records, job.settings.to_settings(), args.at, args.user, args.category, args.seen_by)
+    lookup, shredded = privacy_lookup(job, profile), Opened()
+    user = args.user
+    if lookup:  # privacy on: the history names the user by token, with values encrypted
+        records, user = lookup.open_history(records, shredded, args.user), lookup.token(args.user)
+    views = views_as_of(records, job.settings.to_settings(), args.at, user, args.category, args.seen_by)
+    if lookup:
+        views = list(lookup.clear_views({v["key"]: v for v in views}, [args.user]).values())
+    if shredded.shredded:
+        print(f"{shredded.shredded:,} history records of {args.user!r} left out: encrypted under a data key that "
+              "is gone (the user was erased)", file=sys.stderr)
     clock = f"seen by {args.seen_by} at" if args.seen_by else "at event time"
     if not views:
         print(f"no views for user {args.user!r} {clock} {format_iso_ms(args.at)}"

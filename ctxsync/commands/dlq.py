@@ -21,7 +21,9 @@ redrive  after a fix (schema, setting, producer), send the selected dead letters
          dead-lettered again by the job and shown with its history, and a chain stops after
          --max-attempts re-drives (no loops). Dead letters of the connectors (not events) are skipped.
          --limit N re-drives the N oldest selected (the next redrive continues after them); --dry-run
-         lists what would be re-driven and writes nothing (no record, no ledger entry).
+         lists what would be re-driven and writes nothing (no record, no ledger entry). With privacy on,
+         payloads are stored encrypted: show and redrive decrypt them with the profile's key store (the
+         master key is needed), and a dead letter whose user was erased has no payload left to re-drive.
 
 --since/--until select by when the record was dead-lettered (its Kafka timestamp, UTC).
 
@@ -54,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctxsync.commands.profile_args import profile_from_args
+    from ctxsync.config import resolve_job
+    from ctxsync.privacy_lookup import privacy_lookup
     from ctxsync.io.clients import kafka_config, kafka_sink, kafka_source
     from ctxsync.io.dead_letters import Selection, read_dead_letters, redrive, summarize
     from ctxsync.io.history_topic import topic_ends
@@ -65,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     topic_ends(config, topics.dlq)  # a missing topic: one line pointing at the job
     selection = Selection(args.reason, args.since, args.until)
     letters = read_dead_letters(config, topics.dlq)
+    lookup = privacy_lookup(resolve_job(args.jobs, args.job, []), profile)
+    if lookup:  # privacy on: raw and detail are encrypted; re-drive and show the original bytes
+        for letter in letters:
+            letter.record = lookup.readable(letter.record)
     chosen = [letter for letter in letters if selection.accepts(letter)]
     if args.action == "list":
         rows = summarize(chosen)
@@ -99,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     left = f" (--limit {args.limit}; {result.left:,} more selected)" if result.left else ""
     print(f"{verb} {len(result.sent):,} dead letters to {kafka_source(profile).topic}{left}; skipped: "
           f"{result.already:,} re-driven before, {result.gave_up:,} at {args.max_attempts} attempts, "
-          f"{result.not_input:,} from the connectors (not events)")
+          f"{result.not_input:,} from the connectors (not events)"
+          + (f", {result.shredded:,} whose payload is gone (user erased)" if result.shredded else ""))
     for letter in result.sent:  # every one: this is what was sent, and what the ledger holds
         target = f" -> {letter.redriven_to}" if letter.redriven_to else ""
         print(f"  {letter.position} ({letter.reason}, attempt {letter.attempt + 1}){target}")

@@ -37,11 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctxsync.config import privacy_policy, resolve_job, resolve_profile
+    from ctxsync.config import resolve_job, resolve_profile
     from ctxsync.io.clients import es_client, kafka_config, kafka_sink, kafka_source, redis_client
     from ctxsync.io.erasure import erase_elasticsearch, erase_redis, send
     from ctxsync.io.es_history import HISTORY_PREFIX, VIOLATIONS_INDEX
     from ctxsync.io.kafka_io import check_reachable, producer
+    from ctxsync.privacy_lookup import privacy_lookup
     from ctxsync.servers import running_endpoints
     from transforms.control import erase_command
     from transforms.timestamps import format_iso_ms
@@ -59,15 +60,10 @@ def run(args: argparse.Namespace) -> int:
     check_reachable(config)
     settings = job.settings.to_settings()
     categories = sorted({*settings.categories.values(), settings.default_category})
-    policy = privacy_policy(job, profile)
     at_ms = int(time.time() * 1000)
-    store = protector = None
-    if policy is not None:
-        from ctxsync.io.keystore import open_protector, open_store
-
-        store = open_store(policy.keys)
-        protector = open_protector(policy, store)
-    token = protector.token(user) if protector else None
+    lookup = privacy_lookup(job, profile)  # privacy on: the topics and ES name the user by this token
+    store, protector = (lookup.store, lookup.protector) if lookup else (None, None)
+    token = lookup.token(user) if lookup else None
     _audit(args, job, token or "sha256:" + hashlib.sha256(user.encode()).hexdigest()[:16])
 
     lines = [f"erased user {user!r} at {format_iso_ms(at_ms)} (profile {args.profile}"

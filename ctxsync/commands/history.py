@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("history", help="a user's event timeline from Elasticsearch",
                        description="Print the accepted events of a user, oldest first, with what happened to "
                                    "each (applied/stale attributes, ordering violation, conflict). Exit 1 "
-                                   "when nothing matches.\n\nexamples:\n"
+                                   "when nothing matches. With privacy on (docs/security.md), the user is "
+                                   "searched by token and values are shown decrypted: that needs the "
+                                   "profile's master key.\n\nexamples:\n"
                                    "  ctxsync history --user user-00042\n"
                                    "  ctxsync history --user user-00042 --attr segment --since 2026-11-24T08:00:00Z\n"
                                    "  ctxsync history --user user-00042 --model risk-model --json --limit 50",
@@ -29,12 +31,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ctxsync.config import resolve_job
     from ctxsync.io.clients import es_client
     from ctxsync.io.es_history import search_history
+    from ctxsync.privacy_lookup import privacy_lookup
 
     profile = profile_from_args(args)
+    lookup = privacy_lookup(resolve_job(args.jobs, args.job, []), profile)
     since = format_iso_ms(args.since) if args.since is not None else None
-    records = search_history(es_client(profile.elasticsearch), args.user, since, args.attr, args.model, args.limit)
+    user = lookup.token(args.user) if lookup else args.user  # privacy on: the history names users by token
+    records = search_history(es_client(profile.elasticsearch), user, since, args.attr, args.model, args.limit)
+    if lookup:  # an authorized reader sees clear values (a record of an erased user stays as it is)
+        records = [lookup.readable(r) for r in records]
     if not records:
         print(f"no history for user {args.user!r} with these filters")
         return 1

@@ -48,7 +48,9 @@ def _duration(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from ctxsync.io.clients import es_client, kafka_config, kafka_sink, kafka_source, redis_client
     from ctxsync.io.kafka_io import check_reachable
+    from ctxsync.config import resolve_job
     from ctxsync.observe.trace import Tracer
+    from ctxsync.privacy_lookup import privacy_lookup
 
     profile = profile_from_args(args)
     source, sink = kafka_source(profile), kafka_sink(profile)
@@ -58,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     if redis is not None:
         redis.ping()
     es = es_client(profile.elasticsearch) if profile.elasticsearch else None
+    lookup = privacy_lookup(resolve_job(args.jobs, args.job, []), profile)  # privacy on: records shown decrypted
     tracer = Tracer(input_config, kafka_config(profile), source.topic, sink.topics,
                     source.schema_id if source.format == "avro" else False, redis,
-                    profile.redis.prefix if profile.redis else "ctx", es)
+                    profile.redis.prefix if profile.redis else "ctx", es, lookup.readable if lookup else None)
     since_ms = int(time.time() * 1000) - args.since
     trace = tracer.trace(args.event_id, since_ms)
     if not trace.hops:

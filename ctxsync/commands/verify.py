@@ -22,6 +22,10 @@ check that its change stream (`ctx:changes:<model>`) holds the current version o
 and how long the oldest missing one has waited (lag). With an Elasticsearch endpoint, also check that
 every history record its connector has committed is a document in ES (looked up by its id).
 
+With privacy on (docs/security.md), the history names users by token and encrypts protected values: verify
+decrypts it with the profile's key store (it needs the master key) and compares clear values with the clear
+views of Redis and the views topic.
+
 Views still in flight (newer than the Redis connector's committed offset, or written while verify
 reads) and views whose Redis TTL has expired are counted, never reported as mismatches, and left out of
 the consistency ratio (consistent keys / judged keys). Exit 0 when everything matches, 1 on any mismatch.
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from ctxsync.io.kafka_io import check_reachable
     from ctxsync.io.view_writer import views_endpoint
     from ctxsync.errors import UsageError
+    from ctxsync.privacy_lookup import privacy_lookup
     from ctxsync.servers import running_endpoints
 
     if (args.metrics_port or args.count) and args.every is None:
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     es = es_client(profile.elasticsearch) if profile.elasticsearch is not None and not args.no_es else None
     redis_group = None if views_endpoint(profile) else REDIS_GROUP  # does the job write Redis itself?
     sources = Sources(config, topics.history, topics.views, redis_group, client, profile.redis.prefix,
-                      profile.redis.stream_maxlen, es, ES_GROUP)
+                      profile.redis.stream_maxlen, es, ES_GROUP, privacy_lookup(job, profile))
     ratio = serve_ratio(profile.metrics.host, args.metrics_port) if args.metrics_port else None
     checks = range(1) if args.every is None else itertools.count() if args.count is None else range(args.count)
     status = 0
@@ -126,7 +131,9 @@ def print_table(report: "VerifyReport") -> None:
     print(f"history: {report.history_records:,} records"
           + ("" if report.history_complete else " (INCOMPLETE: the topic no longer starts at offset 0, "
              "views of deleted records cannot be rebuilt)")
-          + (f", {len(report.unreadable_history)} unreadable" if report.unreadable_history else ""))
+          + (f", {len(report.unreadable_history)} unreadable" if report.unreadable_history else "")
+          + (f", {report.history_shredded:,} of erased users (data keys gone: not rebuilt)"
+             if report.history_shredded else ""))
     print(f"checked {report.keys_checked:,} {what}: {report.consistent:,} consistent, "
           f"{report.in_flight:,} in flight, {report.expired:,} expired (TTL), {len(report.findings):,} mismatches")
     counts = report.counts()

@@ -6,11 +6,15 @@ The export has one row per update that counts in event time (applied or stale: e
 Updates of one attribute at the same millisecond are settled by the larger eventId first, as the job does,
 so the ASOF match is deterministic. A value is JSON text (`"power"`, `0.5`, `true`); NULL when the
 attribute had no value then (never set, or deleted).
+
+With privacy on, the history names users by token: the command decrypts the values before the export (an
+authorized caller) and the export keeps the tokens, so the entities' clear ids are mapped to tokens in the
+join (`token`), never the other way round.
 """
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ import orjson
 
 from ctxsync.consistency.rebuild import EFFECTIVE, parse_history
 from ctxsync.errors import UsageError
+from transforms.privacy import TOKEN_PREFIX
 from transforms.settings import SyncSettings
 
 HISTORY_COLUMNS = {"userId": "VARCHAR", "category": "VARCHAR", "attribute": "VARCHAR", "ts": "BIGINT",
@@ -60,7 +65,7 @@ CREATE TEMP TABLE updates AS  -- one value per (user, attribute, ms): the larges
 FOUND_SQL = """
 CREATE TEMP TABLE found AS
     WITH wanted AS (
-        SELECT e._ctx_row, CAST(e.userId AS VARCHAR) AS userId,
+        SELECT e._ctx_row, {user} AS userId,
                epoch_ms(CAST(e."timestamp" AS TIMESTAMPTZ)) AS at_ms, a.attribute
         FROM entities e CROSS JOIN (SELECT DISTINCT attribute FROM updates) a)
     SELECT w._ctx_row, w.attribute, u.value
@@ -69,9 +74,20 @@ CREATE TEMP TABLE found AS
 """
 
 
-def pit_join(entities: Path, history_parquet: Path, out: Path) -> tuple[int, list[str]]:
+def names_tokens(history_parquet: Path) -> bool:
+    """Does the export name users by token (`pt:...`: exported from a profile with privacy on)?"""
+    import duckdb
+
+    found = duckdb.connect().execute("SELECT count(*) FROM read_parquet(?) WHERE starts_with(userId, ?)",
+                                     [str(history_parquet), TOKEN_PREFIX]).fetchone()
+    return bool(found and found[0])
+
+
+def pit_join(entities: Path, history_parquet: Path, out: Path, token: Callable[[str], str] | None = None
+             ) -> tuple[int, list[str]]:
     """Write `entities` plus one column per attribute (value as of each row's timestamp) to `out` (Parquet);
-    returns (rows, attribute columns)."""
+    returns (rows, attribute columns). `token`: the user id -> token mapping of an export that names users
+    by token (privacy on); the entities keep their clear ids."""
     import duckdb
 
     readers = {".csv": "read_csv_auto", ".parquet": "read_parquet"}
@@ -86,7 +102,11 @@ def pit_join(entities: Path, history_parquet: Path, out: Path) -> tuple[int, lis
         raise UsageError(f"{entities}: column(s) {', '.join(missing)} missing (found: {', '.join(columns)})")
     con.execute(ENTITIES_SQL.format(reader=reader), [str(entities)])
     con.execute(UPDATES_SQL, [str(history_parquet)])
-    con.execute(FOUND_SQL)
+    user = "CAST(e.userId AS VARCHAR)"
+    if token is not None:
+        con.create_function("ctx_token", token, [duckdb.sqltype("VARCHAR")], duckdb.sqltype("VARCHAR"))
+        user = f"ctx_token({user})"
+    con.execute(FOUND_SQL.format(user=user))
     attributes = [r[0] for r in con.execute("SELECT DISTINCT attribute FROM updates ORDER BY 1").fetchall()]
     taken = set(columns)
     names = {a: (a if a not in taken else f"ctx_{a}") for a in attributes}

@@ -31,6 +31,7 @@ from ctxsync.io.history_topic import HistoryRecord, read_history, topic_ends
 from ctxsync.io.kafka_io import partition_for, read_topic
 from ctxsync.io.kafka_positions import Offsets, committed_offsets
 from ctxsync.io.redis_views import stream_key, view_from_hash, view_key
+from ctxsync.privacy_lookup import Opened, PrivacyLookup
 from transforms.settings import SyncSettings
 
 MISSING, STALE, WRONG, EXTRA, BEHIND = "missing", "stale version", "wrong value", "extra", "stream behind"
@@ -77,6 +78,7 @@ class VerifyReport:
     history_records: int = 0
     history_complete: bool = True       # the history topic still starts at offset 0 on every partition
     unreadable_history: list[str] = field(default_factory=list)
+    history_shredded: int = 0           # privacy on: records of erased users (data key gone), not rebuilt
     keys_checked: int = 0
     consistent: int = 0
     in_flight: int = 0
@@ -123,6 +125,7 @@ class Sources:
     stream_maxlen: int = 10_000
     es: Any = None                      # an Elasticsearch client: also check the history documents
     es_group: str = ""
+    privacy: PrivacyLookup | None = None  # privacy on: the history names users by token, values encrypted
 
 
 def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample: int | None = None,
@@ -134,9 +137,14 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
     history_low, history_high = topic_ends(src.kafka_config, src.history_topic)
     report.history_complete = all(v == 0 for v in history_low.values())
     kept: list[HistoryRecord] = []
-    records = read_history(src.kafka_config, src.history_topic, history_high)
-    rebuilt = rebuild_views(_kept(records, kept) if src.es is not None else records, settings, user)
-    report.history_records, report.unreadable_history = rebuilt.records, rebuilt.unreadable
+    records: Iterable[HistoryRecord] = read_history(src.kafka_config, src.history_topic, history_high)
+    records = _kept(records, kept) if src.es is not None else records
+    shredded = Opened()
+    if src.privacy is not None:  # compare like with like: decrypted values, users by token until renamed below
+        records = src.privacy.open_history(records, shredded)
+    rebuilt = rebuild_views(records, settings, src.privacy.token(user) if src.privacy and user else user)
+    report.history_records, report.unreadable_history = rebuilt.records + shredded.shredded, rebuilt.unreadable
+    report.history_shredded = shredded.shredded
     topic = latest_views(src.kafka_config, src.views_topic, views_high, user)
     redis_done = committed_offsets(src.kafka_config, src.redis_group, src.views_topic, list(views_high)) \
         if src.redis_group else None
@@ -144,11 +152,16 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
     grown = {p for p, h in views_now.items() if h > views_high.get(p, 0)}
 
     expected = rebuilt.views
+    redis_only = None
+    if src.privacy is not None:  # rebuilt views name users by token; Redis and the views topic by clear id
+        redis_only = set() if sample is not None else _redis_only_keys(src, set(topic), user)
+        names = {v.view.get("userId") for v in topic.values()} | {k.partition(":")[2] for k in redis_only} | {user}
+        expected = src.privacy.clear_views(expected, names)
     keys = sorted(set(expected) | set(topic))
     if sample is not None and sample < len(keys):
         keys = sorted(random.Random(seed).sample(keys, sample))
     else:
-        keys += sorted(_redis_only_keys(src, set(keys), user))
+        keys += sorted(redis_only - set(keys) if redis_only is not None else _redis_only_keys(src, set(keys), user))
     now_ms = int(time.time() * 1000)
     redis_views = _read_redis(src, keys)
     in_stores: list[tuple[str, dict[str, Any]]] = []  # (key, view in Redis) of keys right in both stores

@@ -25,6 +25,7 @@ import orjson
 
 from ctxsync.errors import RuntimeFailure
 from ctxsync.io.kafka_io import RDKAFKA_LOG, TopicSpec, ensure_topics, producer, read_topic
+from transforms.privacy import is_encrypted
 from transforms.timestamps import format_iso_ms
 
 HEADER_OF, HEADER_ORIGIN, HEADER_ATTEMPT = "ctxsync-redrive-of", "ctxsync-origin", "ctxsync-redrive-attempt"
@@ -50,6 +51,13 @@ class DeadLetter:
     @property
     def origin(self) -> str:
         return str(self.record.get("origin", ""))
+
+    @property
+    def has_payload(self) -> bool:
+        """False when the original bytes are gone: kept encrypted under an erased user's deleted key (or
+        dropped at the erase), which nobody can re-drive."""
+        raw = self.record.get("raw")
+        return isinstance(raw, str) and not is_encrypted(raw)
 
     def payload(self) -> bytes:
         raw = str(self.record.get("raw", ""))
@@ -121,6 +129,7 @@ class RedriveResult:
     already: int = 0         # re-driven before: not sent again
     gave_up: int = 0         # chains at max_attempts
     not_input: int = 0       # connector dead letters (not events)
+    shredded: int = 0        # payload gone (privacy on, user erased): nothing to send
 
 
 def _oldest_first(letter: DeadLetter) -> tuple[int, int, int]:
@@ -144,6 +153,8 @@ def redrive(config: dict[str, Any], letters: list[DeadLetter], selection: Select
             result.not_input += 1
         elif letter.redriven_to:
             result.already += 1
+        elif not letter.has_payload:
+            result.shredded += 1
         elif letter.attempt >= max_attempts:
             result.gave_up += 1
         else:

@@ -32,6 +32,7 @@ from ctxsync.io.es_history import HISTORY_PREFIX, TRACE_FIELD, VIOLATIONS_INDEX,
 from ctxsync.io.kafka_io import read_topic
 from ctxsync.io.kafka_positions import offsets_for_time, partition_ends
 from ctxsync.io.redis_views import stream_key, view_from_hash, view_key
+from transforms.privacy import CIPHER_PREFIX
 from transforms.timestamps import parse_iso_ms
 
 INPUT, HISTORY, VIEWS, VIOLATIONS, DLQ = "input", "history", "views", "violations", "dlq"
@@ -127,11 +128,13 @@ class Tracer:
 
     def __init__(self, input_config: dict[str, Any], output_config: dict[str, Any], input_topic: str,
                  topics: Any, avro_schema_id: int | None | bool = False, redis: Any = None,
-                 redis_prefix: str = "ctx", es: Any = None) -> None:
+                 redis_prefix: str = "ctx", es: Any = None,
+                 readable: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.input_config, self.output_config = input_config, output_config
         self.input_topic, self.topics = input_topic, topics
         self.avro, self.schema_id = avro_schema_id is not False, avro_schema_id or None
         self.redis, self.prefix, self.es = redis, redis_prefix, es
+        self.readable = readable  # privacy on: decrypts a history record or dead letter (ctxsync/privacy_lookup.py)
 
     def trace(self, event_id: str, since_ms: int) -> Trace:
         result = Trace(event_id, since_ms)
@@ -143,8 +146,9 @@ class Tracer:
 
         def found(config: dict[str, Any], topic: str, prefilter: Callable[[bytes], bool],
                   keep: Callable[[dict[str, Any]], bool]) -> list[tuple[dict[str, Any], Found]]:
+            opened = self.readable or (lambda doc: doc)
             return [(doc, record) for record in scan_topic(config, topic, since_ms, prefilter)
-                    if isinstance(doc := _json(record.value), dict) and keep(doc)]
+                    if isinstance(doc := _json(record.value), dict) and keep(doc := opened(doc))]
 
         def same_id(doc: dict[str, Any]) -> bool:
             return doc.get("eventId") == event_id
@@ -169,7 +173,8 @@ class Tracer:
         for doc, record in found(self.output_config, self.topics.violations, lambda v: quoted in v, same_id):
             hops.append(Hop(VIOLATIONS, record.origin, record.timestamp_ms, _violation_note(doc), doc))
         for doc, record in found(self.output_config, self.topics.dlq,
-                                 lambda v: holds_needle(v) or b"base64" in v or any(o.encode() in v for o in origins),
+                                 lambda v: holds_needle(v) or b"base64" in v or any(o.encode() in v for o in origins)
+                                 or (self.readable is not None and CIPHER_PREFIX.encode() in v),
                                  lambda d: d.get("origin") in origins or _raw_holds(d, event_id)):
             hops.append(Hop(DLQ, record.origin, record.timestamp_ms, f"dead letter {doc.get('reason')} at stage "
                             f"{doc.get('stage')}, origin {doc.get('origin')}", doc))
@@ -244,6 +249,7 @@ class Tracer:
         for stage, index, doc_id, source in docs:
             source = dict(source)
             written = source.pop(TRACE_FIELD, None) or {}
+            source = self.readable(source) if self.readable else source
             note = _history_note(source) if stage == ES_HISTORY else _violation_note(source)
             if written.get("origin"):
                 note += f"; from {written['origin']}"
