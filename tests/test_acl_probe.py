@@ -331,3 +331,20 @@ def test_a_snapshot_restore_fans_out_only_granted_categories(applied, admin, tmp
     for model, granted in GRANTED.items():
         assert sorted(entry_categories(admin, stream_key("ctx", model))) == sorted(granted)
     assert sorted(entry_categories(admin, stream_key("ctx", "session-tracker"))) == sorted(CATEGORIES)
+
+
+def test_verify_expects_in_a_stream_only_what_its_grant_lets_through(applied, admin):  # noqa: F811
+    """`ctxsync verify` checks each target model's stream holds the current version of every view aimed at
+    it: once the fan-out filters by grants, a view of an ungranted category is not missing there."""
+    import time
+
+    from ctxsync.consistency.verify import Sources, _stream_lags
+
+    sink = RedisViewSink(admin)
+    in_stores = [(f"{c}:u{n}", sink.read(c, f"u{n}")) for n in (1, 2) for c in CATEGORIES]
+    lags, findings = _stream_lags(Sources({}, "h", "v", None, admin), in_stores, {}, int(time.time() * 1000))
+    by_model = {lag.model: lag for lag in lags}
+    for model, granted in GRANTED.items():
+        assert by_model[model].views == 2 * len(granted) and by_model[model].behind == 0
+    assert by_model["session-tracker"].views == 8 and by_model["session-tracker"].behind == 0
+    assert findings == []

@@ -30,7 +30,7 @@ from ctxsync.io.es_history import missing_documents
 from ctxsync.io.history_topic import HistoryRecord, read_history, topic_ends
 from ctxsync.io.kafka_io import partition_for, read_topic
 from ctxsync.io.kafka_positions import Offsets, committed_offsets
-from ctxsync.io.redis_views import stream_key, view_from_hash, view_key
+from ctxsync.io.redis_views import grant_allows, read_grants, stream_key, view_from_hash, view_key
 from ctxsync.privacy_lookup import Opened, PrivacyLookup
 from transforms.settings import SyncSettings
 
@@ -325,11 +325,14 @@ def _first_difference(want: dict[str, Any], got: dict[str, Any], path: str = "")
 
 def _stream_lags(src: Sources, in_stores: list[tuple[str, dict[str, Any]]], topic: dict[str, TopicView],
                  now_ms: int) -> tuple[list[StreamLag], list[Finding]]:
-    """Per target model: does its change stream hold the current version of every view aimed at it?"""
+    """Per target model: does its change stream hold the current version of every view aimed at it that its
+    grant lets it read (a change of another category is never appended: docs/security.md)?"""
+    grants = read_grants(src.redis, src.prefix)
     by_model: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for key, view in in_stores:
         for model in view["targetModels"]:
-            by_model.setdefault(model, []).append((key, view))
+            if grant_allows(grants, stream_key(src.prefix, model), view["category"]):
+                by_model.setdefault(model, []).append((key, view))
     lags, findings = [], []
     for model in sorted(by_model):
         name = stream_key(src.prefix, model)
