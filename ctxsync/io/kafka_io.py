@@ -161,13 +161,20 @@ def check_reachable(client_config: dict[str, Any], timeout_s: float = 10.0) -> N
                                      "is it running? `ctxsync dev up` starts the local one") from exc
 
 
-def refuse_unauthorized(error: Any) -> None:
-    """Raise a KafkaError that is a missing ACL (TOPIC_/GROUP_/..._AUTHORIZATION_FAILED): a topic the user may
-    not describe looks like an empty or missing one otherwise."""
-    from confluent_kafka import KafkaException
+def refuse_unauthorized(error: Any, topic: str) -> None:
+    """Raise a topic's KafkaError that is a missing ACL (TOPIC_/GROUP_/..._AUTHORIZATION_FAILED), naming the
+    topic: one the user may not describe looks like an empty or missing one otherwise."""
+    from confluent_kafka import KafkaError, KafkaException
 
     if error is not None and error.name().endswith("_AUTHORIZATION_FAILED"):
-        raise KafkaException(error)
+        raise KafkaException(KafkaError(error.code(), f"topic {topic}: {error.str()}"))
+
+
+def nominal_group_refused(error: Any) -> bool:
+    """An assign()-only consumer's GROUP_AUTHORIZATION_FAILED: confluent-kafka requires a group.id, librdkafka
+    looks up its coordinator, and a user without Describe on that group gets this error among the records; the
+    reads themselves need no group, so it is not a reason to stop (nor to grant ctxsync's helper groups)."""
+    return error.code() == error.GROUP_AUTHORIZATION_FAILED
 
 
 def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.0,
@@ -181,7 +188,7 @@ def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.
                          "enable.partition.eof": True})
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        refuse_unauthorized(metadata.error)
+        refuse_unauthorized(metadata.error, topic)
         parts = []
         for p in metadata.partitions:
             if starts is not None and p not in starts:
@@ -209,8 +216,8 @@ def read_topic(client_config: dict[str, Any], topic: str, timeout_s: float = 10.
                     if error.code() == error._PARTITION_EOF:
                         pending.discard(message.partition())
                         continue
-                    if error.code() == error.GROUP_AUTHORIZATION_FAILED:
-                        continue  # the nominal group's coordinator lookup: assign() reads without the group
+                    if nominal_group_refused(error):
+                        continue
                     raise RuntimeFailure(f"reading {topic}: {error}")
                 yield message
     finally:

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from ctxsync.errors import RuntimeFailure
-from ctxsync.io.kafka_io import retried
+from ctxsync.io.kafka_io import nominal_group_refused, refuse_unauthorized, retried
 
 Offsets = dict[int, int]  # partition -> offset
 # COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR: a fresh broker creates
@@ -29,12 +29,14 @@ def _consumer(client_config: dict[str, Any], group: str, **extra: Any) -> Any:
 
 
 def partition_ends(client_config: dict[str, Any], topic: str, timeout_s: float = 10.0) -> tuple[Offsets, Offsets]:
-    """(low, high) watermarks per partition of `topic`; KeyError if the topic does not exist."""
+    """(low, high) watermarks per partition of `topic`; KeyError if the topic does not exist, KafkaException
+    if the user may not describe it."""
     from confluent_kafka import TopicPartition
 
     consumer = _consumer(client_config, "ctxsync-watermarks")
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        refuse_unauthorized(metadata.error, topic)  # a topic the user may not describe is not a missing one
         if metadata.error is not None:
             raise KeyError(f"topic {topic}: {metadata.error}")
         low, high = {}, {}
@@ -102,6 +104,8 @@ def has_readable(client_config: dict[str, Any], topic: str, starts: Offsets, end
             for message in consumer.consume(100, timeout=0.2):
                 p, error = message.partition(), message.error()
                 if error is not None:
+                    if nominal_group_refused(error):
+                        continue
                     if error.code() != error._PARTITION_EOF:
                         raise RuntimeFailure(f"reading {topic}/{p}: {error}")
                     pending.pop(p, None)
