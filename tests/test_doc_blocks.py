@@ -169,6 +169,11 @@ def all_blocks() -> list[Block]:
 RUN = [b for b in all_blocks() if is_command_block(b) and b.marker is None and transcript(b)]
 
 
+def runs_flink(block: Block) -> bool:
+    """A step that runs a job on the default runner may start local Flink (the `flink` mark, as elsewhere)."""
+    return any(re.search(r"\bctxsync run \S+", s.command) and "--runner" not in s.command for s in transcript(block))
+
+
 def _key(block: Block) -> tuple[str, str]:
     return str(block.path.relative_to(ROOT)), block.lines[0] if block.lines else ""
 
@@ -196,7 +201,8 @@ def test_every_command_block_is_run_or_marked_illustrative():
     assert len(RUN) >= 3, "no transcript left to run"
 
 
-@pytest.mark.parametrize("block", RUN, ids=[b.where for b in RUN])
+@pytest.mark.parametrize("block", [pytest.param(b, marks=[pytest.mark.flink] if runs_flink(b) else [], id=b.where)
+                                   for b in RUN])
 def test_transcript_prints_what_the_doc_shows(block: Block, tmp_path: Path):
     for name in ("sample_data", "jobs.yaml"):
         (tmp_path / name).symlink_to(ROOT / name)
