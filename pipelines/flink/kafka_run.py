@@ -154,6 +154,8 @@ def _start_job(spec: KafkaJobSpec, job: Any, settings: Any, parallelism: int, st
 def _run_job(spec: KafkaJobSpec, job: Any, settings: Any, parallelism: int, state: Path, restore: str | None,
              source: _Input, base: Offsets, progress: Any) -> tuple[str, Offsets]:
     """Run the job until its input is covered (bounded) or it is interrupted; (savepoint, offsets then)."""
+    from confluent_kafka import KafkaException
+
     from pipelines.flink.control import JobFailed, stop_requests, stop_with_savepoint, watch
 
     # Ctrl-C from here on asks for a stop with a savepoint, also while Flink starts: a signal never
@@ -177,7 +179,10 @@ def _run_job(spec: KafkaJobSpec, job: Any, settings: Any, parallelism: int, stat
 
         def done() -> bool:
             nonlocal last
-            committed = source.committed()
+            try:
+                committed = source.committed()
+            except KafkaException:  # a broker failed and the group coordinator moves: no news this poll,
+                return False        # the job itself goes on (tests/test_broker_failure.py)
             ends = targets if bounded else committed  # unbounded: everything since the start counts
             covered = sum(max(min(committed[p], ends[p]) - base.get(p, 0), 0) for p in targets)
             progress.update(covered, "input records committed" if bounded else "committed (Ctrl-C stops with a savepoint)")
