@@ -13,8 +13,8 @@ import redis
 
 from ctxsync import cli
 from ctxsync.client import ContextClient, Credentials, from_urls
-from ctxsync.config import AccessSettings, ModelGrant, load_jobs
-from ctxsync.io.redis_acl import model_rules, model_users, stale_users
+from ctxsync.config import AccessSettings, ConfigError, ModelGrant, load_jobs
+from ctxsync.io.redis_acl import grants, model_rules, model_users, stale_users
 from ctxsync.io.redis_views import RedisViewSink, ViewWrite, ack_key, stream_key, view_key
 from tests.fixtures_tls import ADMIN, ADMIN_PASSWORD, RedisServer, acl_redis, admin_client  # noqa: F401
 from tests.helpers import SETTINGS
@@ -232,3 +232,11 @@ def test_missing_password_variable_or_non_admin_profile_is_one_line(tmp_path, ac
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "may not change ACL users" in err and "Traceback" not in err
     assert PASSWORDS["T_RISK_PW"] not in err
+
+
+def test_a_category_with_a_comma_cannot_be_granted():
+    access = AccessSettings(models={"a": ModelGrant(categories=["x,y"], password_env="A")})
+    with pytest.raises(ConfigError, match="category with ','"):
+        grants(access, "ctx")
+    assert grants(AccessSettings(models={"a": ModelGrant(categories=["x", "y"], password_env="A")}), "p") == \
+        {"p:changes:a": ",x,y,"}

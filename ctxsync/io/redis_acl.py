@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ctxsync.config import AccessSettings
+from ctxsync.config import AccessSettings, ConfigError
 from ctxsync.io.redis_views import ack_key, grant_value, high_water_key, stream_key
 
 # What ctxsync.client sends, by purpose (read it there before adding one: every command is a permission).
@@ -72,7 +72,11 @@ def model_rules(prefix: str, model: str, categories: tuple[str, ...]) -> tuple[s
 
 def grants(access: AccessSettings, prefix: str) -> dict[str, str]:
     """The fan-out's grants hash (redis_views.access_key): each granted model's change stream -> the
-    categories whose changes it may carry."""
+    categories whose changes it may carry (comma-delimited, so a category with a comma cannot be granted)."""
+    for model, grant in access.models.items():
+        if any("," in category for category in grant.categories):
+            raise ConfigError(f"access.models.{model}.categories: a category with ',' in its name cannot be "
+                              "granted (the fan-out's grant lists categories between commas)", "rename it")
     return {stream_key(prefix, model): grant_value(grant.categories) for model, grant in access.models.items()}
 
 
