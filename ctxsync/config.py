@@ -321,11 +321,20 @@ class ProfilePrivacy(_Strict):
         return self
 
 
+class SearchSettings(_Strict):
+    """A profile's `search:` section: which engine serves its `elasticsearch:` endpoint (docs/search.md). The
+    history's documents, ids and queries are the same on both; the client and one mapping type differ."""
+
+    engine: Literal["elasticsearch", "opensearch"] = Field(default="elasticsearch", description="the "
+                                                           "history's search engine: Elasticsearch 8 or OpenSearch 2")
+
+
 class Profile(_Strict):
     source: Endpoint | KafkaSourceEndpoint = Field(discriminator="type")
     sink: Endpoint | KafkaSinkEndpoint = Field(discriminator="type")
     redis: RedisEndpoint | None = None
     elasticsearch: ElasticsearchEndpoint | None = None
+    search: SearchSettings = Field(default_factory=SearchSettings)
     state_dir: str | None = Field(default=None, description="where Kafka runs keep the savepoint and input "
                                   "position the next run continues from; default: $CTXSYNC_HOME/state or "
                                   "~/.cache/ctxsync/state")

@@ -1,7 +1,8 @@
 """An OpenSearch node from Maven Central jars: resolved once into ctxsync's cache, laid out as an OpenSearch home.
 
 `deploy/opensearch/pom.xml` names the server (`org.opensearch:opensearch`) and the modules a node needs here:
-`transport-netty4` (HTTP and transport), `analysis-common` (analyzers) and `lang-painless` (scripts).
+`transport-netty4` (HTTP and transport), `analysis-common` (analyzers), `lang-painless` (scripts) and
+`reindex` (delete by query, which `ctxsync erase` uses).
 `ctxsync/maven_dist.py` copies them with their dependencies, flat, into `<ctxsync home>/opensearch/<version>/libs`.
 The node's bootstrap loads modules only from `$OPENSEARCH_HOME/modules/<name>/` (one class loader each, with a
 `plugin-descriptor.properties`), and refuses a module class that is also on the server's class path (jar hell),
@@ -44,6 +45,10 @@ MODULES = (
     # it extends lang-painless (its painless whitelist for analysis scripts), as in the distribution
     Module("analysis-common", "org.opensearch.analysis.common.CommonAnalysisPlugin", ("analysis-common-*.jar",),
            ("lang-painless",)),
+    # _delete_by_query / _update_by_query / _reindex (and the REST client that remote reindex uses)
+    Module("reindex", "org.opensearch.index.reindex.ReindexPlugin",
+           ("reindex-client-*.jar", "opensearch-rest-client-*.jar", "httpclient-*.jar", "httpasyncclient-*.jar",
+            "httpcore-*.jar", "commons-codec-*.jar", "commons-logging-*.jar"), ("lang-painless",)),
 )
 # The modules are OpenSearch's own code, trusted as the server is: the same grant the server's policy gives
 # its own jars, instead of copying each module's hand-written list of permissions.

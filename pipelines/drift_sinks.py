@@ -13,6 +13,7 @@ from typing import Any
 
 from ctxsync.errors import RuntimeFailure
 from ctxsync.io.es_history import EsBulkWriter, EsDoc, Rejected
+from ctxsync.io.search import as_backend
 
 DRIFT_INDEX = "context-drift"
 DRIFT_TOPIC = "context.drift"
@@ -42,8 +43,7 @@ def drift_doc(record: dict[str, Any], origin: str) -> EsDoc:
 
 def ensure_drift_index(client: Any) -> None:
     """Create the index with its mapping unless it exists (a concurrent creator is fine)."""
-    if not client.indices.exists(index=DRIFT_INDEX):
-        client.options(ignore_status=400).indices.create(index=DRIFT_INDEX, mappings=DRIFT_MAPPINGS)
+    as_backend(client).ensure_index(DRIFT_INDEX, DRIFT_MAPPINGS)
 
 
 def publish_to_es(client: Any, records: Iterable[dict[str, Any]], origin: str) -> tuple[int, list[Rejected]]:

@@ -85,6 +85,7 @@ def _read_records(path: Path) -> list[dict]:
 
 def _publish(args: argparse.Namespace, records: list[dict]) -> int:
     from ctxsync.io.clients import es_client, kafka_config
+    from ctxsync.io.search import ENGINES
     from pipelines.drift_sinks import DRIFT_INDEX, DRIFT_TOPIC, publish_to_es, publish_to_kafka
 
     profile = profile_from_args(args) if FROM_PROFILE in (args.kafka, args.es) else None
@@ -94,7 +95,8 @@ def _publish(args: argparse.Namespace, records: list[dict]) -> int:
         print(f"{sent} drift records -> Kafka {config['bootstrap.servers']} topic {DRIFT_TOPIC}")
     if args.es is not None:
         endpoint = profile.elasticsearch if args.es == FROM_PROFILE else ElasticsearchEndpoint(hosts=args.es)
-        written, rejected = publish_to_es(es_client(endpoint), records, str(args.drift))
+        engine = profile.search.engine if profile else ENGINES[0]  # a bare --es URL: Elasticsearch's API
+        written, rejected = publish_to_es(es_client(endpoint, engine), records, str(args.drift))
         print(f"{written} drift records -> Elasticsearch {endpoint.hosts} index {DRIFT_INDEX}")
         for r in rejected:
             print(f"  rejected {r.doc.id}: {r.error_type}: {r.reason}", file=sys.stderr)

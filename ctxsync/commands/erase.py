@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctxsync.config import resolve_job, resolve_profile
-    from ctxsync.io.clients import es_client, kafka_config, kafka_sink, kafka_source, redis_client
+    from ctxsync.io.clients import kafka_config, kafka_sink, kafka_source, redis_client, search_client
     from ctxsync.io.erasure import erase_elasticsearch, erase_redis, send
     from ctxsync.io.es_history import HISTORY_PREFIX, VIOLATIONS_INDEX
     from ctxsync.io.kafka_io import check_reachable, producer
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"  redis           {views} views deleted, {entries} change-stream entries deleted")
     if profile.elasticsearch is not None:
         names = [user] + ([token] if token else [])
-        history, violations = erase_elasticsearch(es_client(profile.elasticsearch), names, categories,
+        history, violations = erase_elasticsearch(search_client(profile), names, categories,
                                                   HISTORY_PREFIX + "*", VIOLATIONS_INDEX)
         lines.append(f"  elasticsearch   {history} history documents, {violations} violation documents deleted")
     tombstones = [(sink.topics.views, f"{category}:{user}".encode(), None) for category in categories]

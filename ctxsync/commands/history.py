@@ -18,12 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "profile's master key.\n\nexamples:\n"
                                    "  ctxsync history --user user-00042\n"
                                    "  ctxsync history --user user-00042 --attr segment --since 2026-11-24T08:00:00Z\n"
-                                   "  ctxsync history --user user-00042 --model risk-model --json --limit 50",
+                                   "  ctxsync history --user user-00042 --model risk-model --json --limit 50\n"
+                                   "  ctxsync history --user user-00042 --session sess-7 --profile local-opensearch",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--user", required=True, help="userId")
     p.add_argument("--since", metavar="T", type=iso_time_ms, help="only events at or after T (ISO-8601 with a zone, e.g. 2026-11-24T08:00:00Z)")
     p.add_argument("--attr", metavar="A", help="only events that touched attribute A")
     p.add_argument("--model", metavar="M", help="only events from source.modelId M")
+    p.add_argument("--session", metavar="S", help="only events of contextDelta.sessionId S (not with privacy on: "
+                   "session ids are encrypted in the history)")
     p.add_argument("--limit", type=positive_int, default=1000, help="at most this many events (default 1000)")
     p.add_argument("--json", action="store_true", help="print the history records as JSON lines")
     add_profile_args(p, "Elasticsearch")
@@ -32,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctxsync.config import resolve_job
-    from ctxsync.io.clients import es_client
+    from ctxsync.io.clients import search_client
     from ctxsync.io.es_history import search_history
     from ctxsync.privacy_lookup import privacy_lookup
 
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     lookup = privacy_lookup(resolve_job(args.jobs, args.job, []), profile)
     since = format_iso_ms(args.since) if args.since is not None else None
     user = lookup.token(args.user) if lookup else args.user  # privacy on: the history names users by token
-    records = search_history(es_client(profile.elasticsearch), user, since, args.attr, args.model, args.limit)
+    records = search_history(search_client(profile), user, since, args.attr, args.model, args.limit,
+                             args.session)
     if lookup:  # an authorized reader sees clear values (a record of an erased user stays as it is)
         records = [lookup.readable(r) for r in records]
     if not records:

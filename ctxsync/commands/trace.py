@@ -46,7 +46,7 @@ def _duration(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctxsync.io.clients import es_client, kafka_config, kafka_sink, kafka_source, redis_client
+    from ctxsync.io.clients import kafka_config, kafka_sink, kafka_source, redis_client, search_client
     from ctxsync.io.kafka_io import check_reachable
     from ctxsync.config import resolve_job
     from ctxsync.observe.trace import Tracer
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     redis = redis_client(profile.redis) if profile.redis else None
     if redis is not None:
         redis.ping()
-    es = es_client(profile.elasticsearch) if profile.elasticsearch else None
+    es = search_client(profile) if profile.elasticsearch else None
     lookup = privacy_lookup(resolve_job(args.jobs, args.job, []), profile)  # privacy on: records shown decrypted
     tracer = Tracer(input_config, kafka_config(profile), source.topic, sink.topics,
                     source.schema_id if source.format == "avro" else False, redis,

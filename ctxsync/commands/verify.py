@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctxsync.config import resolve_job, resolve_profile
     from ctxsync.consistency.verify import Sources, verify
-    from ctxsync.io.clients import es_client, kafka_config, kafka_sink, redis_client
+    from ctxsync.io.clients import kafka_config, kafka_sink, redis_client, search_client
     from ctxsync.io.connectors import ES_GROUP, REDIS_GROUP
     from ctxsync.io.kafka_io import check_reachable
     from ctxsync.io.view_writer import views_endpoint
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     check_reachable(config)
     client = redis_client(profile.redis)
     client.ping()
-    es = es_client(profile.elasticsearch) if profile.elasticsearch is not None and not args.no_es else None
+    es = search_client(profile) if profile.elasticsearch is not None and not args.no_es else None
     redis_group = None if views_endpoint(profile) else REDIS_GROUP  # does the job write Redis itself?
     sources = Sources(config, topics.history, topics.views, redis_group, client, profile.redis.prefix,
                       profile.redis.stream_maxlen, es, ES_GROUP, privacy_lookup(job, profile))

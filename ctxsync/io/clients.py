@@ -71,8 +71,15 @@ def _redis_tls(endpoint: RedisEndpoint) -> dict[str, Any]:
     return options
 
 
-def es_client(endpoint: ElasticsearchEndpoint | None) -> Any:
-    from elasticsearch import Elasticsearch
+def search_client(profile: Profile) -> Any:
+    """The client of the profile's history endpoint, for the engine its `search.engine` names."""
+    return es_client(profile.elasticsearch, profile.search.engine)
+
+
+def es_client(endpoint: ElasticsearchEndpoint | None, engine: str = "elasticsearch") -> Any:
+    """An `elasticsearch` client, or with engine `opensearch` an `opensearch-py` one (the Elasticsearch client
+    refuses other servers); either goes behind ctxsync.io.search.as_backend."""
+    from ctxsync.io.search import elasticsearch, opensearch
 
     if endpoint is None:
         raise ConfigError("this profile has no `elasticsearch:` endpoint")
@@ -84,4 +91,5 @@ def es_client(endpoint: ElasticsearchEndpoint | None) -> Any:
         options["basic_auth"] = (endpoint.username, password)
     if endpoint.ca_location:
         options["ca_certs"] = endpoint.ca_location
-    return Elasticsearch([h.strip() for h in endpoint.hosts.split(",") if h.strip()], **options)
+    hosts = [h.strip() for h in endpoint.hosts.split(",") if h.strip()]
+    return (opensearch if engine == "opensearch" else elasticsearch).connect(hosts, options)

@@ -445,7 +445,7 @@ def elasticsearch_connector(kafka_config: dict[str, Any], es_client: Any, topics
 
 def profile_connectors(profile: Any, which: tuple[str, ...] = ("redis", "elasticsearch")) -> dict[str, SinkConnector]:
     """The connectors of a resolved profile (ctxsync.config.resolve_profile), by name."""
-    from ctxsync.io.clients import es_client, kafka_config, kafka_sink, redis_client
+    from ctxsync.io.clients import kafka_config, kafka_sink, redis_client, search_client
 
     config, topics = kafka_config(profile), kafka_sink(profile).topics
     connectors: dict[str, SinkConnector] = {}
@@ -454,7 +454,7 @@ def profile_connectors(profile: Any, which: tuple[str, ...] = ("redis", "elastic
         connectors["redis"] = redis_connector(config, redis_client(endpoint), endpoint.prefix,
                                               endpoint.stream_maxlen, topics.views, topics.dlq)
     if "elasticsearch" in which:
-        connectors["elasticsearch"] = elasticsearch_connector(config, es_client(profile.elasticsearch),
+        connectors["elasticsearch"] = elasticsearch_connector(config, search_client(profile),
                                                               (topics.history, topics.violations), topics.dlq)
     return connectors
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ctxsync.io.redis_views import floor_key, stream_key, view_key
+from ctxsync.io.search import as_backend
 
 
 def erase_redis(client: Any, prefix: str, user_id: str, categories: Iterable[str]) -> tuple[int, int]:
@@ -33,12 +34,10 @@ def erase_elasticsearch(client: Any, names: list[str], categories: Iterable[str]
     """(history documents, violation documents) deleted: history by contextDelta.userId, violations by
     their aggregate keys, for each of the user's `names` (clear id, token)."""
     keys = [f"{category}:{name}" for category in categories for name in names]
-    history = client.delete_by_query(index=history_index, query={"terms": {"contextDelta.userId": names}},
-                                     refresh=True, conflicts="proceed", allow_no_indices=True,
-                                     ignore_unavailable=True)
-    violations = client.delete_by_query(index=violations_index, query={"terms": {"key": keys}}, refresh=True,
-                                        conflicts="proceed", allow_no_indices=True, ignore_unavailable=True)
-    return int(history.get("deleted", 0)), int(violations.get("deleted", 0))
+    backend = as_backend(client)  # Elasticsearch or OpenSearch
+    history = backend.delete_by_query(history_index, {"terms": {"contextDelta.userId": names}})
+    violations = backend.delete_by_query(violations_index, {"terms": {"key": keys}})
+    return history, violations
 
 
 def send(producer: Any, records: list[tuple[str, bytes, bytes | None]], timeout_s: float = 30.0) -> list[Any]:

@@ -1,4 +1,4 @@
-"""Elasticsearch history sink: monthly indices `context-history-YYYY.MM`, violations in
+"""History sink on Elasticsearch or OpenSearch (ctxsync/io/search: one backend per engine): monthly indices `context-history-YYYY.MM`, violations in
 `context-violations`, bulk `create` with a deterministic `_id` per accepted record (see `record_id`) so a
 re-delivered record never duplicates a document and no accepted event is ever merged into another.
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ctxsync.errors import RuntimeFailure
+from ctxsync.io.search import TransientError, as_backend
 from transforms.timestamps import format_iso_ms
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ _KEYWORD = {"type": "keyword"}
 _DATE = {"type": "date"}
 
 # dynamic: false keeps unknown fields in _source without indexing them, so an event's extra fields can
-# never cause a mapping conflict; `updates` is flattened (attribute names are open-ended, values mixed).
+# never cause a mapping conflict; `updates` is flattened (attribute names are open-ended, values mixed):
+# `flattened` on Elasticsearch, `flat_object` on OpenSearch (history_mappings), the one difference.
 HISTORY_MAPPINGS: dict[str, Any] = {
     "dynamic": False,
     "properties": {
@@ -59,11 +61,18 @@ VIOLATIONS_MAPPINGS: dict[str, Any] = {
 }
 
 
-def history_template(shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+def history_mappings(open_object_type: str = "flattened") -> dict[str, Any]:
+    """HISTORY_MAPPINGS with `contextDelta.updates` typed for the engine (flattened | flat_object)."""
+    delta = HISTORY_MAPPINGS["properties"]["contextDelta"]
+    updated = {"properties": {**delta["properties"], "updates": {"type": open_object_type}}}
+    return {**HISTORY_MAPPINGS, "properties": {**HISTORY_MAPPINGS["properties"], "contextDelta": updated}}
+
+
+def history_template(shards: int = 1, replicas: int = 0, open_object_type: str = "flattened") -> dict[str, Any]:
     """The composable index template body for the monthly history indices."""
     return {"index_patterns": [HISTORY_PREFIX + "*"], "priority": 100,
             "template": {"settings": {"number_of_shards": shards, "number_of_replicas": replicas},
-                         "mappings": HISTORY_MAPPINGS},
+                         "mappings": history_mappings(open_object_type)},
             "_meta": {"owner": "ctxsync", "contract": "v1"}}
 
 
@@ -75,9 +84,10 @@ def violations_template(shards: int = 1, replicas: int = 0) -> dict[str, Any]:
 
 
 def install_templates(client: Any, shards: int = 1, replicas: int = 0) -> None:
-    """Create or update both index templates (idempotent)."""
-    client.indices.put_index_template(name=TEMPLATE_NAME, **history_template(shards, replicas))
-    client.indices.put_index_template(name=VIOLATIONS_TEMPLATE_NAME, **violations_template(shards, replicas))
+    """Create or update both index templates (idempotent), on either engine."""
+    backend = as_backend(client)
+    backend.put_index_template(TEMPLATE_NAME, history_template(shards, replicas, backend.open_object_type))
+    backend.put_index_template(VIOLATIONS_TEMPLATE_NAME, violations_template(shards, replicas))
 
 
 def history_index(timestamp: str) -> str:
@@ -131,10 +141,6 @@ def violation_doc(record: dict[str, Any], origin: str) -> EsDoc:
     return EsDoc(VIOLATIONS_INDEX, record_id(record), record, origin)
 
 
-class TransientError(Exception):
-    """Elasticsearch is unreachable or overloaded; retried with backoff."""
-
-
 class EsBulkWriter:
     """Bulk `create` with retries: returns the permanently rejected documents, never drops any."""
 
@@ -185,26 +191,15 @@ class EsBulkWriter:
 
     def refresh(self) -> None:
         """Make the written documents searchable now (history and violations indices)."""
-        self.client.indices.refresh(index=f"{HISTORY_PREFIX}*,{VIOLATIONS_INDEX}*", ignore_unavailable=True,
-                                    allow_no_indices=True)
+        as_backend(self.client).refresh(f"{HISTORY_PREFIX}*,{VIOLATIONS_INDEX}*")
 
     def _bulk(self, docs: list[EsDoc]) -> list[dict[str, Any]]:
-        from elasticsearch import ApiError, ConnectionError as EsConnectionError, ConnectionTimeout
-
         operations: list[dict[str, Any]] = []
         written = {"indexedAt": format_iso_ms(int(time.time() * 1000))}
         for doc in docs:
             operations.append({"create": {"_index": doc.index, "_id": doc.id}})
             operations.append({**doc.source, TRACE_FIELD: {**written, "origin": doc.origin}})
-        try:
-            response = self.client.bulk(operations=operations)
-        except (EsConnectionError, ConnectionTimeout) as exc:
-            raise TransientError(f"connection failed: {exc}") from exc
-        except ApiError as exc:
-            if exc.status_code == 429 or exc.status_code >= 500:
-                raise TransientError(f"HTTP {exc.status_code}: {exc}") from exc
-            raise
-        return list(response["items"])
+        return as_backend(self.client).bulk(operations)
 
 
 def _reason(error: dict[str, Any]) -> str:
@@ -222,18 +217,21 @@ def missing_documents(client: Any, records: Iterable[tuple[str, dict[str, Any]]]
     for origin, record in records:
         by_index[history_index(record["timestamp"])].append((record_id(record), origin))
     missing = []
+    backend = as_backend(client)
     for index, pairs in sorted(by_index.items()):
         for start in range(0, len(pairs), 1000):
             chunk = pairs[start:start + 1000]
-            found = client.mget(index=index, ids=[doc_id for doc_id, _ in chunk], source=False)["docs"]
+            found = backend.mget(index, [doc_id for doc_id, _ in chunk])
             missing.extend(origin for (_, origin), doc in zip(chunk, found) if not doc.get("found"))
     return missing
 
 
 def search_history(client: Any, user: str, since: str | None = None, attribute: str | None = None,
-                   model: str | None = None, size: int = 1000) -> list[dict[str, Any]]:
+                   model: str | None = None, size: int = 1000, session: str | None = None) -> list[dict[str, Any]]:
     """An analyst's timeline: the user's accepted events, oldest first, optionally filtered."""
     filters: list[dict[str, Any]] = [{"term": {"contextDelta.userId": user}}]
+    if session:
+        filters.append({"term": {"contextDelta.sessionId": session}})
     if since:
         filters.append({"range": {"timestamp": {"gte": since}}})
     if model:
@@ -244,6 +242,7 @@ def search_history(client: Any, user: str, since: str | None = None, attribute: 
             {"exists": {"field": f"contextDelta.updates.{attribute}"}},
         ], "minimum_should_match": 1}})
     hits: list[dict[str, Any]] = []
+    backend = as_backend(client)
     search_after = None
     while len(hits) < size:
         body: dict[str, Any] = {"query": {"bool": {"filter": filters}},
@@ -251,7 +250,7 @@ def search_history(client: Any, user: str, since: str | None = None, attribute: 
                                 "size": min(500, size - len(hits))}
         if search_after is not None:
             body["search_after"] = search_after
-        page = client.search(index=HISTORY_PREFIX + "*", ignore_unavailable=True, allow_no_indices=True, **body)
+        page = backend.search(HISTORY_PREFIX + "*", body)
         batch = page["hits"]["hits"]
         if not batch:
             break

@@ -32,6 +32,7 @@ from ctxsync.io.es_history import HISTORY_PREFIX, TRACE_FIELD, VIOLATIONS_INDEX,
 from ctxsync.io.kafka_io import read_topic
 from ctxsync.io.kafka_positions import offsets_for_time, partition_ends
 from ctxsync.io.redis_views import stream_key, view_from_hash, view_key
+from ctxsync.io.search import as_backend
 from transforms.privacy import CIPHER_PREFIX
 from transforms.timestamps import parse_iso_ms
 
@@ -227,23 +228,20 @@ class Tracer:
     def _es_hops(self, result: Trace) -> None:
         """The documents of the history and violation records found on the topics, fetched by id (a real-time
         GET: seen before the index refreshes), plus any others a search by eventId finds."""
-        from elasticsearch import NotFoundError
-
+        es = as_backend(self.es)
         wanted = [(ES_HISTORY, history_index(h.record["timestamp"]), record_id(h.record)) for h in result.hops
                   if h.stage == HISTORY and h.record] + \
                  [(ES_VIOLATIONS, VIOLATIONS_INDEX, record_id(h.record)) for h in result.hops
                   if h.stage == VIOLATIONS and h.record]
         docs = []
         for stage, index, doc_id in wanted:
-            try:
-                found = self.es.get(index=index, id=doc_id)
-            except NotFoundError:
+            found = es.get(index, doc_id)
+            if found is None:
                 continue
             docs.append((stage, found["_index"], found["_id"], found["_source"]))
         seen = {doc_id for _, _, doc_id, _ in docs}
         for stage, index in ((ES_HISTORY, HISTORY_PREFIX + "*"), (ES_VIOLATIONS, VIOLATIONS_INDEX)):
-            page = self.es.search(index=index, ignore_unavailable=True, allow_no_indices=True, size=100,
-                                  query={"term": {"eventId": result.event_id}})
+            page = es.search(index, {"size": 100, "query": {"term": {"eventId": result.event_id}}})
             docs += [(stage, hit["_index"], hit["_id"], hit["_source"]) for hit in page["hits"]["hits"]
                      if hit["_id"] not in seen]
         for stage, index, doc_id, source in docs:
