@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator,
+    BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator,
+    model_validator,
 )
 
 from ctxsync.config_yaml import YamlLimitError, compose_bounded, read_bounded
@@ -224,6 +225,9 @@ class KafkaSourceEndpoint(_Strict):
     format: Literal["json", "avro"] = "json"
     schema_id: int | None = Field(default=None, ge=0, le=_INT32_MAX,
                                   description="Avro: accept only this Confluent schema id")
+    registry: str | None = Field(default=None, description="Avro: schema registry URL (Confluent API, e.g. "
+                                 "${dev:registry}) that resolves each record's writer schema by its id; "
+                                 "default: the shipped schema writes every id")
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
 
 
@@ -280,17 +284,27 @@ class ElasticsearchEndpoint(_Strict):
     verify_certs: bool = True
 
 
+def _port_off(value: Any) -> Any:
+    """YAML reads `off` as false: that, and null, mean no endpoint."""
+    return None if value is False else value
+
+
+Port = Annotated[Annotated[int, Field(ge=0, le=65535)] | None, BeforeValidator(_port_off)]
+
+
 class MetricsEndpoints(_Strict):
     """Where the running job and the connectors expose Prometheus metrics (docs/observability.md).
 
-    Ports are fixed per profile so that Prometheus, `ctxsync signals` and the Grafana dashboard find them
-    without discovery; 0 turns an endpoint off."""
+    A fixed port lets Prometheus and the Grafana dashboard find an endpoint without discovery; 0 takes a free
+    port at start (two jobs or several connector copies never collide) and announces it where `ctxsync
+    signals` finds it (ctxsync/observe/announce.py); `off` (or null) serves none."""
 
     host: str = Field(default="127.0.0.1", description="interface the endpoints bind to and are scraped on")
-    job_port: int = Field(default=9249, ge=0, le=65535, description="Flink's Prometheus reporter (the job)")
-    connector_ports: dict[str, Annotated[int, Field(ge=0, le=65535)]] = Field(
+    job_port: Port = Field(default=9249, description="Flink's Prometheus reporter (the job); 0 = a free port, "
+                           "off = none")
+    connector_ports: dict[str, Port] = Field(
         default_factory=lambda: {"redis": 9251, "elasticsearch": 9252},
-        description="connector kind -> port of its `ctxsync connect` process")
+        description="connector kind -> port of its `ctxsync connect` process; 0 = a free port, off = none")
 
 
 class AuditSettings(_Strict):

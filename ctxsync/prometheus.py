@@ -22,7 +22,8 @@ VERIFY_PORT = 9253  # where `ctxsync verify --every ... --metrics-port 9253` ser
 
 
 def profile_targets(metrics: Any, verify_port: int = VERIFY_PORT) -> dict[str, list[str]]:
-    """Scrape job -> `host:port` targets of a profile's MetricsEndpoints (ports 0 are off, so left out)."""
+    """Scrape job -> `host:port` targets of a profile's fixed MetricsEndpoints (ports off, and ports 0 that
+    are chosen at start and announced for `ctxsync signals` only, are left out)."""
     host, targets = metrics.host, {}
     if metrics.job_port:
         targets["ctxsync-job"] = [f"{host}:{metrics.job_port}"]

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ctxsync.generate import GeneratorOptions, generate_lines
 from ctxsync.io.kafka_io import producer
 from ctxsync.metric_names import JOB_METRICS, job_series
+from ctxsync.observe.announce import announcements
 from ctxsync.config import Profile
 from pipelines.reference import read_lines, run_reference
 from tests.fixtures_prometheus import prometheus  # noqa: F401
@@ -78,18 +79,26 @@ def test_kafka_job_exposes_job_metrics_to_prometheus(servers, unique, monkeypatc
 
     prefix = f"metrics{unique}"
     job, config = prepare(servers, monkeypatch, prefix)
-    port = free_port()
     data = job.profiles["local"].model_dump()
     data["source"]["bounded"] = False
-    data["metrics"] = {"host": "127.0.0.1", "job_port": port, "connector_ports": {"redis": 0, "elasticsearch": 0}}
+    # port 0: the job takes a free port and announces it (ctxsync/observe/announce.py), as signals finds it
+    data["metrics"] = {"host": "127.0.0.1", "job_port": 0, "connector_ports": {"redis": None, "elasticsearch": None}}
     job = job.model_copy(update={"profiles": {**job.profiles, "local": Profile.model_validate(data)}})
     want, users = expected(events_file, job.settings.to_settings())
     sent = replay(events_file, producer(config), f"{prefix}.events", ReplayFilter()).sent
     assert sent == sum(want.outcomes().values())
-    prom = prometheus({"ctxsync-job": [f"127.0.0.1:{port}"]})
 
     running = start_local(job, tmp_path, servers)
     try:
+        def announced_port() -> int | None:
+            mine = [a for a in announcements("context-sync", "local") if a.pid == running.pid]
+            assert running.poll() is None, running.communicate()[1][-3000:]
+            return int(mine[0].url.rsplit(":", 1)[1].split("/")[0]) if mine else None
+
+        wait_for(lambda: announced_port() is not None, "the job to announce its metrics port", timeout_s=120)
+        port = announced_port()
+        assert port
+        prom = prometheus({"ctxsync-job": [f"127.0.0.1:{port}"]})
         series: Series = {}
 
         def counted() -> bool:
@@ -134,6 +143,7 @@ def test_kafka_job_exposes_job_metrics_to_prometheus(servers, unique, monkeypatc
     finally:
         running.send_signal(signal.SIGINT)
         finish(running)  # stopped with a savepoint, exit 0
+    assert not [a for a in announcements("context-sync", "local") if a.pid == running.pid]  # withdrawn at exit
 
 
 def test_beam_runner_reports_the_same_job_metrics(tmp_path):

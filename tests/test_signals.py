@@ -18,9 +18,10 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ctxsync import cli
-from ctxsync.config import Profile, resolve_job
+from ctxsync.config import MetricsEndpoints, Profile, resolve_job
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer
 from ctxsync.metric_names import CONNECTOR_METRICS, JOB_METRICS, job_series
+from ctxsync.observe.announce import announce, announced, directory
 from ctxsync.observe.render import lines
 from ctxsync.observe.scrape import JOB, Endpoint, endpoints, scrape, scrape_all
 from ctxsync.observe.signals import compute, histogram_quantile
@@ -177,11 +178,45 @@ def test_an_endpoint_that_is_down_is_reported_not_raised(job_endpoint):
     assert status.down == ["elasticsearch"] and status.interval_s == 0.0
 
 
-def test_profile_endpoints_skip_ports_that_are_off():
+def test_profile_endpoints_skip_ports_that_are_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXSYNC_HOME", str(tmp_path))
     job = resolve_job(ROOT / "jobs.yaml", "context-sync", [])
-    metrics = job.profiles["local"].metrics.model_copy(update={"job_port": 0})
-    assert [e.name for e in endpoints(metrics)] == ["elasticsearch", "redis"]
-    assert endpoints(metrics)[0].url == f"http://127.0.0.1:{metrics.connector_ports['elasticsearch']}/metrics"
+    metrics = job.profiles["local"].metrics.model_copy(update={"job_port": None})
+    assert [e.name for e in endpoints(metrics, "context-sync", "local")] == ["elasticsearch", "redis"]
+    assert endpoints(metrics, "context-sync", "local")[0].url == \
+        f"http://127.0.0.1:{metrics.connector_ports['elasticsearch']}/metrics"
+
+
+def test_ports_chosen_at_start_are_found_where_they_were_announced_and_only_while_their_process_lives(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXSYNC_HOME", str(tmp_path))
+    metrics = MetricsEndpoints.model_validate({"job_port": 0, "connector_ports": {"redis": 0, "elasticsearch": False}})
+    assert metrics.connector_ports["elasticsearch"] is None and metrics.job_port == 0  # YAML `off` reads as false
+    assert endpoints(metrics, "context-sync", "local") == []  # nothing running has announced a port yet
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with announced("context-sync", "local", "job", "http://127.0.0.1:41001/metrics"):
+            announce("context-sync", "local", "redis", "http://127.0.0.1:41002/metrics")
+            other = announce_as(sleeper.pid, "context-sync", "local", "redis", "http://127.0.0.1:41003/metrics")
+            announce("other-job", "local", "redis", "http://127.0.0.1:41004/metrics")
+            found = endpoints(metrics, "context-sync", "local")
+            assert [e.url[-14:] for e in found] == [":41001/metrics", ":41002/metrics", ":41003/metrics"]
+            assert found[0].name == "job" and {e.name for e in found[1:]} == {f"redis@{os.getpid()}",
+                                                                             f"redis@{sleeper.pid}"}
+            sleeper.kill()
+            sleeper.wait()
+            assert [e.name for e in endpoints(metrics, "context-sync", "local")] == ["job", "redis"]
+            assert not other.exists()  # the dead copy's announcement is removed, not shown as down forever
+        assert [e.name for e in endpoints(metrics, "context-sync", "local")] == ["redis"]
+    finally:
+        sleeper.kill()
+
+
+def announce_as(pid: int, job: str, profile: str, name: str, url: str):
+    """An announcement as process `pid` would have written it (announce() always names the caller)."""
+    target = directory(job, profile) / f"{name}-{pid}.json"
+    target.write_text(json.dumps({"name": name, "url": url, "pid": pid}))
+    return target
 
 
 def jobs_file(tmp_path, job_port: int, connector_ports: dict[str, int], job=None, profile: str = "embedded"):
@@ -213,14 +248,19 @@ def test_command_shows_a_snapshot_text_and_json(tmp_path, job_endpoint, connecto
     assert "\x1b[31m" in capsys.readouterr().out  # the down endpoint and the 487.5 ms p95 are red
 
 
-def test_command_fails_in_one_line_when_nothing_answers(tmp_path, capsys):
+def test_command_fails_in_one_line_when_nothing_answers(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CTXSYNC_HOME", str(tmp_path))
     path = jobs_file(tmp_path, free_port(), {"redis": free_port()})
     assert cli.main(["signals", "--profile", "embedded", "--jobs", str(path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ctxsync signals: no metrics endpoint answers (job http://127.0.0.1:")
-    off = jobs_file(tmp_path, 0, {})
+    off = jobs_file(tmp_path, None, {})
     assert cli.main(["signals", "--profile", "embedded", "--jobs", str(off)]) == 2
     assert "every metrics endpoint off" in capsys.readouterr().err
+    chosen = jobs_file(tmp_path, 0, {})
+    assert cli.main(["signals", "--profile", "embedded", "--jobs", str(chosen)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing running announced a metrics endpoint" in err[0]
 
 
 def test_watch_redraws_in_place_until_interrupted(tmp_path, job_endpoint):
@@ -254,11 +294,10 @@ def test_signals_of_running_connectors_and_a_job_that_is_not_running(
     prefix = f"sig{unique}"
     job, config = prepare(servers, monkeypatch, prefix)
     ensure_topics(config, [TopicSpec(f"{prefix}.{kind}", 2) for kind in ("views", "history", "violations", "dlq")])
-    redis_port = free_port()
-    path = jobs_file(tmp_path, free_port(), {"redis": redis_port, "elasticsearch": redis_port + 1},
-                     job=job, profile="local")
+    monkeypatch.setenv("CTXSYNC_HOME", str(tmp_path / "home"))  # where the connectors announce their ports
+    path = jobs_file(tmp_path, free_port(), {"redis": 0, "elasticsearch": 0}, job=job, profile="local")
     connector = subprocess.Popen([sys.executable, "-m", "ctxsync.cli", "connect", "all", "--profile", "local",
-                                  "--jobs", str(path), "--metrics-port", str(redis_port)], cwd=ROOT,
+                                  "--jobs", str(path)], cwd=ROOT,
                                  env={**os.environ, "CTXSYNC_DEV_DIR": str(servers.run_dir)},
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -279,16 +318,18 @@ def test_signals_of_running_connectors_and_a_job_that_is_not_running(
             code = cli.main(args + ["--json"])
             data = json.loads(capsys.readouterr().out or "{}")
             written = {name: c["records"].get("written") for name, c in data.get("connectors", {}).items()}
-            if code == 0 and written == {"redis": 5, "elasticsearch": 5}:
+            # lag is refreshed every 5 s for the partitions the group assigned: it may follow the writes
+            lagging = {(lag["connector"], lag["topic"]) for lag in data.get("lag", [])}
+            if code == 0 and written == {"redis": 5, "elasticsearch": 5} and \
+                    lagging >= {("redis", f"{prefix}.views"), ("elasticsearch", f"{prefix}.history")}:
                 break
-            assert time.monotonic() < deadline and connector.poll() is None, (code, data, connector.stderr)
+            assert time.monotonic() < deadline and connector.poll() is None, (code, data)
             time.sleep(0.5)
-        assert data["down"] == ["job"]
-        assert {(lag["connector"], lag["topic"]) for lag in data["lag"]} >= {("redis", f"{prefix}.views"),
-                                                                             ("elasticsearch", f"{prefix}.history")}
+        assert data["down"] == ["job"] and (data["job"], data["profile"]) == ("context-sync", "local")
         assert cli.main(args) == 0
         text = capsys.readouterr().out
         assert "job DOWN (connection refused)" in text and "redis up" in text and "elasticsearch up" in text
+        assert "job context-sync  profile local" in text.splitlines()[0]
         assert re.search(r"^redis +\S+ +5 +0 +0 ", text, re.M) and re.search(r"^elasticsearch +\S+ +5 ", text, re.M)
     finally:
         connector.send_signal(signal.SIGINT)

@@ -50,7 +50,7 @@ def events(unique: str) -> list[dict]:
 def local_without_metrics(job):
     """The test's job with its metrics endpoints off: fixed ports must not clash between test runs."""
     data = job.profiles["local"].model_dump()
-    data["metrics"] = {"host": "127.0.0.1", "job_port": 0, "connector_ports": {}}
+    data["metrics"] = {"host": "127.0.0.1", "job_port": None, "connector_ports": {}}
     return job.model_copy(update={"profiles": {**job.profiles, "local": Profile.model_validate(data)}})
 
 

@@ -20,14 +20,15 @@ HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "signals", help="live signals of the running job and connectors (throughput, latency, lag, DLQ)",
-        description="Scrape the Prometheus endpoints of the running job (Flink's reporter, "
+        description="Scrape the Prometheus endpoints of the running job --job (Flink's reporter, "
                     "metrics.job_port of the profile, default 9249) and of the connectors "
                     "(metrics.connector_ports, default redis 9251, elasticsearch 9252) twice, --interval "
                     "apart, and show: throughput (events/s), views emitted, event lag p95, ordering "
                     "violations, conflicts, dead letters by reason, per connector records/s and p95 "
                     "propagation latency (source event time -> applied in Redis / indexed in ES; red above "
                     "the 100 ms target), consumer lag per partition, dead-letter topic growth, and which "
-                    "endpoints are down.\n\n"
+                    "endpoints are down. Ports set to 0 in the profile are chosen when the job or connector "
+                    "starts and found where it announced them ($CTXSYNC_HOME/metrics/<job>/<profile>/).\n\n"
                     "Exit 1 when no endpoint answers (nothing is running, or metrics are off in the profile).\n\n"
                     "examples:\n"
                     "  ctxsync signals                       # one snapshot, two scrapes 1 s apart\n"
@@ -59,17 +60,21 @@ def _interval(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     from ctxsync.observe.render import lines
-    from ctxsync.observe.scrape import endpoints, scrape_all
+    from ctxsync.observe.scrape import endpoints, has_endpoints, scrape_all
     from ctxsync.observe.signals import compute
 
     profile = profile_from_args(args)
-    targets = endpoints(profile.metrics)
+    if not has_endpoints(profile.metrics):
+        raise UsageError(f"job {args.job!r} profile {args.profile!r} has every metrics endpoint off",
+                         "set metrics.job_port / metrics.connector_ports in jobs.yaml (a port, or 0 for a free one)")
+    targets = endpoints(profile.metrics, args.job, args.profile)
     if not targets:
-        raise UsageError(f"profile {args.profile!r} has every metrics endpoint off (port 0)",
-                         "set metrics.job_port / metrics.connector_ports in jobs.yaml")
+        raise RuntimeFailure(f"job {args.job!r} profile {args.profile!r}: nothing running announced a metrics "
+                             "endpoint (its ports are 0: chosen at start)",
+                             f"start it: `ctxsync run {args.job} --profile {args.profile}` or `ctxsync connect`")
     interval = args.interval or (2.0 if args.watch else 1.0)
     color = not args.json and (args.color == "always" or (args.color == "auto" and sys.stdout.isatty()))
-    title = f"ctxsync signals  profile {args.profile}"
+    title = f"ctxsync signals  job {args.job}  profile {args.profile}"
 
     before = scrape_all(targets, args.timeout)
     if not args.watch:
@@ -80,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(interval)
         status = compute(before, scrape_all(targets, args.timeout))
         if args.json:
-            print(json.dumps({"at": _now(), **status.to_json()}))
+            print(json.dumps({"at": _now(), "job": args.job, "profile": args.profile, **status.to_json()}))
         else:
             print("\n".join(lines(status, f"{title}  {_now()}", color)))
         return 0
@@ -94,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
             status = compute(before, after)
             before = after
             if args.json:
-                print(json.dumps({"at": _now(), **status.to_json()}), flush=True)
+                print(json.dumps({"at": _now(), "job": args.job, "profile": args.profile, **status.to_json()}),
+                      flush=True)
             else:
                 _redraw(lines(status, f"{title}  {_now()}  (Ctrl-C to leave)", color))
     finally:

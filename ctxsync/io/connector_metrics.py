@@ -62,6 +62,7 @@ class ConnectorMetrics:
         self._next_refresh = 0.0
         self._dlq_partitions: list[int] | None = None
         self._server: Any = None
+        self.port: int | None = None  # bound by serve()
 
     def after_batch(self, batch: list[Any], stats: Any) -> None:
         """Observe one written batch: outcome counts (ConnectorStats deltas), write time, propagation."""
@@ -131,7 +132,8 @@ class ConnectorMetrics:
             self._server, _ = start_http_server(port, host, self.registry)
         except OSError as exc:
             raise RuntimeFailure(f"cannot serve {self.connector} connector metrics on {host}:{port}: {exc}",
-                                 "pick another port with --metrics-port, or 0 to turn metrics off") from exc
+                                 "pick another port with --metrics-port, 0 for a free one, or off") from exc
+        self.port = self._server.server_port  # the one bound: port 0 takes a free one
 
     def close(self) -> None:
         if self._server is not None:
@@ -140,12 +142,14 @@ class ConnectorMetrics:
             self._server = None
 
 
-def serve_metrics(connectors: dict[str, Any], host: str, ports: dict[str, int]) -> list[ConnectorMetrics]:
-    """Give each connector whose port (by kind) is not 0 its metrics, served on host:port; close() them."""
+def serve_metrics(connectors: dict[str, Any], host: str,
+                  ports: dict[str, int | None]) -> list[ConnectorMetrics]:
+    """Give each connector with a port (by kind; 0 = a free one) its metrics, served on host:port; close()
+    them."""
     served: list[ConnectorMetrics] = []
     try:
         for kind, connector in connectors.items():
-            if ports.get(kind):
+            if ports.get(kind) is not None:
                 metrics = ConnectorMetrics(kind)
                 metrics.serve(host, ports[kind])
                 served.append(metrics)

@@ -7,6 +7,7 @@ ones that answer.
 from __future__ import annotations
 
 import time
+from collections import Counter
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import NamedTuple
 from prometheus_client.parser import text_string_to_metric_families
 
 from ctxsync.config import MetricsEndpoints
+from ctxsync.observe.announce import announcements
 
 JOB = "job"
 
@@ -42,10 +44,23 @@ class Scrape:
         return self.error is None
 
 
-def endpoints(metrics: MetricsEndpoints) -> list[Endpoint]:
-    """The profile's endpoints that are on (port > 0): the job first, then the connectors by name."""
+def endpoints(metrics: MetricsEndpoints, job: str, profile: str) -> list[Endpoint]:
+    """The profile's fixed ports (the job first, then the connectors by name), then what running processes
+    announced for this job and profile (ports chosen at start: 0 in the profile), each URL once. A kind
+    announced by several copies is named `kind@pid` for each."""
     ports = [(JOB, metrics.job_port)] + sorted(metrics.connector_ports.items())
-    return [Endpoint(name, f"http://{metrics.host}:{port}/metrics") for name, port in ports if port > 0]
+    found = [Endpoint(name, f"http://{metrics.host}:{port}/metrics") for name, port in ports if port]
+    live = announcements(job, profile)
+    copies = Counter(a.name for a in live)
+    urls = {e.url for e in found}
+    found += [Endpoint(a.name if copies[a.name] == 1 else f"{a.name}@{a.pid}", a.url)
+              for a in live if a.url not in urls]
+    return found
+
+
+def has_endpoints(metrics: MetricsEndpoints) -> bool:
+    """Whether the profile serves any endpoint at all (a port, fixed or chosen at start)."""
+    return metrics.job_port is not None or any(p is not None for p in metrics.connector_ports.values())
 
 
 def parse(text: str) -> list[Sample]:

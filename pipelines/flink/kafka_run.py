@@ -219,11 +219,8 @@ def run_kafka_profile(job_name: str, job: Any, profile_name: str, parallelism: i
                       fresh: bool = False, with_connectors: bool = True) -> KafkaRunResult:
     """Run the profile's Kafka job from where the last run stopped (or from the start: `fresh`), then
     (bounded) or alongside (unbounded) the Redis and Elasticsearch connectors."""
-    from ctxsync.config import resolve_profile, sync_settings
-    from ctxsync.io.clients import kafka_config, kafka_sink
-    from ctxsync.io.connectors import profile_connectors, run_all
-    from ctxsync.io.kafka_io import RECORD_LIMIT, TopicSpec, check_reachable, ensure_topics
-    from ctxsync.servers import running_endpoints
+    from ctxsync.config import resolve_profile
+    from ctxsync.servers import free_port, running_endpoints
 
     profile = resolve_profile(job.profiles[profile_name], profile_name, running_endpoints())
     # the job's metrics for Prometheus on the profile's port, or a free one announced for `ctxsync signals`
@@ -240,7 +237,7 @@ def _run(job_name: str, job: Any, profile: Any, profile_name: str, parallelism: 
     from ctxsync.config import sync_settings
     from ctxsync.io.clients import kafka_config, kafka_sink
     from ctxsync.io.connectors import profile_connectors, run_all
-    from ctxsync.io.kafka_io import RECORD_LIMIT, TopicSpec, check_reachable, ensure_topics, topic_ends
+    from ctxsync.io.kafka_io import RECORD_LIMIT, TopicSpec, check_reachable, ensure_topics
 
     spec = job_spec(profile, job_name)
     config, sink = kafka_config(profile), kafka_sink(profile)
