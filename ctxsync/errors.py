@@ -118,7 +118,7 @@ def _kafka_refused(exc: BaseException) -> CtxsyncError | None:
     if not (_is(exc, "cimpl", "KafkaException") or _is(exc, "confluent_kafka", "KafkaException")):
         return None
     error = exc.args[0] if exc.args else None
-    if not (callable(getattr(error, "name", None)) and callable(getattr(error, "str", None))):
+    if error is None or not (callable(getattr(error, "name", None)) and callable(getattr(error, "str", None))):
         return None
     name, said = error.name(), _first_line(error.str())
     if name in ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED"):

@@ -128,7 +128,7 @@ def create_acls(admin_config: dict[str, Any], principal: str, grants: Iterable[G
         AclBinding(ResourceType[kind], name, ResourcePatternType[pattern], principal, "*", AclOperation[op],
                    AclPermissionType.ALLOW)
         for kind, name, pattern, op in grants))
-    admin = AdminClient(admin_config)  # kept referenced until the futures resolve (else they fail _DESTROY)
+    admin = AdminClient({**admin_config, "log_level": 3})  # kept referenced until the futures resolve (else they fail _DESTROY)
     futures = admin.create_acls(bindings, request_timeout=timeout_s)
     for binding, future in futures.items():
         try:

@@ -6,6 +6,7 @@ unrelated "wrong" CA). The users are written into the metadata log when the stor
 (`StorageTool format --add-scram`), the ACLs are created by the admin user through the SASL_SSL listener, and
 the topics are created by the admin too, so no ctxsync role needs CREATE. Roles and what they may do:
 - JOB reads the input topic, commits its group, writes the outputs transactionally (prefix TXN_PREFIX);
+- JOB_NO_TXN has JOB's ACLs but those on the transactional ids (a job that cannot commit its writes);
 - MODEL writes the input topic and reads the violations topic; OTHER_MODEL has no ACL at all;
 - REDIS_CONNECTOR / ES_CONNECTOR read their topics, commit their groups, write the DLQ;
 - OPERATOR (replay, verify, trace, dlq, drift-report) reads every topic, writes the input (replay) and the
@@ -28,11 +29,14 @@ from ctxsync.kafka_security import (
     scram_format_args,
 )
 from ctxsync.servers import LocalServers, free_port
+from pipelines.drift_sinks import DRIFT_TOPIC
 from tests.fixtures_tls import Tls, make_tls
 
 PREFIX = "sec"
-TOPICS = {kind: f"{PREFIX}.{kind}" for kind in ("events", "views", "history", "violations", "dlq", "drift")}
+TOPICS = {**{kind: f"{PREFIX}.{kind}" for kind in ("events", "views", "history", "violations", "dlq")},
+          "drift": DRIFT_TOPIC}  # drift-report --kafka writes this fixed topic
 JOB_GROUP = f"{PREFIX}-job"
+NO_TXN_GROUP = f"{PREFIX}-job-no-txn"
 TXN_PREFIX = f"{PREFIX}-txn"
 
 ADMIN = ScramUser("ctxsync-admin", "admin-Scram-9k2")
@@ -42,7 +46,8 @@ OTHER_MODEL = ScramUser("model-recommender", "other-Scram-3Zp")
 REDIS_CONNECTOR = ScramUser("ctxsync-redis-connector", "redis-conn-Scram-8Lw")
 ES_CONNECTOR = ScramUser("ctxsync-es-connector", "es-conn-Scram-2Mx")
 OPERATOR = ScramUser("ctxsync-operator", "operator-Scram-5Rb")
-USERS = (ADMIN, JOB, MODEL, OTHER_MODEL, REDIS_CONNECTOR, ES_CONNECTOR, OPERATOR)
+JOB_NO_TXN = ScramUser("ctxsync-job-no-txn", "job-no-txn-Scram-6Hd")  # the job's ACLs but the transactional ids
+USERS = (ADMIN, JOB, MODEL, OTHER_MODEL, REDIS_CONNECTOR, ES_CONNECTOR, OPERATOR, JOB_NO_TXN)
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,11 @@ def _grants() -> dict[ScramUser, list]:
     t = TOPICS
     outputs = [t["views"], t["history"], t["violations"], t["dlq"]]
     return {
-        JOB: job_acls(t["events"], JOB_GROUP, outputs, TXN_PREFIX),
+        # `ctxsync run` runs the Elasticsearch connector in its own process, with the job's user
+        JOB: [*job_acls(t["events"], JOB_GROUP, outputs, TXN_PREFIX),
+              *connector_acls([t["history"], t["violations"], t["dlq"]], ES_GROUP, t["dlq"])],
+        JOB_NO_TXN: [grant for grant in job_acls(t["events"], NO_TXN_GROUP, outputs, TXN_PREFIX)
+                     if grant[0] != "TRANSACTIONAL_ID"],
         MODEL: model_acls(t["events"], [t["violations"]]),
         REDIS_CONNECTOR: connector_acls([t["views"]], REDIS_GROUP, t["dlq"]),
         ES_CONNECTOR: connector_acls([t["history"], t["violations"], t["dlq"]], ES_GROUP, t["dlq"]),

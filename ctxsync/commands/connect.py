@@ -68,14 +68,19 @@ def _port(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ctxsync.io.connector_metrics import serve_metrics
+    from ctxsync.io.clients import kafka_config
     from ctxsync.io.connectors import profile_connectors, run_all
+    from ctxsync.io.kafka_io import check_reachable, check_topics_authorized
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     if args.verbose:
         logging.getLogger("ctxsync.io.connectors").setLevel(logging.DEBUG)
     profile = profile_from_args(args)
     which = ("redis", "elasticsearch") if args.target == "all" else (args.target,)
+    config = kafka_config(profile)
+    check_reachable(config)  # a refused login or certificate: one line now, not retries for ever
     connectors = profile_connectors(profile, which)
+    check_topics_authorized(config, sorted({topic for c in connectors.values() for topic in c.topics}))
     ports: dict[str, int | None]
     if args.metrics_port is None:
         ports = {} if args.until_caught_up else dict(profile.metrics.connector_ports)

@@ -144,7 +144,8 @@ def check_reachable(client_config: dict[str, Any], timeout_s: float = 10.0) -> N
 
     bootstrap = client_config.get("bootstrap.servers", "?")
     reported: list[Any] = []
-    admin = AdminClient({**client_config, "logger": RDKAFKA_LOG, "error_cb": reported.append})
+    # its log would say the same as the one line, again and again (`ctxsync connect` shows librdkafka's log)
+    admin = AdminClient({**client_config, "logger": RDKAFKA_LOG, "log_level": 0, "error_cb": reported.append})
     refused_codes = {getattr(KafkaError, name) for name in REFUSED}
     deadline = time.monotonic() + timeout_s
     while True:
@@ -168,6 +169,16 @@ def refuse_unauthorized(error: Any, topic: str) -> None:
 
     if error is not None and error.name().endswith("_AUTHORIZATION_FAILED"):
         raise KafkaException(KafkaError(error.code(), f"topic {topic}: {error.str()}"))
+
+
+def check_topics_authorized(client_config: dict[str, Any], topics: list[str], timeout_s: float = 10.0) -> None:
+    """Raise for the first topic the user may not describe: a full metadata listing leaves such topics out,
+    so a caller that looks for its topics there would call them missing."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({**client_config, "logger": RDKAFKA_LOG})
+    for topic in topics:
+        refuse_unauthorized(admin.list_topics(topic, timeout=timeout_s).topics[topic].error, topic)
 
 
 def nominal_group_refused(error: Any) -> bool:
