@@ -24,6 +24,7 @@ redrive  after a fix (schema, setting, producer), send the selected dead letters
          lists what would be re-driven and writes nothing (no record, no ledger entry). With privacy on,
          payloads are stored encrypted: show and redrive decrypt them with the profile's key store (the
          master key is needed), and a dead letter whose user was erased has no payload left to re-drive.
+         A payload of a user erased after it happened (`ctxsync erase`) is never sent back, privacy on or off.
 
 --since/--until select by when the record was dead-lettered (its Kafka timestamp, UTC).
 
@@ -58,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from ctxsync.commands.profile_args import profile_from_args
     from ctxsync.config import resolve_job
     from ctxsync.privacy_lookup import privacy_lookup
-    from ctxsync.io.clients import kafka_config, kafka_sink, kafka_source
+    from ctxsync.io.clients import kafka_config, kafka_sink, kafka_source, redis_client
     from ctxsync.io.dead_letters import Selection, read_dead_letters, redrive, summarize
+    from ctxsync.io.erase_record import EraseRecord, erased_events
     from ctxsync.io.history_topic import topic_ends
     from ctxsync.io.kafka_io import check_reachable
 
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     topic_ends(config, topics.dlq)  # a missing topic: one line pointing at the job
     selection = Selection(args.reason, args.since, args.until)
     letters = read_dead_letters(config, topics.dlq)
-    lookup = privacy_lookup(resolve_job(args.jobs, args.job, []), profile)
+    lookup = privacy_lookup(resolve_job(args.jobs, args.job, []), profile) if args.action != "list" else None
     if lookup:  # privacy on: raw and detail are encrypted; re-drive and show the original bytes
         for letter in letters:
             letter.record = lookup.readable(letter.record)
@@ -101,14 +103,16 @@ def run(args: argparse.Namespace) -> int:
             if letter.redriven_to:
                 print(f"  re-driven to {letter.redriven_to}")
         return 0 if chosen else 1
+    erased = erased_events(EraseRecord(redis_client(profile.redis), profile.redis.prefix)) if profile.redis else None
     result = redrive(config, letters, selection, kafka_source(profile).topic, topics.dlq, args.max_attempts,
-                     args.dry_run, args.limit)
+                     args.dry_run, args.limit, erased)
     verb = "would re-drive" if args.dry_run else "re-drove"
     left = f" (--limit {args.limit}; {result.left:,} more selected)" if result.left else ""
     print(f"{verb} {len(result.sent):,} dead letters to {kafka_source(profile).topic}{left}; skipped: "
           f"{result.already:,} re-driven before, {result.gave_up:,} at {args.max_attempts} attempts, "
           f"{result.not_input:,} from the connectors (not events)"
-          + (f", {result.shredded:,} whose payload is gone (user erased)" if result.shredded else ""))
+          + (f", {result.shredded:,} whose payload is gone (user erased)" if result.shredded else "")
+          + (f", {result.erased:,} of users erased after them (never sent back)" if result.erased else ""))
     for letter in result.sent:  # every one: this is what was sent, and what the ledger holds
         target = f" -> {letter.redriven_to}" if letter.redriven_to else ""
         print(f"  {letter.position} ({letter.reason}, attempt {letter.attempt + 1}){target}")

@@ -10,15 +10,20 @@ from ctxsync.errors import RuntimeFailure, UsageError
 
 DESCRIPTION = """\
 Erase one user (right to erasure), in this order:
-  1. key store (privacy on): the user's data key is deleted (crypto-shredding: what the append-only
+  1. the erase record (Redis hash <prefix>:erased, privacy on or off): from now on every writer refuses
+     the user's data from before now (the job, the Redis view script, the Elasticsearch writer, dlq
+     redrive, replay, snapshot restore), whenever it comes by again: events still queued, a re-drive, a
+     replay, a --fresh run, a restore from an older savepoint or snapshot; verify counts the user as erased
+  2. key store (privacy on): the user's data key is deleted (crypto-shredding: what the append-only
      history and dead-letter topics hold of the user, encrypted under that key, can no longer be read)
-     and an erase marker is left, so events of the user from before now are dropped if they are ever
-     processed again (a restore from an older savepoint, a replay, a --fresh run)
-  2. the job: a signed erase command on the input topic, keyed like the user's events; the running job
+     and an erase marker is left
+  3. the job: a signed erase command on the input topic, keyed like the user's events; the running job
      (or the next run) drops the user's state and publishes a tombstone for each of the user's views
-  3. Redis: the user's views and their entries in every model's change stream
-  4. Elasticsearch: the user's history and violation documents
-  5. the compacted views topic: a tombstone per category (compaction then removes the older views)
+  4. Redis: the user's views, their entries in every model's change stream, and their entries in the
+     change feeds' bookkeeping of acknowledged versions (<prefix>:changes:<model>:acked:<group>, and the
+     :seen:<group> hashes of older releases)
+  5. Elasticsearch: the user's history and violation documents
+  6. the compacted views topic: a tombstone per category (compaction then removes the older views)
 What it cannot erase: the raw events in the input topic (until its retention expires), the history and
 dead-letter topics when privacy is off (they hold the user in clear), backups and snapshots, and copies
 that consumers made (docs/security.md, Erase).
@@ -39,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctxsync.config import resolve_job, resolve_profile
     from ctxsync.io.clients import kafka_config, kafka_sink, kafka_source, redis_client, search_client
+    from ctxsync.io.erase_record import EraseRecord
     from ctxsync.io.erasure import erase_elasticsearch, erase_redis, send
     from ctxsync.io.es_history import HISTORY_PREFIX, VIOLATIONS_INDEX
     from ctxsync.io.kafka_io import check_reachable, producer
@@ -55,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if profile.source.type != "kafka":
         raise UsageError(f"profile {args.profile!r} has no servers: its output files are yours to delete",
                          "erase works on Kafka profiles (local, prod)")
+    if profile.redis is None:
+        raise UsageError(f"profile {args.profile!r} has no redis: erase keeps its record there",
+                         "give the profile a redis endpoint")
     source, sink = kafka_source(profile), kafka_sink(profile)
     config = kafka_config(profile)
     check_reachable(config)
@@ -68,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
 
     lines = [f"erased user {user!r} at {format_iso_ms(at_ms)} (profile {args.profile}"
              + (f", token {token})" if token else ", privacy off)")]
+    redis = redis_client(profile.redis)
+    record = EraseRecord(redis, profile.redis.prefix)
+    record.add([user] + ([token] if token else []), at_ms)
+    lines.append(f"  erase record    {record.key}: the user's data from before {format_iso_ms(at_ms)} is refused "
+                 "by every writer from now on")
     if store is not None and token is not None:
         had_key = store.erase(token, at_ms)
         lines.append(f"  key store       data key {'deleted' if had_key else 'absent (nothing was encrypted for the user)'}"
@@ -83,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeFailure(f"the erase command could not be sent to {source.topic}: {exc}") from None
     lines.append(f"  job             erase command sent to {source.topic} (partition {sent.partition()}, "
                  f"offset {sent.offset()}): the job drops the user's state when it reads it")
-    if profile.redis is not None:
-        views, entries = erase_redis(redis_client(profile.redis), profile.redis.prefix, user, categories)
-        lines.append(f"  redis           {views} views deleted, {entries} change-stream entries deleted")
+    views, entries, seen = erase_redis(redis, profile.redis.prefix, user, categories)
+    lines.append(f"  redis           {views} views deleted, {entries} change-stream entries deleted, "
+                 f"{seen} change-feed bookkeeping entries deleted")
     if profile.elasticsearch is not None:
         names = [user] + ([token] if token else [])
         history, violations = erase_elasticsearch(search_client(profile), names, categories,

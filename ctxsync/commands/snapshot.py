@@ -13,10 +13,10 @@ create   write every view (from Redis, or with --from-topic from the compacted v
          the views topic's offsets the snapshot covers (from Redis: the Redis connector's committed ones).
 list     the snapshots in DIR, oldest first.
 restore  check the checksum, write the snapshot's views into an empty Redis (TTLs kept as absolute
-         expiry times, views expired since skipped, each view added to its target models' change
-         streams), point the Redis connector at the snapshot's offsets and replay context.views from
-         there: Redis ends equal to one that was never lost. Stop the Redis connector first (restore
-         moves its committed offsets).
+         expiry times, views expired since and views of users erased since skipped, each view added
+         to its target models' change streams), point the Redis connector at the snapshot's offsets
+         and replay context.views from there: Redis ends equal to one that was never lost. Stop the
+         Redis connector first (restore moves its committed offsets).
 
 examples:
   ctxsync snapshot create                        # from the local profile's Redis into .ctxsync/snapshots
@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ctxsync.io.clients import kafka_config, kafka_sink, redis_client
     from ctxsync.io.connectors import REDIS_GROUP, redis_connector
+    from ctxsync.io.erase_record import EraseRecord, ErasedViews
     from ctxsync.io.kafka_io import check_reachable
 
     profile = profile_from_args(args)
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     prefix = profile.redis.prefix
     if args.action == "create":
         if args.from_topic:
-            m = snap.create_from_topic(config, topics.views, args.dir, args.name)
+            m = snap.create_from_topic(config, topics.views, args.dir, args.name,
+                                       ErasedViews(EraseRecord(client, prefix)))
         else:
             m = snap.create_from_redis(client, prefix, config, topics.views, REDIS_GROUP, args.dir, args.name)
         print(f"snapshot {m.name}: {m.views:,} views from {m.source}, {m.bytes / 1e6:.2f} MB, "
@@ -86,10 +88,12 @@ def run(args: argparse.Namespace) -> int:
     if name not in {m.name for m in found}:
         raise RuntimeFailure(f"no snapshot {name!r} in {args.dir}", "`ctxsync snapshot list` shows them")
     started = time.monotonic()
+    erased = ErasedViews(EraseRecord(client, prefix))
     manifest, written, expired = snap.restore(client, prefix, args.dir, name, args.force,
-                                                 profile.redis.stream_maxlen)
+                                                 profile.redis.stream_maxlen, erased)
     loaded = time.monotonic() - started
-    print(f"restored {written:,} views from {name} ({expired:,} expired since, skipped) in {loaded:.2f} s")
+    print(f"restored {written:,} views from {name} ({expired:,} expired since, {erased.refused:,} of users "
+          f"erased since, skipped) in {loaded:.2f} s")
     if args.no_replay:
         return 0
     snap.rewind_connector(config, REDIS_GROUP, manifest)

@@ -27,8 +27,9 @@ decrypts it with the profile's key store (it needs the master key) and compares 
 views of Redis and the views topic.
 
 Views still in flight (newer than the Redis connector's committed offset, or written while verify
-reads) and views whose Redis TTL has expired are counted, never reported as mismatches, and left out of
-the consistency ratio (consistent keys / judged keys). Exit 0 when everything matches, 1 on any mismatch.
+reads), views whose Redis TTL has expired and the views of users erased since (`ctxsync erase`: their
+history is not rebuilt) are counted, never reported as mismatches, and left out of the consistency ratio
+(consistent keys / judged keys). Exit 0 when everything matches, 1 on any mismatch.
 
 examples:
   ctxsync verify                              # the local profile (`ctxsync dev up`)
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from ctxsync.consistency.verify import Sources, verify
     from ctxsync.io.clients import kafka_config, kafka_sink, redis_client, search_client
     from ctxsync.io.connectors import ES_GROUP, REDIS_GROUP
+    from ctxsync.io.erase_record import EraseRecord
     from ctxsync.io.kafka_io import check_reachable
     from ctxsync.io.view_writer import views_endpoint
     from ctxsync.errors import UsageError
@@ -89,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     es = search_client(profile) if profile.elasticsearch is not None and not args.no_es else None
     redis_group = None if views_endpoint(profile) else REDIS_GROUP  # does the job write Redis itself?
     sources = Sources(config, topics.history, topics.views, redis_group, client, profile.redis.prefix,
-                      profile.redis.stream_maxlen, es, ES_GROUP, privacy_lookup(job, profile))
+                      profile.redis.stream_maxlen, es, ES_GROUP, privacy_lookup(job, profile),
+                      erase=EraseRecord(client, profile.redis.prefix))
     ratio = serve_ratio(profile.metrics.host, args.metrics_port) if args.metrics_port else None
     checks = range(1) if args.every is None else itertools.count() if args.count is None else range(args.count)
     status = 0
@@ -135,7 +138,10 @@ def print_table(report: "VerifyReport") -> None:
           + (f", {report.history_shredded:,} of erased users (data keys gone: not rebuilt)"
              if report.history_shredded else ""))
     print(f"checked {report.keys_checked:,} {what}: {report.consistent:,} consistent, "
-          f"{report.in_flight:,} in flight, {report.expired:,} expired (TTL), {len(report.findings):,} mismatches")
+          f"{report.in_flight:,} in flight, {report.expired:,} expired (TTL), "
+          + (f"{report.erased:,} erased ({report.erased_history:,} history records of erased users not rebuilt), "
+             if report.erased or report.erased_history else "")
+          + f"{len(report.findings):,} mismatches")
     counts = report.counts()
     kinds = ("missing", "stale version", "wrong value", "extra", "stream behind")
     print(f"\n{'store':<28}" + "".join(f"{k:>15}" for k in kinds))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,14 +68,18 @@ def create_from_redis(redis: Any, prefix: str, kafka_config: dict[str, Any], top
     return _write(directory, name, "redis", topic, offsets, _redis_views(redis, prefix))
 
 
-def create_from_topic(kafka_config: dict[str, Any], topic: str, directory: Path, name: str | None = None) -> Manifest:
-    """Snapshot the newest view of each key in the views topic, up to its ends."""
+def create_from_topic(kafka_config: dict[str, Any], topic: str, directory: Path, name: str | None = None,
+                      erased: Callable[[dict[str, Any]], bool] | None = None) -> Manifest:
+    """Snapshot the newest view of each key in the views topic, up to its ends; views `erased` refuses
+    (of users erased since, still in the topic until compaction) are left out."""
     _, high = partition_ends(kafka_config, topic)
     latest = latest_views(kafka_config, topic, high, None)
 
     def views() -> Iterator[dict[str, Any]]:
         for key in sorted(latest):
             found = latest[key]
+            if erased is not None and erased(found.view):
+                continue
             if found.ttl_s is not None:  # the connector set EXPIRE ttl when it wrote the view, about then
                 yield {**found.view, "expireAtMs": found.timestamp_ms + found.ttl_s * 1000}
             else:
@@ -115,7 +119,8 @@ def read_views(directory: Path, name: str) -> tuple[Manifest, Iterator[dict[str,
 
 
 def restore(redis: Any, prefix: str, directory: Path, name: str, force: bool = False,
-            stream_maxlen: int = 10_000) -> tuple[Manifest, int, int]:
+            stream_maxlen: int = 10_000, erased: Callable[[dict[str, Any]], bool] | None = None
+            ) -> tuple[Manifest, int, int]:
     """Write the snapshot's views into an empty Redis; returns (manifest, views written, views expired).
 
     The change streams were lost with Redis: each target model's stream gets the newest (by updatedAt)
@@ -124,7 +129,8 @@ def restore(redis: Any, prefix: str, directory: Path, name: str, force: bool = F
     Redis write and trim away millions of entries for a large snapshot.)
 
     Refuses a Redis that already holds views under `prefix`, unless `force`: then the snapshot's views
-    overwrite the hashes of the same keys."""
+    overwrite the hashes of the same keys. A view `erased` refuses (it holds data from before its user's
+    erase: ctxsync/io/erase_record.py) is not written: a snapshot older than an erase brings nobody back."""
     if not force and next(iter(redis.scan_iter(match=f"{prefix}:*:{{*}}", count=1000, _type="hash")), None):
         raise RuntimeFailure("Redis already holds views", "restore rebuilds an empty Redis; pass --force to write over them")
     manifest, views = read_views(directory, name)
@@ -137,6 +143,8 @@ def restore(redis: Any, prefix: str, directory: Path, name: str, force: bool = F
         expire_at = view.pop("expireAtMs", None)
         if expire_at is not None and expire_at <= now_ms:
             expired += 1
+            continue
+        if erased is not None and erased(view):
             continue
         hash_name = view_key(prefix, view["category"], view["userId"])
         if force:

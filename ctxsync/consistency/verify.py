@@ -11,7 +11,9 @@ Positions are taken before anything is read, so a running job or connector never
 - a Redis hash gone after its view's TTL (from the views record's `ttl` and its Kafka timestamp) is
   *expired*, not missing;
 - a history record at or after the Elasticsearch connector's committed offset is in flight to ES.
-In-flight and expired keys are counted, never reported as mismatches, and left out of the ratio.
+- the keys of a user erased after their history (ctxsync/io/erase_record.py) are *erased*: their history
+  is not rebuilt; a view of theirs from before the erase still in Redis is a mismatch.
+In-flight, expired and erased keys are counted, never reported as mismatches, and left out of the ratio.
 With an Elasticsearch client, every history record the ES connector has committed must have its document
 (by its deterministic id): the check that would have caught the eventId-id loss of issue 13.
 """
@@ -26,13 +28,16 @@ from typing import Any
 import orjson
 
 from ctxsync.consistency.rebuild import rebuild_views
+from ctxsync.io.erase_record import EraseRecord, ErasedUsers
 from ctxsync.io.es_history import missing_documents
 from ctxsync.io.history_topic import HistoryRecord, read_history, topic_ends
 from ctxsync.io.kafka_io import partition_for, read_topic
 from ctxsync.io.kafka_positions import Offsets, committed_offsets
 from ctxsync.io.redis_views import grant_allows, read_grants, stream_key, view_from_hash, view_key
 from ctxsync.privacy_lookup import Opened, PrivacyLookup
+from transforms.erasure import oldest_ms, payload_erased
 from transforms.settings import SyncSettings
+from transforms.timestamps import format_iso_ms
 
 MISSING, STALE, WRONG, EXTRA, BEHIND = "missing", "stale version", "wrong value", "extra", "stream behind"
 REDIS, TOPIC = "redis", "views-topic"
@@ -83,6 +88,8 @@ class VerifyReport:
     consistent: int = 0
     in_flight: int = 0
     expired: int = 0
+    erased: int = 0                     # keys of users erased since their history: empty as the erase left them
+    erased_history: int = 0             # history records of users erased after them: not rebuilt
     sampled: bool = False
     es_checked: int = 0                 # history records whose ES document was looked up
     es_in_flight: int = 0               # history records the ES connector has not committed yet
@@ -92,7 +99,7 @@ class VerifyReport:
 
     @property
     def judged(self) -> int:
-        return self.keys_checked - self.in_flight - self.expired
+        return self.keys_checked - self.in_flight - self.expired - self.erased
 
     @property
     def ratio(self) -> float:
@@ -126,6 +133,7 @@ class Sources:
     es: Any = None                      # an Elasticsearch client: also check the history documents
     es_group: str = ""
     privacy: PrivacyLookup | None = None  # privacy on: the history names users by token, values encrypted
+    erase: EraseRecord | None = None    # who was erased when: their history is not rebuilt, their keys not judged
 
 
 def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample: int | None = None,
@@ -138,6 +146,9 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
     report.history_complete = all(v == 0 for v in history_low.values())
     kept: list[HistoryRecord] = []
     records: Iterable[HistoryRecord] = read_history(src.kafka_config, src.history_topic, history_high)
+    erased = ErasedUsers(src.erase).refresh() if src.erase is not None else None
+    if erased:
+        records = _not_erased(records, erased, report)
     records = _kept(records, kept) if src.es is not None else records
     shredded = Opened()
     if src.privacy is not None:  # compare like with like: decrypted values, users by token until renamed below
@@ -168,6 +179,14 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
     for key in keys:
         want, have, stored = expected.get(key), topic.get(key), redis_views.get(key)
         report.keys_checked += 1
+        erased_ms = erased.at(key.partition(":")[2]) if erased and want is None else None
+        if erased_ms is not None:  # the views topic's record awaits compaction behind the erase's tombstone
+            if stored is None or (UNREADABLE not in stored and oldest_ms(stored) > erased_ms):
+                report.erased += 1
+            else:
+                report.findings.append(Finding(REDIS, key, EXTRA, None, stored["version"], "its user was erased "
+                                               f"at {format_iso_ms(erased_ms)}: a view from before"))
+            continue
         in_flight_topic = want is not None and (have is None or have.view["version"] < want["version"]) and \
             partition_for(key.encode(), len(views_high)) in grown
         if redis_done is None:  # the job writes Redis before its Kafka commit: Redis may be ahead, never behind
@@ -192,6 +211,20 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
     report.consistent = len(in_stores) - len({f.key for f in behind})
     report.seconds = time.monotonic() - started
     return report
+
+
+def _not_erased(records: Iterable[HistoryRecord], erased: ErasedUsers, report: VerifyReport) -> Iterator[HistoryRecord]:
+    """The history without the records of users erased after them (counted): the erase removed their
+    views and documents, so nothing is expected of them."""
+    for record in records:
+        try:
+            gone = payload_erased(orjson.loads(record.raw), erased.at) is not None
+        except orjson.JSONDecodeError:
+            gone = False
+        if gone:
+            report.erased_history += 1
+        else:
+            yield record
 
 
 def _kept(records: Iterable[HistoryRecord], kept: list[HistoryRecord]) -> Iterator[HistoryRecord]:

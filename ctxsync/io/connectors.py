@@ -19,11 +19,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ctxsync.errors import RuntimeFailure
+from ctxsync.io.erase_record import EraseRecord, erased_docs
 from ctxsync.io.es_history import EsBulkWriter, history_doc, violation_doc
 from ctxsync.io.kafka_io import DLQ, HISTORY, VIEWS, VIOLATIONS
 from ctxsync.io.redis_views import RedisViewSink, ViewWrite, view_problem
@@ -139,7 +141,7 @@ class RedisViewsHandler(Handler):
         latest = coalesce(writes)
         result = self.sink.write(latest)
         stats.written += result.applied
-        stats.skipped += result.skipped + len(writes) - len(latest)
+        stats.skipped += result.skipped + result.erased + len(writes) - len(latest)  # erased: never written
         return [dead_letter("redis_refused", f"Redis refused the view: {reason}", self.stage,
                             *sources[id(item)]) for item, reason in result.refused]
 
@@ -431,7 +433,9 @@ def redis_connector(kafka_config: dict[str, Any], redis_client: Any, prefix: str
 
 def elasticsearch_connector(kafka_config: dict[str, Any], es_client: Any, topics: tuple[str, str] = (HISTORY, VIOLATIONS),
                             dlq_topic: str = DLQ, group_id: str = ES_GROUP,
-                            give_up_after_s: float = 600.0) -> SinkConnector:
+                            give_up_after_s: float = 600.0, erase: EraseRecord | None = None) -> SinkConnector:
+    """`erase`: the erase record the writer asks before each bulk request (documents of users erased after
+    them are never written)."""
     from ctxsync.io.es_history import install_templates
 
     install_templates(es_client)
@@ -439,7 +443,8 @@ def elasticsearch_connector(kafka_config: dict[str, Any], es_client: Any, topics
     # ~100 documents (the 50 ms poll at 2,000 events/s) cost the search engine half a core here, on the
     # cores the view path needs
     return SinkConnector(kafka_config, list(topics), group_id,
-                         ElasticsearchHandler(EsBulkWriter(es_client, give_up_after_s), topics[1]), dlq_topic,
+                         ElasticsearchHandler(EsBulkWriter(es_client, give_up_after_s, erased=None if erase is None
+                                                           else partial(erased_docs, erase)), topics[1]), dlq_topic,
                          poll_timeout_s=ES_POLL_S)
 
 
@@ -454,8 +459,10 @@ def profile_connectors(profile: Any, which: tuple[str, ...] = ("redis", "elastic
         connectors["redis"] = redis_connector(config, redis_client(endpoint), endpoint.prefix,
                                               endpoint.stream_maxlen, topics.views, topics.dlq)
     if "elasticsearch" in which:
+        erase = EraseRecord(redis_client(profile.redis), profile.redis.prefix) if profile.redis else None
         connectors["elasticsearch"] = elasticsearch_connector(config, search_client(profile),
-                                                              (topics.history, topics.violations), topics.dlq)
+                                                              (topics.history, topics.violations), topics.dlq,
+                                                              erase=erase)
     return connectors
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +130,7 @@ class RedriveResult:
     gave_up: int = 0         # chains at max_attempts
     not_input: int = 0       # connector dead letters (not events)
     shredded: int = 0        # payload gone (privacy on, user erased): nothing to send
+    erased: int = 0          # payload of a user erased after it happened: never sent back
 
 
 def _oldest_first(letter: DeadLetter) -> tuple[int, int, int]:
@@ -140,10 +141,11 @@ def _oldest_first(letter: DeadLetter) -> tuple[int, int, int]:
 
 
 def redrive(config: dict[str, Any], letters: list[DeadLetter], selection: Selection, input_topic: str,
-            dlq_topic: str, max_attempts: int = 3, dry_run: bool = False, limit: int | None = None
-            ) -> RedriveResult:
+            dlq_topic: str, max_attempts: int = 3, dry_run: bool = False, limit: int | None = None,
+            erased: Callable[[Any], bool] | None = None) -> RedriveResult:
     """Send the selected dead letters' original bytes (at most `limit`, oldest first) to the input topic
-    and record each one delivered in the ledger; a dry run only says which would be sent."""
+    and record each one delivered in the ledger; a dry run only says which would be sent. `erased` (a
+    parsed payload -> its user was erased after it: ctxsync/io/erase_record.py) keeps those back."""
     result = RedriveResult()
     chosen = []
     for letter in letters:
@@ -155,6 +157,8 @@ def redrive(config: dict[str, Any], letters: list[DeadLetter], selection: Select
             result.already += 1
         elif not letter.has_payload:
             result.shredded += 1
+        elif erased is not None and erased(_parsed(letter.payload())):
+            result.erased += 1
         elif letter.attempt >= max_attempts:
             result.gave_up += 1
         else:
@@ -202,6 +206,13 @@ def redrive(config: dict[str, Any], letters: list[DeadLetter], selection: Select
                              "the rest")
     result.sent = chosen
     return result
+
+
+def _parsed(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _user_key(payload: bytes) -> bytes | None:

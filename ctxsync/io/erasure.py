@@ -13,8 +13,12 @@ from ctxsync.io.redis_views import floor_key, stream_key, view_key
 from ctxsync.io.search import as_backend
 
 
-def erase_redis(client: Any, prefix: str, user_id: str, categories: Iterable[str]) -> tuple[int, int]:
-    """(views deleted, change-stream entries deleted) of the user's aggregates in every category."""
+def erase_redis(client: Any, prefix: str, user_id: str, categories: Iterable[str]) -> tuple[int, int, int]:
+    """(views deleted, change-stream entries deleted, change-feed bookkeeping entries deleted) of the user's
+    aggregates in every category. The bookkeeping: each model group's acknowledged versions next to its
+    stream (ctxsync/client/changes.py; a sorted set `<stream>:acked:<group>`, a hash `<stream>:seen:<group>`
+    in older releases), one member per aggregate key it handled."""
+    categories = sorted(set(categories))
     keys = {view_key(prefix, category, user_id) for category in categories}
     floors = [floor_key(key) for key in keys]  # they name the user too
     views = int(client.delete(*keys)) if keys else 0
@@ -26,7 +30,13 @@ def erase_redis(client: Any, prefix: str, user_id: str, categories: Iterable[str
         ids = [entry_id for entry_id, fields in client.xrange(stream) if fields.get(b"key") in wanted]
         if ids:
             entries += int(client.xdel(stream, *ids))
-    return views, entries
+    aggregates = [f"{category}:{user_id}" for category in categories]
+    seen = 0
+    for name in client.scan_iter(match=stream_key(prefix, "*"), count=1000, _type="zset"):  # <stream>:acked:<group>
+        seen += int(client.zrem(name, *aggregates))
+    for name in client.scan_iter(match=stream_key(prefix, "*"), count=1000, _type="hash"):  # <stream>:seen:<group>
+        seen += int(client.hdel(name, *aggregates))
+    return views, entries, seen
 
 
 def erase_elasticsearch(client: Any, names: list[str], categories: Iterable[str], history_index: str,

@@ -145,20 +145,30 @@ class EsBulkWriter:
     """Bulk `create` with retries: returns the permanently rejected documents, never drops any."""
 
     def __init__(self, client: Any, give_up_after_s: float = 600.0, backoff_s: tuple[float, float] = (0.2, 5.0),
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 erased: Callable[[list[EsDoc]], list[EsDoc]] | None = None) -> None:
         self.client = client
         self.give_up_after_s = give_up_after_s
         self.backoff_s = backoff_s
         self.sleep = sleep
         self.retries = 0
+        self.erased = erased  # the documents of erased users (ctxsync/io/erase_record.py): never written
+        self.skipped_erased = 0
 
     def write(self, docs: Iterable[EsDoc]) -> tuple[int, list[Rejected]]:
-        """(documents created or already present, rejected documents)."""
+        """(documents created or already present, rejected documents); documents of users erased after
+        them are left out (counted in `skipped_erased`): the erase record is asked before every bulk request."""
         pending = list(docs)
         done = 0
         rejected: list[Rejected] = []
         delay, deadline = self.backoff_s[0], time.monotonic() + self.give_up_after_s
         while pending:
+            if self.erased is not None:  # asked before every attempt: an erase may land during retries
+                gone = {id(doc) for doc in self.erased(pending)}
+                pending = [doc for doc in pending if id(doc) not in gone]
+                self.skipped_erased += len(gone)
+                if not pending:
+                    break
             try:
                 items = self._bulk(pending)
             except TransientError as exc:

@@ -21,15 +21,22 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
+from ctxsync.io.erase_record import erased_key, name_field
+from transforms.erasure import oldest_stamp
 from transforms.validate import MAX_TTL_SECONDS
 
 ATTR_PREFIX = "a:"
 VIEW_FIELDS = ("key", "category", "userId", "version", "updatedAt", "attributes", "targetModels")
 
-# KEYS[1] view hash, KEYS[2] its version floor, KEYS[3] the models' grants (access_key), KEYS[4..] change
-# streams. ARGV[1] version, ARGV[2] TTL
+# KEYS[1] view hash, KEYS[2] its version floor, KEYS[3] the models' grants (access_key), KEYS[4] the erase
+# record (erase_record.erased_key), KEYS[5..] change streams. ARGV[1] version, ARGV[2] TTL
 # seconds (0 = the event gave none), ARGV[3] stream max length, ARGV[4] view JSON, ARGV[5] mode,
-# ARGV[6..] hash field/value pairs.
+# ARGV[6] the user's field in the erase record, ARGV[7] the oldest time the view holds (ISO text),
+# ARGV[8..] hash field/value pairs.
+# Erase (ctxsync/io/erase_record.py): a view holding anything from at or before its user's erase is never
+# written, in any mode, so no writer (the job, the connector, a replay) brings an erased user back; returns 4.
+# Both times are ISO texts of one format: their digits, of equal length, order as the times do (a text of
+# another length is refused too); the check costs one HGET, the comparison runs only for erased users.
 # Mode "cas": applied only when the version is newer (replays and retries are no-ops). Mode "sync": also
 # when Redis holds the same or a newer version with other content (its `digest`, SHA-1 of the view JSON):
 # the job writes views before its checkpoint commits, so after a restore Redis may hold versions that the
@@ -49,6 +56,11 @@ VIEW_FIELDS = ("key", "category", "userId", "version", "updatedAt", "attributes"
 HSET_CHUNK = 1000  # even, so a chunk that starts at a field name ends at a value
 FLOOR_KEEP_S = 7 * 24 * 3600  # how long after its view a floor is kept (replays later than that resurrect)
 CAS_SCRIPT = f"""
+local erased = redis.call('HGET', KEYS[4], ARGV[6])
+if erased then
+  local oldest, at = string.gsub(ARGV[7], '%D', ''), string.gsub(erased, '%D', '')
+  if #oldest ~= #at or oldest <= at then return 4 end
+end
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
 local incoming = tonumber(ARGV[1])
 if current < 0 and tonumber(redis.call('GET', KEYS[2]) or '-1') >= incoming then return 3 end
@@ -62,7 +74,7 @@ end
 local ttl_ms = tonumber(ARGV[2]) * 1000
 if ttl_ms == 0 and current >= 0 then ttl_ms = math.max(redis.call('PTTL', KEYS[1]), 0) end
 redis.call('DEL', KEYS[1])
-for i = 6, #ARGV, {HSET_CHUNK} do
+for i = 8, #ARGV, {HSET_CHUNK} do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + {HSET_CHUNK - 1}, #ARGV)))
 end
 redis.call('HSET', KEYS[1], 'digest', digest)
@@ -71,7 +83,7 @@ if ttl_ms > 0 then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ttl_ms + {FLOOR_KEEP_S * 1000})
 end
 local category, unwritable = ',' .. redis.call('HGET', KEYS[1], 'category') .. ',', {{}}
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   local grant = redis.call('HGET', KEYS[3], KEYS[i])
   if not grant or string.find(grant, category, 1, true) then
     local added = redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], '*', 'key', KEYS[1], 'version', ARGV[1],
@@ -199,6 +211,7 @@ class WriteResult:
     skipped: int = 0
     repaired: int = 0
     expired: int = 0  # versions of a view that expired: not written again
+    erased: int = 0  # views holding data from before their user's erase: never written
     refused: list[tuple[ViewWrite, str]] = field(default_factory=list)
     unwritable: dict[str, int] = field(default_factory=dict)  # change stream -> changes it could not take
 
@@ -215,6 +228,7 @@ class RedisViewSink:
         self.prefix = prefix
         self.stream_maxlen = stream_maxlen
         self.access = access_key(prefix)
+        self.erased = erased_key(prefix)
         self.sha = hashlib.sha1(CAS_SCRIPT.encode()).hexdigest().encode()
         self.load_script = resp(b"SCRIPT", b"LOAD", CAS_SCRIPT)
 
@@ -245,10 +259,10 @@ class RedisViewSink:
                 raise ValueError(f"ttl {item.ttl} out of range (0..{MAX_TTL_SECONDS} s)")
             view = item.view
             hash_key = view_key(self.prefix, view["category"], view["userId"])
-            keys = [hash_key, floor_key(hash_key), self.access,
+            keys = [hash_key, floor_key(hash_key), self.access, self.erased,
                     *(stream_key(self.prefix, m) for m in view["targetModels"])]
             args: list[Any] = [view["version"], item.ttl or 0, self.stream_maxlen, orjson.dumps(view),
-                               b"sync" if item.sync else b"cas"]
+                               b"sync" if item.sync else b"cas", name_field(view["userId"]), oldest_stamp(view)]
             for name, value in hash_fields(view).items():
                 args += [name, value]
             commands.append(resp(b"EVALSHA", self.sha, len(keys), *keys, *args))
@@ -329,6 +343,8 @@ class SentBatch:
                 result.skipped += 1
             elif outcome == 3:
                 result.expired += 1
+            elif outcome == 4:
+                result.erased += 1
             else:
                 result.applied += 1
                 result.repaired += outcome == 2

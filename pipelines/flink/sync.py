@@ -24,11 +24,13 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
+from ctxsync.io.erase_record import EraseRecord, ErasedUsers
 from ctxsync.io.view_writer import JobViewWriter, Refused, ViewChanges
 from pipelines.flink.batches import line_batches
 from pipelines.flink.metrics import FlinkJobMetrics
 from transforms.batching import Batching, bucket_of, split_batch
 from transforms.control import CONTROL_PREFIX, parse_control
+from transforms.erasure import erased_dead_letter, scrub_dead_letter, state_predates
 from transforms.ingest import dead_letter_line, ingest, is_blank
 from transforms.model import Event
 from transforms.outcome import ack_nonce, event_outcome
@@ -63,8 +65,11 @@ class SyncBuckets(KeyedProcessFunction):
 
     Subclasses say how a framed payload is parsed (`parse`) and how a batch's outputs leave (`emit`), and
     whether the input may carry control records (`controls`: erase commands on the Kafka input).
-    With PII protection on (settings.privacy), every output but views is protected before it leaves, and
-    events of erased users from before their erase are dropped (transforms/privacy.py).
+    With PII protection on (settings.privacy), every output but views is protected before it leaves.
+    Events of erased users from before their erase are dead-lettered without their payload, and a user's
+    state from before their erase (an older savepoint) is dropped: the erase record (Redis, read again
+    before each batch when it changed) and, with privacy on, the key store's marker say who
+    (transforms/erasure.py).
     """
 
     controls = False
@@ -80,6 +85,7 @@ class SyncBuckets(KeyedProcessFunction):
         self.metrics: Any = None
         self.protector: Any = None
         self.sweeper: Sweeper | None = None
+        self.erasures: ErasedUsers | None = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.users = runtime_context.get_map_state(
@@ -94,6 +100,8 @@ class SyncBuckets(KeyedProcessFunction):
             self.protector = open_protector(self.settings.privacy)
         if self.views is not None:
             self.views.open()
+            sink = self.views.sink
+            self.erasures = ErasedUsers(EraseRecord(sink.client, sink.prefix))  # type: ignore[union-attr]
         gc.freeze()  # setup done: full collections need not walk the worker's modules (PyFlink, Beam)
 
     def parse(self, seq: int, part: int, payload: str, now_ms: int) -> Parsed | None:
@@ -119,6 +127,7 @@ class SyncBuckets(KeyedProcessFunction):
         accepted_ms: list[int] = []  # event times of accepted events, for the lag histogram
         protector = self.protector
         changes = ViewChanges() if self.views is not None else None
+        erased = self.erasures.refresh() if self.erasures is not None else None
         for seq, part, payload in split_batch(value[1]):
             if self.controls and payload.startswith(CONTROL_TEXT):
                 lines = self._control(seq, part, payload, dirty)
@@ -131,6 +140,10 @@ class SyncBuckets(KeyedProcessFunction):
                 continue
             key, event = parsed
             if isinstance(event, str):  # a dead-letter line: no state involved
+                if erased and (scrubbed := scrub_dead_letter(event, erased.at)) is not event:
+                    tallied.append(scrubbed)  # it names an erased user: kept without payload, names no one
+                    outputs.append(self.route([scrubbed], None))
+                    continue
                 tallied.append(event)
                 outputs.append(self.route(self._protect([event], None), None))
                 continue
@@ -139,7 +152,11 @@ class SyncBuckets(KeyedProcessFunction):
                 tallied.append(misrouted)
                 outputs.append(self.route(self._protect([misrouted], None), None))
                 continue
-            if protector is not None and protector.suppressed(key, event.ts):
+            erased_ms = self._erased_at(key, erased) if erased or protector is not None else None
+            if erased_ms is not None and event.ts <= erased_ms:  # erased after it happened: not processed
+                line = erased_dead_letter(event.seq, event.origin, event.ts, erased_ms)
+                tallied.append(line)
+                outputs.append(self.route([line], None))
                 continue
             state = cache.pop(key, None)
             if state is None:
@@ -147,6 +164,8 @@ class SyncBuckets(KeyedProcessFunction):
                 state = None if blob is None else _state_from_blob(blob)
                 if len(cache) >= self.cache_size:
                     del cache[next(iter(cache))]
+            if erased_ms is not None and state is not None and state_predates(state, erased_ms):
+                state = None  # restored from before the erase: the user starts afresh
             state, lines = sync_step(state, event, settings)
             cache[key] = state
             tallied.extend(lines)
@@ -178,6 +197,13 @@ class SyncBuckets(KeyedProcessFunction):
                             int((time.perf_counter() - started) * 1000), len(cache))
         if outputs:
             yield from self.emit(outputs)
+
+    def _erased_at(self, user: str, erased: ErasedUsers | None) -> int | None:
+        """When the user was erased (epoch ms), by the erase record or the key store's marker; None if never."""
+        at = erased.at(user) if erased else None
+        if at is None and self.protector is not None:
+            at = self.protector.keys.erased_at(self.protector.token(user))
+        return at
 
     def _reclaim(self, horizon: int) -> None:
         """State TTL: the current bucket's users whose clock is behind `horizon` leave its MapState and the
