@@ -47,12 +47,9 @@ class Node:
     def log(self) -> Path:
         return self.directory / "server.log"
 
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
 
 class KafkaCluster:
-    """Three nodes under `run_dir`: start, kill -9 one, restart it, stop them all."""
+    """Three nodes under `run_dir`: start them, kill -9 one, stop them all."""
 
     def __init__(self, run_dir: Path, size: int = 3) -> None:
         self.run_dir = Path(run_dir).absolute()
@@ -139,14 +136,10 @@ class KafkaCluster:
     def kill(self, node_id: int) -> None:
         """kill -9: no controlled shutdown, no leadership handed over; the controller notices by the missing
         heartbeats."""
-        node = self.nodes[node_id]
-        if node.alive():
-            os.kill(node.process.pid, signal.SIGKILL)
-            node.process.wait(timeout=30)
-
-    def restart(self, node_id: int) -> None:
-        """Start a killed node again on its ports and data (it recovers its logs and catches up)."""
-        self._launch(self.nodes[node_id], kafka_dist.resolve())
+        process = self.nodes[node_id].process
+        if process is not None and process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
 
     def stop(self) -> None:
         """kill -9 every node: a test cluster's data goes with its directory, and a controlled shutdown of a
