@@ -44,16 +44,9 @@ FENCE = re.compile(r"^\s*(```|~~~)(.*)$")
 MARKER = re.compile(r"^\s*<!--\s*illustrative\s*(?::\s*(.*?))?\s*-->\s*$")
 COMMAND_TIMEOUT_S = 600  # a Flink run on a loaded 2-core machine takes a minute; never a timing assertion
 
-# README.md is the lead's: its blocks that need a marker are listed here until README carries it.
-# An entry whose block is marked (or gone) fails the test, so the list only shrinks.
-MARKED_ELSEWHERE = {
-    ("README.md", "make run    # creates .venv, installs ctxsync, runs context-sync on sample_data/ "
-                  "(local Flink, files in/out)"):
-        "make creates a virtualenv and installs packages; make test runs the whole suite",
-    ("README.md", "ctxsync dev up                                          # redis-server, Apache Kafka, "
-                  "noida-db (ES API) on 127.0.0.1"):
-        "needs the local servers (ctxsync dev up)",
-}
+# blocks marked outside their file (none now: README carries its markers); an entry whose block is marked
+# in the file (or gone) fails the test, so the list only shrinks
+MARKED_ELSEWHERE: dict[tuple[str, str], str] = {}
 
 VOLATILE = [
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)"), "<time>"),
