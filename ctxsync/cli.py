@@ -11,7 +11,7 @@ from typing import NoReturn
 from ctxsync import __version__
 from ctxsync.errors import debug_enabled, explain, quiet_engine_logs
 
-COMMANDS = ("run", "jobs", "generate", "validate", "drift-report", "dev", "replay", "view", "history", "connect", "cluster", "submit", "verify", "snapshot", "as-of", "pit-join", "dlq", "acl", "erase", "pii", "audit", "signals", "trace")
+COMMANDS = ("run", "jobs", "generate", "validate", "drift-report", "dev", "replay", "view", "history", "connect", "cluster", "submit", "verify", "snapshot", "as-of", "pit-join", "dlq", "acl", "erase", "pii", "audit", "signals", "trace", "schema")
 
 EPILOG = """\
 examples:

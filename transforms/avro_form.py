@@ -3,6 +3,8 @@
 Avro cannot tell an absent field from null, so the schema wraps `previous` in a record: null means
 "no expectation", {"value": null} means "expected absent". Optional fields that are null in Avro are
 left out of the JSON form, so an event read from Avro looks like the JSON a producer would write.
+Version 2 of the schema adds the optional top-level strings `traceId` and `modelVersion`: in JSON they are
+extra fields (carried along); a JSON value that is not a string has no Avro form and is left out.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 _OPTIONAL_DELTA = ("sessionId", "expectedVersion")
 _RULE_FIELDS = ("targetModels", "priority", "ttl")
+_V2_STRINGS = ("traceId", "modelVersion")
 
 
 def to_avro(doc: dict[str, Any]) -> dict[str, Any]:
@@ -34,6 +37,7 @@ def to_avro(doc: dict[str, Any]) -> dict[str, Any]:
             "updates": updates,
         },
         "propagationRules": None if rules is None else {k: rules.get(k) for k in _RULE_FIELDS},
+        **{k: doc[k] if isinstance(doc.get(k), str) else None for k in _V2_STRINGS},
     }
 
 
@@ -59,4 +63,5 @@ def from_avro(datum: dict[str, Any]) -> dict[str, Any]:
     rules = datum.get("propagationRules")
     if rules is not None:
         doc["propagationRules"] = {k: rules[k] for k in _RULE_FIELDS if rules.get(k) is not None}
+    doc.update({k: datum[k] for k in _V2_STRINGS if datum.get(k) is not None})  # absent from a v1 reader
     return doc

@@ -75,9 +75,13 @@ def decode(data: bytes, resolve: Resolver, reader_schema: Any) -> dict[str, Any]
 def ingest_avro(raw: bytes, seq: int, origin: str, now_ms: int, settings: SyncSettings, resolve: Resolver,
                 reader_schema: Any) -> tuple[str, Event | str]:
     """transforms.ingest.ingest for an Avro record: its JSON form is validated like any JSON event, and a
-    record that cannot be decoded is dead-lettered (stage `decode`) with its exact bytes."""
+    framed record that cannot be decoded is dead-lettered (stage `decode`) with its exact bytes. Bytes without
+    the frame go to the validator as they are, which names what is wrong with them (a producer that sent an
+    event with no Avro form as JSON gets that event's own reason)."""
     try:
         doc = decode(raw, resolve, reader_schema)
     except WireFormatError as exc:
+        if exc.reason == "not_avro":
+            return ingest(raw, seq, origin, now_ms, settings)
         return DEAD_LETTER_KEY, dead_letter_line(dead_letter(raw, seq, origin, exc.reason, str(exc), "decode"))
     return ingest(orjson.dumps(doc), seq, origin, now_ms, settings, original=raw)

@@ -1,5 +1,5 @@
 """A client of the Confluent-compatible schema registry API over plain HTTP (Apicurio's /apis/ccompat/v7 here,
-Confluent Schema Registry alike), and the cached writer-schema resolver the Avro readers inject.
+Confluent Schema Registry alike). The Avro readers' cached writer-schema resolver is ctxsync/io/avro.py's.
 
 Subjects follow TopicNameStrategy (`<topic>-value`). Compatibility is the registry's own verdict (its check
 endpoint): this module never re-implements Avro's rules, it only turns the registry's answer into lines.
@@ -8,22 +8,17 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import fastavro
-
 from ctxsync.errors import RuntimeFailure, UsageError
-from transforms.avro_wire import UnknownSchema
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 DEFAULT_LEVEL = "BACKWARD"
 LEVELS = ("NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE")
-MISS_TTL_S = 10.0  # an unknown id is asked again after this long (it may be registered meanwhile)
 
 
 class RegistryError(RuntimeFailure):
@@ -127,15 +122,17 @@ class SchemaRegistry:
         return [] if answer.get("is_compatible") else problems_of(answer)
 
     def compatibility(self, subject: str | None = None) -> str:
-        """The level the registry applies to `subject` (its own, else the global one)."""
+        """The level the registry applies to `subject`: its own, else the global one. Confluent answers 404 for
+        a subject without a level of its own, Apicurio answers NONE: both mean the global level applies (an
+        Apicurio subject set to NONE explicitly reads as the global level too)."""
         if subject is not None:
             try:
-                answer = self._call("GET", f"/config/{self._quote(subject)}")
-                return str(answer.get("compatibilityLevel") or answer.get("compatibility"))
+                level = _level(self._call("GET", f"/config/{self._quote(subject)}"))
+                if level != "NONE":
+                    return level
             except RegistryNotFound:
                 pass
-        answer = self._call("GET", "/config")
-        return str(answer.get("compatibilityLevel") or answer.get("compatibility"))
+        return _level(self._call("GET", "/config"))
 
     def set_compatibility(self, level: str, subject: str | None = None) -> None:
         if level not in LEVELS:
@@ -148,41 +145,13 @@ class SchemaRegistry:
         return str(self._call("GET", f"/schemas/ids/{int(schema_id)}")["schema"])
 
 
+def _level(answer: dict[str, Any]) -> str:
+    return str(answer.get("compatibilityLevel") or answer.get("compatibility") or "NONE")
+
+
 def ensure_default_compatibility(url: str) -> None:
     """A registry whose global level is NONE (Apicurio's answer when none was stored) gets BACKWARD, the
     level `ctxsync schema` documents and Confluent's registry defaults to."""
     registry = SchemaRegistry(url)
     if registry.compatibility() == "NONE":
         registry.set_compatibility(DEFAULT_LEVEL)
-
-
-@dataclass
-class CachedResolver:
-    """Schema id -> parsed writer schema, each id asked once (ids are immutable); an unknown id is remembered
-    for MISS_TTL_S so a burst of bad records costs one request. Raises UnknownSchema, which the decoder turns
-    into a dead letter; an unreachable registry raises RegistryError (the job fails and retries, no record is
-    dead-lettered for an outage)."""
-
-    registry: SchemaRegistry
-    _found: dict[int, Any] = field(default_factory=dict)
-    _missing: dict[int, tuple[float, str]] = field(default_factory=dict)
-
-    def __call__(self, schema_id: int) -> Any:
-        found = self._found.get(schema_id)
-        if found is not None:
-            return found
-        missing = self._missing.get(schema_id)
-        if missing is not None and time.monotonic() - missing[0] < MISS_TTL_S:
-            raise UnknownSchema(missing[1])
-        try:
-            text = self.registry.schema(schema_id)
-            parsed = fastavro.parse_schema(json.loads(text))
-        except RegistryNotFound:
-            reason = f"schema id {schema_id} is not in the registry at {self.registry.url}"
-        except (ValueError, fastavro.schema.SchemaParseException) as exc:
-            reason = f"schema id {schema_id} is not a usable Avro schema: {exc}"
-        else:
-            self._found[schema_id] = parsed
-            return parsed
-        self._missing[schema_id] = (time.monotonic(), reason)
-        raise UnknownSchema(reason)

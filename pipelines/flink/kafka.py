@@ -28,10 +28,11 @@ from typing import Any
 
 import orjson
 
-from ctxsync.io.avro import avro_payload_to_json
+from ctxsync.io.avro import job_resolver, reader_schema
 from ctxsync.io.kafka_io import MAX_RECORD_BYTES
 from ctxsync.io.view_writer import JobViewWriter, views_endpoint
 from pipelines.flink.batches import TIME_COLUMNS_SQL, batches
+from transforms.avro_wire import Resolver, ingest_avro
 from transforms.batching import Batching
 from transforms.ingest import dead_letter_line, ingest
 from transforms.records import DEAD_LETTER, DUPLICATE, HISTORY, TOMBSTONE, VIEW, untag
@@ -54,6 +55,7 @@ class KafkaJobSpec:
     bounded: bool = True
     format: str = "json"                  # json or avro (Confluent wire format)
     schema_id: int | None = None
+    registry: str | None = None           # Avro: the schema registry that resolves each record's writer schema
     views_topic: str = "context.views"
     history_topic: str = "context.history"
     violations_topic: str = "context.violations"
@@ -123,12 +125,15 @@ def sink_ddl(spec: KafkaJobSpec, table: str = "ctx_outputs") -> str:
 
 
 def ingest_record(payload: bytes | None, topic: str, partition: int, offset: int, settings: SyncSettings,
-                  avro: bool, schema_id: int | None, now_ms: int) -> tuple[str, Any]:
-    """(userId, Event) or (DEAD_LETTER_KEY, dead-letter line) for one Kafka record; seq = offset."""
+                  avro: bool, schema_id: int | None, now_ms: int, resolve: Resolver | None = None) -> tuple[str, Any]:
+    """(userId, Event) or (DEAD_LETTER_KEY, dead-letter line) for one Kafka record; seq = offset. An Avro
+    record's writer schema comes from `resolve` (default: the shipped schema, for `schema_id` if set)."""
     raw = payload or b""
-    decoded = avro_payload_to_json(raw, schema_id) if avro else raw
-    return ingest(decoded, offset, f"{topic}/{partition}/{offset}", now_ms, settings,
-                  original=raw if decoded is not raw else None)
+    origin = f"{topic}/{partition}/{offset}"
+    if avro:
+        return ingest_avro(raw, offset, origin, now_ms, settings, resolve or job_resolver(None, schema_id),
+                           reader_schema())
+    return ingest(raw, offset, origin, now_ms, settings)
 
 
 def kafka_lines(lines: list[str], ttl: int | None) -> list[str]:
@@ -223,7 +228,7 @@ def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parall
 
     from pipelines.flink.sync import SyncBuckets, join_batch, keyed_batches
 
-    avro, schema_id, topic = spec.format == "avro", spec.schema_id, spec.input_topic
+    avro, schema_id, topic, registry = spec.format == "avro", spec.schema_id, spec.input_topic, spec.registry
     if avro:
         batching = replace(batching, buckets=1)
 
@@ -231,14 +236,17 @@ def build_kafka_job(env: Any, spec: KafkaJobSpec, settings: SyncSettings, parall
         controls = True
         input = ("", 0, 0)  # (payload, seq, part) of the record being routed; set by parse (an erase command's
         # tombstones are routed without a parse: they are far below any record limit)
+        resolve: Resolver | None = None  # Avro writer schemas by id, made on the worker (a cache per operator)
 
         def origin(self, seq: int, part: int) -> str:
             return f"{topic}/{part}/{seq}"
 
         def parse(self, seq: int, part: int, payload: str, now_ms: int):
             self.input = (payload, seq, part)  # what an oversized output's dead letter carries (route)
+            if avro and self.resolve is None:
+                self.resolve = job_resolver(registry, schema_id)
             return ingest_record(payload.encode("latin-1"), topic, part, seq, self.settings, avro, schema_id,
-                                 now_ms)
+                                 now_ms, self.resolve)
 
         def route(self, lines: list[str], ttl: int | None) -> list[str]:
             return bounded_records(kafka_lines(lines, ttl), *self.input, topic)
@@ -273,6 +281,7 @@ def job_spec(profile: Any, job_name: str) -> KafkaJobSpec:
     return KafkaJobSpec(
         bootstrap=source.bootstrap, input_topic=source.topic, group_id=source.group_id, start=source.start,
         start_timestamp_ms=start_ms, bounded=source.bounded, format=source.format, schema_id=source.schema_id,
+        registry=source.registry,
         views_topic=sink.topics.views, history_topic=sink.topics.history,
         violations_topic=sink.topics.violations, dlq_topic=sink.topics.dlq, delivery=sink.delivery,
         transactional_id_prefix=f"{sink.transactional_id_prefix}-{job_name}",
