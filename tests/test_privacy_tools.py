@@ -197,7 +197,7 @@ def test_pit_join_decrypts_for_an_authorized_caller_and_refuses_without_the_key(
     assert not refused.exists()
 
 
-def test_dlq_redrive_sends_the_original_bytes_and_show_reads_them(run, capsys):
+def test_dlq_redrive_sends_the_original_bytes_and_show_reads_them(run, capsys, monkeypatch):
     want = sorted(orjson.loads(text)["raw"] for _, text in run.expected.dead_letters)
     assert main(run.cli("dlq", "show", "--json", "--limit", "1000")) == 0
     shown = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -209,6 +209,12 @@ def test_dlq_redrive_sends_the_original_bytes_and_show_reads_them(run, capsys):
     encodings = {orjson.loads(text)["raw"]: orjson.loads(text)["rawEncoding"] for _, text in run.expected.dead_letters}
     originals = sorted(base64.b64decode(r) if encodings[r] == "base64" else r.encode() for r in want)
     assert sorted(sent) == originals and not any(value.startswith(b"enc:v1:") for value in sent)
+
+    monkeypatch.delenv("CTXSYNC_MASTER_KEY")  # reasons and stages are clear; payloads need the key
+    assert main(run.cli("dlq", "list")) == 0
+    assert f"{len(want)} dead letters" in capsys.readouterr().out
+    assert main(run.cli("dlq", "show")) == 1
+    assert "privacy is on" in capsys.readouterr().err
 
 
 def test_trace_shows_the_clear_history_record_and_finds_the_dead_letter(run, capsys):
@@ -253,6 +259,11 @@ def test_the_readme_local_flow_runs_with_privacy_on(run, capsys, tmp_path):
 
     assert main(run.cli("erase", "--user", run.user)) == 0
     assert "data key deleted" in capsys.readouterr().out
+    assert main(run.cli("verify", "--json")) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    live = [key for key, (_, text) in run.expected.views.items() if text]
+    mine = [key for key in live if key.endswith(f":{run.user}")]
+    assert report["findings"] == [] and report["ratio"] == 1.0 and report["consistent"] == len(live) - len(mine) > 0
     assert main(run.cli("history", "--user", run.user)) == 1
     assert main(run.cli("as-of", "--user", run.user, "--at", LATER)) == 1
     assert "left out" in capsys.readouterr().err
