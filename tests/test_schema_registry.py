@@ -82,7 +82,9 @@ def test_register_list_and_check_follow_the_registry(registry, unique, tmp_path,
     # reader, which still needs the field, would dead-letter every v3 record. FULL refuses it.
     deleted = variant(tmp_path, "deleted", drop="eventType")
     assert cli(capsys, "check", str(deleted), *flags)[0] == 0
-    registry.set_compatibility("FULL", subject)
+    assert cli(capsys, "register", str(V2), *flags, "--compatibility", "FULL")[1] == [
+        f"{subject}: {V2} is version 2, id {v2_id}"]  # the same version again; the subject's level is now FULL
+    assert registry.compatibility(subject) == "FULL"
     code, out, err = cli(capsys, "check", str(deleted), *flags)
     assert code == 1 and [line for line in out if "eventType" in line] and "not FULL compatible" in err
     code, out, _ = cli(capsys, "register", str(deleted), *flags)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxsync.errors import RuntimeFailure, UsageError
+from ctxsync.io.schema_registry import LEVELS
 
 DEFAULT_TOPIC = "context.events"
 REGISTRY_ENV = "CTXSYNC_REGISTRY"
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "examples:\n"
                     "  ctxsync schema check schemas/context_event.avsc\n"
                     "  ctxsync schema register schemas/context_event.avsc --topic context.events\n"
+                    "  ctxsync schema register --compatibility FULL   # old readers must read new records too\n"
                     "  ctxsync schema list\n"
                     "  ctxsync schema list --registry http://127.0.0.1:8081/apis/ccompat/v7",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topic", default=DEFAULT_TOPIC, help=f"topic whose value schema it is (default: {DEFAULT_TOPIC})")
     p.add_argument("--subject", help="subject, instead of <topic>-value")
     p.add_argument("--registry", metavar="URL", help="registry API URL, e.g. http://127.0.0.1:8081/apis/ccompat/v7")
+    p.add_argument("--compatibility", choices=LEVELS, metavar="LEVEL",
+                   help=f"register: set the subject's level first ({', '.join(LEVELS)})")
     p.set_defaults(func=run)
 
 
@@ -90,26 +94,33 @@ def run(args: argparse.Namespace) -> int:
         return 0
     path = args.file or SCHEMA_DIR / "context_event.avsc"
     schema = read_schema(path)
+    if args.compatibility and args.action != "register":
+        raise UsageError("--compatibility is for register (check uses the subject's level)")
+    if args.compatibility and registry.versions(subject):  # a subject with no version yet has no level to set
+        registry.set_compatibility(args.compatibility, subject)
+    shown = path if args.file else "schemas/context_event.avsc"
     if args.action == "check":
         problems = registry.check(subject, schema)
         level = registry.compatibility(subject)
         if problems:
             for problem in problems:
                 print(f"{subject}: {problem}")
-            raise RuntimeFailure(f"{path} is not {level} compatible with {subject} ({len(problems)} problem(s))")
+            raise RuntimeFailure(f"{shown} is not {level} compatible with {subject} ({len(problems)} problem(s))")
         latest = registry.versions(subject)
         against = f"version {latest[-1]}" if latest else "no version yet"
-        print(f"{subject}: {path} is {level} compatible ({against})")
+        print(f"{subject}: {shown} is {level} compatible ({against})")
         return 0
     try:
         schema_id = registry.register(subject, schema)
     except Incompatible as exc:
         for problem in exc.problems:
             print(f"{subject}: {problem}")
-        raise RuntimeFailure(f"the registry refused {path} for {subject} "
+        raise RuntimeFailure(f"the registry refused {shown} for {subject} "
                              f"({len(exc.problems)} problem(s), level {registry.compatibility(subject)})") from None
+    if args.compatibility:
+        registry.set_compatibility(args.compatibility, subject)
     found = _version_of(registry, subject, schema_id)
-    print(f"{subject}: {path} is version {found}, id {schema_id}")
+    print(f"{subject}: {shown} is version {found}, id {schema_id}")
     return 0
 
 
