@@ -43,15 +43,15 @@ def subject_for(topic: str) -> str:
 
 
 def problems_of(answer: dict[str, Any]) -> list[str]:
-    """The registry's reasons, one per line: Confluent's verbose `messages`, or Apicurio's `reason`/`message`
-    whose `Causes:` part lists one `<field> at <path>` per problem."""
+    """The registry's reasons, one per line (sorted: the registry's order varies): Confluent's verbose
+    `messages`, or Apicurio's `reason`/`message` whose `Causes:` part lists one `<field> at <path>` per problem."""
     messages = answer.get("messages")
     if isinstance(messages, list) and messages:
-        return [str(m) for m in messages]
+        return sorted(str(m) for m in messages)
     text = str(answer.get("reason") or answer.get("message") or "").strip()
     causes = re.search(r"Causes: (.*)$", text, re.S)
     if causes:
-        return [c.strip() for c in re.split(r", (?=[^,]+ at /)", causes.group(1)) if c.strip()]
+        return sorted(c.strip() for c in re.split(r", (?=[^,]+ at /)", causes.group(1)) if c.strip())
     return [text] if text else ["the registry gave no reason"]
 
 
