@@ -191,3 +191,23 @@ def test_v1_and_v2_producers_on_one_topic_give_the_oracle_views(
     traced = es_client.count(index="context-history-*", query={"exists": {"field": "traceId"}})["count"]
     assert traced == sum(1 for _, text in expected.history if "traceId" in orjson.loads(text))
     assert traced > 50
+
+
+def test_replay_frames_records_with_the_registry_id_of_its_writer_schema(
+        servers, registry, unique, monkeypatch, tmp_path, capsys):  # noqa: F811
+    from ctxsync.io.kafka_io import TopicSpec, ensure_topics, read_topic
+    from tests.helpers import ROOT
+
+    monkeypatch.setenv("CTXSYNC_DEV_DIR", str(servers.run_dir))
+    topic, config = f"rp{unique}.events", {"bootstrap.servers": servers.endpoints()["kafka"]}
+    ensure_topics(config, [TopicSpec(topic, 1)])
+    lines = list(generate_lines(GeneratorOptions(events=20, users=3, seed=5, invalid_rate=0.0)))
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_bytes(b"".join(line + b"\n" for line in lines))
+    assert main(["replay", str(events_file), "--topic", topic, "--format", "avro", "--registry", registry.url,
+                 "--schema", str(V1), "--jobs", str(ROOT / "jobs.yaml")]) == 0
+    v1_id = registry.version(f"{topic}-value", 1)["id"]
+    values = [m.value() for m in read_topic(config, topic)]
+    assert len(values) == len(lines) and {v[:5] for v in values} == {frame(v1_id, b"")}
+    resolve = avro.job_resolver(registry.url)
+    assert [avro.decode(v, resolve=resolve) for v in values] == [orjson.loads(line) for line in lines]

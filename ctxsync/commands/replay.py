@@ -81,7 +81,8 @@ def _user_key(doc: Any) -> bytes | None:
 
 
 def replay(path: Path, producer: Any, topic: str, flt: ReplayFilter, rate: float | None = None,
-           avro_schema_id: int | None = None, progress: Progress | None = None) -> ReplayStats:
+           avro_schema_id: int | None = None, progress: Progress | None = None,
+           avro_schema: Any = None) -> ReplayStats:
     """Produce every (matching) non-blank line of `path`; returns counts. Blocks until all are delivered."""
     from ctxsync.io import avro
 
@@ -104,7 +105,7 @@ def replay(path: Path, producer: Any, topic: str, flt: ReplayFilter, rate: float
         value = raw
         if avro_schema_id is not None and isinstance(doc, dict):
             try:
-                value = avro.encode(doc, avro_schema_id)
+                value = avro.encode(doc, avro_schema_id, avro_schema)
             except ValueError:
                 value = raw  # no Avro form: sent as is, the job dead-letters it
         while True:
@@ -213,7 +214,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--event-type", choices=("context.updated", "context.deleted"), help="only events of this type")
     p.add_argument("--format", choices=("json", "avro"), default="json",
                    help="json (the lines as they are) or avro (Confluent wire format)")
-    p.add_argument("--schema-id", type=int, default=1, help="Confluent schema id for --format avro (default 1)")
+    p.add_argument("--schema-id", type=int, default=1,
+                   help="Confluent schema id for --format avro without a registry (default 1)")
+    p.add_argument("--schema", type=Path, metavar="AVSC",
+                   help="--format avro: the writer's schema (default: schemas/context_event.avsc); with a registry "
+                        "(--registry, or the profile source's `registry`) it is registered under <topic>-value "
+                        "and its id frames every record")
+    p.add_argument("--registry", metavar="URL", help="schema registry API URL (Confluent-compatible)")
     p.add_argument("--profile", default="local", help="profile whose Kafka to use (default: local)")
     p.add_argument("--job", default="context-sync", help="job whose profile to use (default: context-sync)")
     p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"), help="jobs file (default: jobs.yaml)")
@@ -233,6 +240,22 @@ def _audit_details(args: argparse.Namespace, topic: str) -> dict[str, str]:
     if args.user is not None:
         details["user"] = "(one user)"
     return details
+
+
+def _avro_writer(args: argparse.Namespace, source: Any, topic: str) -> tuple[int, Any]:
+    """(schema id, parsed writer schema) for --format avro: the registry's id for --schema when there is a
+    registry (refused there if incompatible), else --schema-id."""
+    import fastavro
+
+    from ctxsync.io.avro import registered_writer
+    from ctxsync.io.schema_registry import SchemaRegistry, subject_for
+
+    url = args.registry or source.registry
+    if url:
+        return registered_writer(SchemaRegistry(url), subject_for(topic), args.schema)
+    if args.schema is None:
+        return args.schema_id, None
+    return args.schema_id, fastavro.parse_schema(orjson.loads(args.schema.read_bytes()))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -263,8 +286,8 @@ def run(args: argparse.Namespace) -> int:
         progress.done(f"{stats.sent:,} records of {args.from_topic} sent ({stats.skipped:,} filtered out)")
         return 0
     flt = ReplayFilter(args.since, args.until, args.user, args.model, args.event_type)
-    stats = replay(args.file, producer(config), topic, flt, args.rate,
-                   args.schema_id if args.format == "avro" else None, progress)
+    schema_id, schema = _avro_writer(args, source, topic) if args.format == "avro" else (None, None)
+    stats = replay(args.file, producer(config), topic, flt, args.rate, schema_id, progress, avro_schema=schema)
     rate = stats.sent / stats.seconds if stats.seconds else 0.0
     progress.done(f"{stats.sent:,} events sent ({stats.skipped:,} filtered out), {rate:,.0f} events/s")
     return 0
