@@ -3,12 +3,14 @@ time range of a Kafka topic (`--from-topic`), e.g. the input topic into a new pr
 
 Keys are partitioned with murmur2 like Java producers, so each user's events land in one partition in file
 order: the order context-sync needs. Lines that are not valid events are sent too (with no key, as a
-real producer's garbage would be) unless a filter is given: the job must dead-letter them.
+real producer's garbage would be) unless a filter is given: the job must dead-letter them. Events of users
+erased after they happened (`ctxsync erase`) are not sent: a replay never brings an erased user back.
 """
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,11 @@ class ReplayFilter:
 class ReplayStats:
     sent: int = 0
     skipped: int = 0
+    erased: int = 0  # events of users erased after them (ctxsync/io/erase_record.py): never sent
     seconds: float = 0.0
+
+
+Erased = Callable[[Any], bool]  # a parsed event -> does it belong to a user erased after it happened?
 
 
 def _user_key(doc: Any) -> bytes | None:
@@ -82,8 +88,9 @@ def _user_key(doc: Any) -> bytes | None:
 
 def replay(path: Path, producer: Any, topic: str, flt: ReplayFilter, rate: float | None = None,
            avro_schema_id: int | None = None, progress: Progress | None = None,
-           avro_schema: Any = None) -> ReplayStats:
-    """Produce every (matching) non-blank line of `path`; returns counts. Blocks until all are delivered."""
+           erased: Erased | None = None, avro_schema: Any = None) -> ReplayStats:
+    """Produce every (matching) non-blank line of `path`, except events of erased users from before their
+    erase; returns counts. Blocks until all are delivered."""
     from ctxsync.io import avro
 
     stats = ReplayStats()
@@ -101,6 +108,9 @@ def replay(path: Path, producer: Any, topic: str, flt: ReplayFilter, rate: float
             doc = None
         if flt.active and not flt.accepts(doc):
             stats.skipped += 1
+            continue
+        if erased is not None and erased(doc):
+            stats.erased += 1
             continue
         value = raw
         if avro_schema_id is not None and isinstance(doc, dict):
@@ -133,7 +143,7 @@ def replay(path: Path, producer: Any, topic: str, flt: ReplayFilter, rate: float
 
 def replay_topic(config: dict[str, Any], source: str, out: Any, topic: str, flt: ReplayFilter,
                  since_ms: int | None = None, until_ms: int | None = None,
-                 progress: Progress | None = None) -> ReplayStats:
+                 progress: Progress | None = None, erased: Erased | None = None) -> ReplayStats:
     """Re-produce the records of `source` that arrived in [since_ms, until_ms) (Kafka timestamps) and pass
     `flt` (user, model, event type) to `topic`, with their keys and bytes, in each partition's order, and a
     header `ctxsync-replayed-from` (source/partition/offset). Reads up to the ends seen at the start."""
@@ -172,6 +182,9 @@ def replay_topic(config: dict[str, Any], source: str, out: Any, topic: str, flt:
                     doc = None
                 if (flt.user or flt.model or flt.event_type) and not flt.accepts(doc):
                     stats.skipped += 1
+                    continue
+                if erased is not None and erased(doc):
+                    stats.erased += 1
                     continue
                 headers = list(message.headers() or []) + \
                     [("ctxsync-replayed-from", f"{source}/{partition}/{message.offset()}".encode())]
@@ -242,6 +255,10 @@ def _audit_details(args: argparse.Namespace, topic: str) -> dict[str, str]:
     return details
 
 
+def _erased_note(stats: ReplayStats) -> str:
+    return f", {stats.erased:,} of erased users not sent" if stats.erased else ""
+
+
 def _avro_writer(args: argparse.Namespace, source: Any, topic: str) -> tuple[int, Any]:
     """(schema id, parsed writer schema) for --format avro: the registry's id for --schema when there is a
     registry (refused there if incompatible), else --schema-id."""
@@ -260,6 +277,8 @@ def _avro_writer(args: argparse.Namespace, source: Any, topic: str) -> tuple[int
 
 def run(args: argparse.Namespace) -> int:
     from ctxsync.audit import record_action
+    from ctxsync.io.clients import redis_client
+    from ctxsync.io.erase_record import EraseRecord, erased_events
     from ctxsync.io.clients import kafka_config, kafka_sink, kafka_source
     from ctxsync.io.kafka_io import TopicSpec, check_reachable, ensure_topics, producer
     from ctxsync.servers import running_endpoints
@@ -280,14 +299,18 @@ def run(args: argparse.Namespace) -> int:
     if sink.create_topics:
         ensure_topics(kafka_config(profile), [TopicSpec(topic, sink.partitions)])
     progress = Progress(f"replay -> {topic}")
+    erased = erased_events(EraseRecord(redis_client(profile.redis), profile.redis.prefix)) if profile.redis else None
     if args.from_topic is not None:
         flt = ReplayFilter(None, None, args.user, args.model, args.event_type)
-        stats = replay_topic(config, args.from_topic, producer(config), topic, flt, args.since, args.until, progress)
-        progress.done(f"{stats.sent:,} records of {args.from_topic} sent ({stats.skipped:,} filtered out)")
+        stats = replay_topic(config, args.from_topic, producer(config), topic, flt, args.since, args.until, progress,
+                             erased)
+        progress.done(f"{stats.sent:,} records of {args.from_topic} sent ({stats.skipped:,} filtered out"
+                      f"{_erased_note(stats)})")
         return 0
     flt = ReplayFilter(args.since, args.until, args.user, args.model, args.event_type)
     schema_id, schema = _avro_writer(args, source, topic) if args.format == "avro" else (None, None)
-    stats = replay(args.file, producer(config), topic, flt, args.rate, schema_id, progress, avro_schema=schema)
+    stats = replay(args.file, producer(config), topic, flt, args.rate, schema_id, progress, erased, avro_schema=schema)
     rate = stats.sent / stats.seconds if stats.seconds else 0.0
-    progress.done(f"{stats.sent:,} events sent ({stats.skipped:,} filtered out), {rate:,.0f} events/s")
+    progress.done(f"{stats.sent:,} events sent ({stats.skipped:,} filtered out{_erased_note(stats)}), "
+                  f"{rate:,.0f} events/s")
     return 0
