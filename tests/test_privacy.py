@@ -226,3 +226,33 @@ def test_a_dead_letter_of_an_erased_user_from_before_the_erase_keeps_no_payload(
     (_, old), (_, new) = outputs(protector, before, after)
     assert old["erased"] and old["raw"] is None and old["detail"] is None and old["keyId"] == token
     assert "erased" not in new and reveal(new, store.existing_key(token))["raw"] == raw(after).decode()
+
+
+def test_the_privacy_lookup_opens_what_a_key_opens_and_counts_what_an_erase_shredded(store):
+    from ctxsync.io.history_topic import HistoryRecord
+    from ctxsync.privacy_lookup import Opened, PrivacyLookup
+
+    lookup = PrivacyLookup(open_protector(POLICY, store), store)
+    docs = [event(eventId=f"e{n}", contextDelta__userId=user,
+                  contextDelta__updates={"creditScore": {"current": 700 + n, "confidence": 0.9}})
+            for n, user in enumerate(("u1", "u2", "u1"))]
+    history = [record for kind, record in outputs(lookup.protector, *docs) if kind == "H"]
+    assert lookup.token("u1") == history[0]["contextDelta"]["userId"] != lookup.token("u2")
+    records = [HistoryRecord(f"h/0/{n}", orjson.dumps(r), 0) for n, r in enumerate(history)]
+    opened = Opened()
+    clear = [orjson.loads(r.raw) for r in lookup.open_history(records, opened, "u1")]  # only u1's, decrypted
+    assert [r["contextDelta"]["updates"]["creditScore"]["current"] for r in clear] == [700, 702]
+    assert opened.shredded == 0
+    store.erase(lookup.token("u2"), at_ms=NOW_MS)
+    lookup = PrivacyLookup(lookup.protector, store)  # a new reader: keys are read once per lookup
+    assert [orjson.loads(r.raw)["eventId"] for r in lookup.open_history(records, opened)] == ["e0", "e2"]
+    assert opened.shredded == 1  # u2's record: its key is gone, nobody can open it
+    assert lookup.readable(history[1]) == history[1]  # shown as it is, never half-opened
+    letter = lookup.protector.dead_letter({"reason": "r", "detail": "d", "stage": "s", "rawEncoding": "utf-8",
+                                           "raw": raw(event(eventId="", contextDelta__userId="u1")).decode()})
+    assert is_encrypted(letter["raw"]) and not is_encrypted(lookup.readable(letter)["raw"])
+
+    token_views = {f"financial:{lookup.token(u)}": {"key": f"financial:{lookup.token(u)}", "category": "financial",
+                                                    "userId": lookup.token(u), "version": 1} for u in ("u1", "u2")}
+    named = lookup.clear_views(token_views, ["u1", None])  # u2 named by no store: keeps its token
+    assert named["financial:u1"]["userId"] == "u1" and f"financial:{lookup.token('u2')}" in named
