@@ -87,3 +87,18 @@ def test_ingest_dead_letters_an_unknown_id_with_its_exact_bytes_and_reads_the_re
     assert key == "u1" and isinstance(event, Event)
     key, line = ingest_avro(b"\x01garbage", 7, "t/0/7", NOW, settings, RESOLVE, V2)
     assert key == "" and orjson.loads(untag(line)[3])["reason"] in ("not_utf8", "invalid_json")
+
+
+def test_without_a_registry_records_of_every_shipped_version_are_read():
+    """Before registries the shipped schema was v1 for every id: such records, already in Kafka, still read."""
+    from ctxsync.io.avro import decode as shipped_decode, encode
+
+    traced = {**EVENT, "traceId": "t-1"}
+    assert shipped_decode(wire(1, V1, traced), schema_id=1) == EVENT
+    assert shipped_decode(encode(traced, 1), schema_id=1) == traced
+    with pytest.raises(WireFormatError) as caught:
+        shipped_decode(encode(traced, 1) + b"\x00\x00\x00", schema_id=1)
+    assert caught.value.reason == "avro_decode"
+    with pytest.raises(WireFormatError) as caught:
+        shipped_decode(encode(traced, 2), schema_id=1)
+    assert caught.value.reason == "unknown_schema"

@@ -30,7 +30,9 @@ class UnknownSchema(LookupError):
     """A resolver has no usable writer schema for an id (its message says why)."""
 
 
-Resolver = Callable[[int], Any]  # schema id -> parsed writer schema; raises UnknownSchema
+# schema id -> parsed writer schema, or a tuple of candidates (newest first) when the id does not tell the
+# versions apart (the shipped versions, without a registry); raises UnknownSchema
+Resolver = Callable[[int], Any]
 
 
 class WireFormatError(ValueError):
@@ -59,17 +61,31 @@ def decode(data: bytes, resolve: Resolver, reader_schema: Any) -> dict[str, Any]
         writer_schema = resolve(schema_id)
     except UnknownSchema as exc:
         raise WireFormatError("unknown_schema", str(exc)) from None
-    buffer = io.BytesIO(data[HEADER.size:])
-    try:
-        datum = fastavro.schemaless_reader(buffer, writer_schema, reader_schema)
-    except Exception as exc:  # EOFError, UnicodeDecodeError, SchemaResolutionError...: fastavro's many ways
-        raise WireFormatError("avro_decode", f"not readable with writer schema id {schema_id}: {exc!r}") from None
-    if buffer.tell() != len(data) - HEADER.size:
-        raise WireFormatError("avro_decode", f"trailing bytes after the Avro record (writer schema id {schema_id})")
+    candidates = writer_schema if isinstance(writer_schema, tuple) else (writer_schema,)
+    failure = WireFormatError("avro_decode", "no writer schema")
+    for candidate in candidates:  # the first that reads the bytes exactly: an older record runs out of bytes
+        try:                      # in a newer version, a newer record leaves bytes over in an older one
+            datum = _read_exactly(data, candidate, reader_schema)
+            break
+        except WireFormatError as exc:
+            failure = exc
+    else:
+        raise WireFormatError("avro_decode", f"{failure} (writer schema id {schema_id})")
     try:
         return from_avro(datum)
     except (KeyError, TypeError, AttributeError) as exc:  # a reader schema without a field the event needs
         raise WireFormatError("avro_decode", f"the reader schema lacks an event field: {exc!r}") from None
+
+
+def _read_exactly(data: bytes, writer_schema: Any, reader_schema: Any) -> Any:
+    buffer = io.BytesIO(data[HEADER.size:])
+    try:
+        datum = fastavro.schemaless_reader(buffer, writer_schema, reader_schema)
+    except Exception as exc:  # EOFError, UnicodeDecodeError, SchemaResolutionError...: fastavro's many ways
+        raise WireFormatError("avro_decode", f"not readable with the writer's schema: {exc!r}") from None
+    if buffer.tell() != len(data) - HEADER.size:
+        raise WireFormatError("avro_decode", "trailing bytes after the Avro record")
+    return datum
 
 
 def ingest_avro(raw: bytes, seq: int, origin: str, now_ms: int, settings: SyncSettings, resolve: Resolver,

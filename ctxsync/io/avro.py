@@ -4,7 +4,8 @@ Writers frame with the id the registry gave their schema (`registered_writer`); 
 writer schema by that id (`CachedResolver` over the registry) and read it into the job's reader schema,
 `schemas/context_event.avsc` (transforms/avro_wire.py does the decoding, transforms/avro_form.py maps the datum
 to the event's JSON). Without a registry the shipped schema is the writer's for every id, or for the one
-configured id (`shipped_resolver`), as before registries.
+configured id (`shipped_resolver`), as before registries: the id then says nothing about the version, so each
+shipped version is tried, newest first (records written before v2 existed are v1).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import io
 import json
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +44,17 @@ def encode(event: dict[str, Any], schema_id: int = 1, schema: Any = None) -> byt
     return frame(schema_id, buffer.getvalue())
 
 
+@lru_cache(maxsize=1)
+def shipped_writers() -> tuple[Any, ...]:
+    """The shipped versions of the event schema, newest first (the current one, then schemas/versions/)."""
+    older = sorted((SCHEMA_DIR / "versions").glob("context_event.v*.avsc"),
+                   key=lambda path: int(path.stem.rsplit(".v", 1)[1]), reverse=True)
+    return (reader_schema(), *(fastavro.parse_schema(json.loads(path.read_text())) for path in older))
+
+
 def shipped_resolver(schema_id: int | None = None) -> Resolver:
-    """No registry: the shipped schema writes every id, or only `schema_id` when one is configured."""
-    schema = reader_schema()
+    """No registry: the shipped versions write every id, or only `schema_id` when one is configured."""
+    schema = shipped_writers()
 
     def resolve(found: int) -> Any:
         if schema_id is not None and found != schema_id:
