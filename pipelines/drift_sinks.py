@@ -55,14 +55,14 @@ def publish_to_es(client: Any, records: Iterable[dict[str, Any]], origin: str) -
 def publish_to_kafka(client_config: dict[str, Any], records: Iterable[dict[str, Any]],
                      topic: str = DRIFT_TOPIC, timeout_s: float = 30.0) -> int:
     """Produce every record (JSON, keyed by category/attribute); raise if any delivery failed."""
-    from ctxsync.io.kafka_io import check_reachable, producer
+    from ctxsync.io.kafka_io import check_reachable, producer, refuse_unauthorized
 
     check_reachable(client_config)
-    errors: list[str] = []
+    errors: list[Any] = []  # KafkaErrors
 
     def delivered(error: Any, _message: Any) -> None:
         if error is not None:
-            errors.append(str(error))
+            errors.append(error)
 
     p = producer(client_config)
     count = 0
@@ -73,5 +73,7 @@ def publish_to_kafka(client_config: dict[str, Any], records: Iterable[dict[str, 
         count += 1
     remaining = p.flush(timeout_s)
     if remaining or errors:
-        raise RuntimeFailure(f"Kafka: {remaining} drift records undelivered after {timeout_s:.0f}s; errors: {errors[:3]}")
+        refuse_unauthorized(errors[0] if errors else None, topic)  # a missing ACL, worded by errors.py
+        raise RuntimeFailure(f"Kafka: {remaining} drift records undelivered after {timeout_s:.0f}s; errors: "
+                             f"{[str(e) for e in errors[:3]]}")
     return count

@@ -92,14 +92,15 @@ def replay(path: Path, producer: Any, topic: str, flt: ReplayFilter, rate: float
     """Produce every (matching) non-blank line of `path`, except events of erased users from before their
     erase; returns counts. Blocks until all are delivered."""
     from ctxsync.io import avro
+    from ctxsync.io.kafka_io import refuse_unauthorized
 
     stats = ReplayStats()
     start = time.monotonic()
-    failures: list[str] = []
+    failures: list[Any] = []  # KafkaErrors
 
     def delivered(err: Any, _msg: Any) -> None:
         if err is not None:
-            failures.append(str(err))
+            failures.append(err)
 
     for _, raw in read_lines(path):  # split exactly like the embedded runner reads files
         try:
@@ -137,7 +138,8 @@ def replay(path: Path, producer: Any, topic: str, flt: ReplayFilter, rate: float
     remaining = producer.flush(60)
     stats.seconds = time.monotonic() - start
     if remaining or failures:
-        raise RuntimeFailure(f"{remaining + len(failures)} events not delivered: {failures[:3]}")
+        refuse_unauthorized(failures[0] if failures else None, topic)  # a missing ACL, worded by errors.py
+        raise RuntimeFailure(f"{remaining + len(failures)} events not delivered: {[str(f) for f in failures[:3]]}")
     return stats
 
 
