@@ -1,5 +1,6 @@
-"""The history on a real OpenSearch 2.19 node (tests/fixtures_opensearch.py): what the connector writes, what the
-commands read (history, trace, verify, erase) and the analyst queries of docs/search.md, also run as curl."""
+"""The history on a real OpenSearch 2.19 node (tests/fixtures_opensearch.py): what the connector writes (from a real
+Kafka), what the commands read and delete (history, trace, verify, erase, drift-report --es) and the analyst
+queries of docs/search.md, also run as curl."""
 from __future__ import annotations
 
 import json
@@ -13,19 +14,24 @@ import yaml
 from elasticsearch import Elasticsearch
 from opensearchpy import OpenSearch
 
+from ctxsync import opensearch_dist
 from ctxsync.cli import main
-from ctxsync.errors import RuntimeFailure
 from ctxsync.config import ElasticsearchEndpoint, Profile
+from ctxsync.errors import RuntimeFailure
 from ctxsync.io.clients import es_client, search_client
 from ctxsync.io.erasure import erase_elasticsearch
 from ctxsync.io.es_history import (
     HISTORY_PREFIX, VIOLATIONS_INDEX, EsBulkWriter, EsDoc, history_doc, install_templates, missing_documents,
     search_history, violation_doc,
 )
+from ctxsync.io.connectors import elasticsearch_connector
+from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer
 from ctxsync.io.search import as_backend, queries
 from ctxsync.observe.trace import ES_HISTORY, HISTORY, Hop, Trace, Tracer
 from ctxsync.servers import free_port
+from pipelines.drift_sinks import DRIFT_INDEX
 from tests.fixtures_opensearch import opensearch, opensearch_url, os_client  # noqa: F401
+from tests.fixtures_servers import kafka_config, servers, unique  # noqa: F401
 from tests.helpers import event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,6 +88,31 @@ def test_templates_map_updates_as_flat_object_and_rewrites_are_no_ops(os_client)
     mapping = os_client.indices.get_mapping(index="context-history-2026.11")["context-history-2026.11"]
     assert mapping["mappings"]["properties"]["contextDelta"]["properties"]["updates"] == {"type": "flat_object"}
     assert as_backend(os_client).engine == "opensearch"
+
+
+def test_the_connector_indexes_history_and_violations_from_kafka_once(os_client, kafka_config, unique):
+    topics, dlq = (f"h-{unique}", f"v-{unique}"), f"d-{unique}"
+    ensure_topics(kafka_config, [TopicSpec(topics[0], 2), TopicSpec(topics[1], 1), TopicSpec(dlq)])
+    out = producer(kafka_config)
+    for record in (history("a", "2026-11-24T10:00:00.000Z"), history("b", "2026-12-01T10:00:00.000Z"),
+                   history("a", "2026-11-24T10:00:00.000Z", user="u2")):
+        out.produce(topics[0], key=record["contextDelta"]["userId"].encode(), value=json.dumps(record).encode())
+    out.produce(topics[1], key=b"behavioral:u1", value=json.dumps({
+        "kind": "ordering", "key": "behavioral:u1", "eventId": "a", "timestamp": "2026-11-24T10:00:00.000Z",
+        "maxTimestamp": "2026-11-24T11:00:00.000Z", "lagMs": 3600000, "policy": "accept", "modelId": "m"}).encode())
+    assert out.flush(30) == 0
+
+    def deliver(group: str) -> int:
+        connector = elasticsearch_connector(kafka_config, os_client, topics, dlq, group)
+        return connector.run(until_caught_up=True, idle_timeout_s=30).written
+
+    assert deliver(f"g-{unique}") == 4
+    assert [h["eventId"] for h in search_history(os_client, "u1")] == ["a", "b"]
+    assert [h["eventId"] for h in search_history(os_client, "u2")] == ["a"]
+    assert os_client.count(index=VIOLATIONS_INDEX)["count"] == 1
+    assert deliver(f"g2-{unique}") == 4  # a new group reads everything again: same ids, nothing doubled
+    os_client.indices.refresh(index=HISTORY_PREFIX + "*")
+    assert os_client.count(index=HISTORY_PREFIX + "*")["count"] == 3
 
 
 def test_rejected_documents_come_back_with_the_engines_reason(os_client):
@@ -195,6 +226,23 @@ def test_the_history_command_reads_opensearch(os_client, opensearch_url, tmp_pat
     assert type(search_client(profile)).__module__.startswith("opensearchpy")
 
 
+def test_drift_report_publishes_to_the_profiles_opensearch_idempotently(os_client, opensearch_url, tmp_path, capsys):
+    drift = tmp_path / "drift.jsonl"
+    drift.write_text("".join(json.dumps({
+        "windowStart": f"2026-11-24T0{hour}:00:00.000Z", "windowEnd": f"2026-11-24T0{hour + 1}:00:00.000Z",
+        "category": "behavioral", "attribute": "segment", "scores": {"psi": 0.1 * hour, "js": 0.05},
+        "thresholds": {"psi": 0.2}, "alerts": ["psi"] if hour > 2 else [], "categorical": True, "count": 10,
+    }) + "\n" for hour in (1, 3)))
+    args = ["drift-report", str(drift), "--es", "--profile", "os", "--jobs", str(jobs_file(tmp_path, opensearch_url))]
+    assert main(args) == 0
+    assert main(args) == 0  # same ids: nothing new
+    assert "2 drift records -> Elasticsearch" in capsys.readouterr().out
+    os_client.indices.refresh(index=DRIFT_INDEX)
+    assert os_client.count(index=DRIFT_INDEX)["count"] == 2
+    hits = os_client.search(index=DRIFT_INDEX, body={"query": {"term": {"alerts": "psi"}}})["hits"]["hits"]
+    assert [h["_source"]["windowStart"] for h in hits] == ["2026-11-24T03:00:00.000Z"]
+
+
 def doc_curls() -> list[str]:
     """The curl commands of docs/search.md's analyst session (```console blocks, lines starting `$ curl`)."""
     commands, current = [], None
@@ -241,3 +289,18 @@ def test_an_unreachable_opensearch_is_retried_then_a_failure_not_a_crash():
     with pytest.raises(RuntimeFailure, match="still failing"):
         writer.write([history_doc(history("a", "2026-11-24T10:00:00.000Z"), "o")])
     assert writer.retries >= 1
+
+
+def test_the_home_gives_each_module_its_own_jars_and_descriptor(tmp_path):
+    home = opensearch_dist.home()
+    lib = {jar.name for jar in (home / "lib").glob("*.jar")}
+    assert any(name.startswith("opensearch-2.19.") for name in lib)
+    for module in opensearch_dist.MODULES:
+        folder = home / "modules" / module.name
+        descriptor = dict(line.split("=", 1) for line in
+                          (folder / "plugin-descriptor.properties").read_text().splitlines())
+        assert descriptor["classname"] == module.classname
+        assert descriptor["extended.plugins"] == ",".join(module.extends)
+        jars = {jar.name for jar in folder.glob("*.jar")}
+        assert jars and not jars & lib  # a class on both paths is jar hell: the node would refuse to start
+    assert opensearch_dist.is_node_cmdline(opensearch_dist.command(tmp_path, 1, 2))
