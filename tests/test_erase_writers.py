@@ -94,3 +94,23 @@ def test_a_state_or_view_from_before_the_erase_is_recognized():
     mixed = view("u1", 3, format_iso_ms(AT + 10))
     mixed["attributes"]["old"] = {**mixed["attributes"]["segment"], "updatedAt": format_iso_ms(AT - 10)}
     assert oldest_ms(mixed) == AT - 10 and oldest_ms({**mixed, "attributes": {}}) == AT + 10
+
+
+@pytest.mark.servers
+def test_the_history_connector_retries_while_the_erase_records_redis_is_away(es_client):
+    """The writer cannot ask the record: the batch fails with an error the connector retries, never a write."""
+    import socket
+
+    import redis
+
+    from ctxsync.io.connectors import ElasticsearchHandler
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    away = EraseRecord(redis.Redis(port=port, socket_connect_timeout=1), "ctx")
+    handler = ElasticsearchHandler(EsBulkWriter(es_client, erased=partial(erased_docs, away)))
+    doc = history_doc({"eventId": "e", "timestamp": format_iso_ms(AT), "contextDelta": {"userId": "u1"}}, "t/0/0")
+    with pytest.raises(handler.transient):
+        handler.writer.write([doc])
+    assert es_client.count(index="context-*", allow_no_indices=True)["count"] == 0

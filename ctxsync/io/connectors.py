@@ -167,8 +167,12 @@ class ElasticsearchHandler(Handler):
     stage = "elasticsearch"
 
     def __init__(self, writer: EsBulkWriter, violations_topic: str = VIOLATIONS) -> None:
+        import redis
+
         self.writer = writer
         self.violations_topic = violations_topic  # by name: a profile may call its topics anything
+        # the writer asks the erase record in Redis before each bulk: while Redis is away the batch is retried
+        self.transient = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
     def settle(self) -> None:
         """Refresh the indices, so `ctxsync history` finds the run's events as soon as the run returns
