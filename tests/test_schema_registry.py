@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import jsonschema
 import orjson
 import pytest
 
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.servers
 
 V1 = SCHEMA_DIR / "versions" / "context_event.v1.avsc"
 V2 = SCHEMA_DIR / "context_event.avsc"
+VIEW_JSON = SCHEMA_DIR / "json" / "context_view.schema.json"
+HISTORY_JSON = SCHEMA_DIR / "json" / "context_history.schema.json"
 
 
 @pytest.fixture
@@ -188,6 +191,11 @@ def test_v1_and_v2_producers_on_one_topic_give_the_oracle_views(
     (lost,) = [orjson.loads(v) for _, v, h in got["dlq"] if dict(h)["reason"] == b"unknown_schema"]
     assert base64.b64decode(lost["raw"]) == unknown and lost["stage"] == "decode"
     # the traceIds of v2 records reached history (read into the reader schema, then carried as extra fields)
+    view_schema, history_schema = (json.loads(path.read_text()) for path in (VIEW_JSON, HISTORY_JSON))
+    for view in got["views"]:  # the job's outputs match their registered JSON Schemas
+        jsonschema.validate(view, view_schema)
+    for _, text in expected.history:
+        jsonschema.validate(orjson.loads(text), history_schema)
     traced = es_client.count(index="context-history-*", query={"exists": {"field": "traceId"}})["count"]
     assert traced == sum(1 for _, text in expected.history if "traceId" in orjson.loads(text))
     assert traced > 50
@@ -211,3 +219,20 @@ def test_replay_frames_records_with_the_registry_id_of_its_writer_schema(
     assert len(values) == len(lines) and {v[:5] for v in values} == {frame(v1_id, b"")}
     resolve = avro.job_resolver(registry.url)
     assert [avro.decode(v, resolve=resolve) for v in values] == [orjson.loads(line) for line in lines]
+
+
+def test_output_records_have_json_schemas_the_registry_checks(registry, unique, tmp_path, capsys):
+    views, history = f"out{unique}.views", f"out{unique}.history"
+    for path, topic in ((VIEW_JSON, views), (HISTORY_JSON, history)):
+        code, out, _ = cli(capsys, "register", str(path), "--registry", registry.url, "--topic", topic)
+        assert code == 0 and out[0].startswith(f"{topic}-value: {path} is version 1, id ")
+        assert registry.version(f"{topic}-value", 1)["schema"] == json.dumps(json.loads(path.read_text()),
+                                                                              separators=(",", ":"))
+    retyped = json.loads(VIEW_JSON.read_text())
+    retyped["properties"]["version"] = {"type": "string"}  # readers that sort by version would break
+    changed = tmp_path / "view-v2.schema.json"
+    changed.write_text(json.dumps(retyped))
+    code, out, err = cli(capsys, "check", str(changed), "--registry", registry.url, "--topic", views)
+    assert code == 1 and out == [f"{views}-value: SUBSCHEMA_TYPE_CHANGED at /properties/version"]
+    assert cli(capsys, "register", str(changed), "--registry", registry.url, "--topic", views)[0] == 1
+    assert registry.versions(f"{views}-value") == [1]

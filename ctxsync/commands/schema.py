@@ -34,12 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "  ctxsync schema check schemas/context_event.avsc\n"
                     "  ctxsync schema register schemas/context_event.avsc --topic context.events\n"
                     "  ctxsync schema register --compatibility FULL   # old readers must read new records too\n"
+                    "  ctxsync schema register schemas/json/context_view.schema.json --topic context.views\n"
                     "  ctxsync schema list\n"
                     "  ctxsync schema list --registry http://127.0.0.1:8081/apis/ccompat/v7",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("register", "list", "check"))
     p.add_argument("file", nargs="?", type=Path, default=None,
-                   help="Avro schema (.avsc) for register and check (default: schemas/context_event.avsc)")
+                   help="schema for register and check: Avro (.avsc; default: schemas/context_event.avsc) or JSON "
+                        "Schema (.json: the output records', schemas/json/)")
     p.add_argument("--topic", default=DEFAULT_TOPIC, help=f"topic whose value schema it is (default: {DEFAULT_TOPIC})")
     p.add_argument("--subject", help="subject, instead of <topic>-value")
     p.add_argument("--registry", metavar="URL", help="registry API URL, e.g. http://127.0.0.1:8081/apis/ccompat/v7")
@@ -63,9 +65,11 @@ def registry_url(explicit: str | None) -> str:
     return found
 
 
-def read_schema(path: Path) -> str:
-    """The schema file's JSON, compact, after fastavro parsed it (a broken file is a usage error, exit 2)."""
+def read_schema(path: Path) -> tuple[str, str]:
+    """(schema type, the file's JSON compact) once fastavro (.avsc) or jsonschema (.json) accepted it; a broken
+    file is a usage error (exit 2)."""
     import fastavro
+    import jsonschema
 
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -73,11 +77,18 @@ def read_schema(path: Path) -> str:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise UsageError(f"{path} is not JSON: {exc}") from None
+    compact = json.dumps(raw, separators=(",", ":"))
+    if path.suffix == ".json":
+        try:
+            jsonschema.validators.validator_for(raw).check_schema(raw)
+        except jsonschema.SchemaError as exc:
+            raise UsageError(f"{path} is not a JSON Schema: {exc.message}") from None
+        return "JSON", compact
     try:
         fastavro.parse_schema(raw)
     except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:  # UnknownType is a
         raise UsageError(f"{path} is not an Avro schema: {exc!r}") from None                # ValueError
-    return json.dumps(raw, separators=(",", ":"))
+    return "AVRO", compact
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,14 +104,14 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         return 0
     path = args.file or SCHEMA_DIR / "context_event.avsc"
-    schema = read_schema(path)
+    schema_type, schema = read_schema(path)
     if args.compatibility and args.action != "register":
         raise UsageError("--compatibility is for register (check uses the subject's level)")
     if args.compatibility and registry.versions(subject):  # a subject with no version yet has no level to set
         registry.set_compatibility(args.compatibility, subject)
     shown = path if args.file else "schemas/context_event.avsc"
     if args.action == "check":
-        problems = registry.check(subject, schema)
+        problems = registry.check(subject, schema, schema_type)
         level = registry.compatibility(subject)
         if problems:
             for problem in problems:
@@ -111,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{subject}: {shown} is {level} compatible ({against})")
         return 0
     try:
-        schema_id = registry.register(subject, schema)
+        schema_id = registry.register(subject, schema, schema_type)
     except Incompatible as exc:
         for problem in exc.problems:
             print(f"{subject}: {problem}")

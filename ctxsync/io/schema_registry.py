@@ -105,20 +105,20 @@ class SchemaRegistry:
         """{subject, version, id, schema} of one version."""
         return self._call("GET", f"/subjects/{self._quote(subject)}/versions/{version}")
 
-    def register(self, subject: str, schema: str) -> int:
-        """The id of `schema` under `subject`, registering it as a new version if it is not one already;
-        Incompatible (with the registry's reasons) when the subject's compatibility level refuses it."""
+    def register(self, subject: str, schema: str, schema_type: str = "AVRO") -> int:
+        """The id of `schema` (AVRO or JSON) under `subject`, registering it as a new version if it is not one
+        already; Incompatible (with the registry's reasons) when the subject's compatibility level refuses it."""
         answer = self._call("POST", f"/subjects/{self._quote(subject)}/versions",
-                            {"schema": schema, "schemaType": "AVRO"}, subject)
+                            {"schema": schema, "schemaType": schema_type}, subject)
         return int(answer["id"])
 
-    def check(self, subject: str, schema: str) -> list[str]:
+    def check(self, subject: str, schema: str, schema_type: str = "AVRO") -> list[str]:
         """The registry's problems with `schema` as the subject's next version ([] = compatible; a subject
         with no version yet accepts anything)."""
         if not self.versions(subject):
             return []
         answer = self._call("POST", f"/compatibility/subjects/{self._quote(subject)}/versions/latest?verbose=true",
-                            {"schema": schema, "schemaType": "AVRO"})
+                            {"schema": schema, "schemaType": schema_type})
         return [] if answer.get("is_compatible") else problems_of(answer)
 
     def compatibility(self, subject: str | None = None) -> str:
