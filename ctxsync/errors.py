@@ -71,6 +71,7 @@ _UNREACHABLE = {
     ("elasticsearch", "ConnectionError"): "Elasticsearch", ("elasticsearch", "ConnectionTimeout"): "Elasticsearch",
     ("elastic_transport", "ConnectionError"): "Elasticsearch",
     ("elastic_transport", "ConnectionTimeout"): "Elasticsearch",
+    ("opensearchpy", "ConnectionError"): "OpenSearch", ("opensearchpy", "ConnectionTimeout"): "OpenSearch",
     ("confluent_kafka", "KafkaException"): "Kafka", ("cimpl", "KafkaException"): "Kafka",
 }
 

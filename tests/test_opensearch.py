@@ -304,3 +304,10 @@ def test_the_home_gives_each_module_its_own_jars_and_descriptor(tmp_path):
         jars = {jar.name for jar in folder.glob("*.jar")}
         assert jars and not jars & lib  # a class on both paths is jar hell: the node would refuse to start
     assert opensearch_dist.is_node_cmdline(opensearch_dist.command(tmp_path, 1, 2))
+
+
+def test_an_unreachable_opensearch_is_one_line_exit_1(tmp_path, capsys):
+    jobs = jobs_file(tmp_path, f"http://127.0.0.1:{free_port()}")
+    assert main(["history", "--user", "u1", "--jobs", str(jobs), "--profile", "os"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ctxsync history: cannot reach OpenSearch") and err.count("\n") == 1
