@@ -73,7 +73,8 @@ def ensure_topics(client_config: dict[str, Any], specs: list[TopicSpec], timeout
 
     admin = AdminClient(client_config)
     existing = admin.list_topics(timeout=timeout_s).topics
-    new = [NewTopic(s.name, s.partitions, 1, config=dict(s.config)) for s in specs if s.name not in existing]
+    # replication -1: the cluster's default.replication.factor (1 on the dev broker, 3 on a real cluster)
+    new = [NewTopic(s.name, s.partitions, -1, config=dict(s.config)) for s in specs if s.name not in existing]
     if not new:
         return
     for name, future in admin.create_topics(new, request_timeout=timeout_s).items():
