@@ -13,10 +13,15 @@ with the alert rules of deploy/prometheus/alerts.yml; its UI is the `prometheus=
 --search opensearch starts a real OpenSearch 2.19 node (jars from Maven Central: deploy/opensearch/pom.xml;
 512 MB heap, 5-40 s) instead of noida-db; jobs.yaml's `local-opensearch` profile uses it (docs/search.md).
 
+--with registry starts Apicurio Registry (built once from Maven Central: deploy/registry/pom.xml; 384 MB heap,
+4-15 s), a schema registry with the Confluent-compatible API: its URL is `${dev:registry}` and the `registry=`
+URL of `dev status`; `ctxsync schema` and Avro sources with `registry:` use it (docs/schemas.md).
+
 examples:
   ctxsync dev up                 # start Redis, Kafka and noida-db (Elasticsearch API)
   ctxsync dev up --with prometheus  # and Prometheus scraping the job and the connectors
   ctxsync dev up --search opensearch  # OpenSearch instead of noida-db for the history
+  ctxsync dev up --with registry    # and a schema registry for versioned Avro events
   ctxsync dev status             # ready / stopped, pids, endpoints
   ctxsync dev down --reset       # stop, and delete their data
 """
@@ -40,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--with", dest="extra", action="append", default=[], choices=[s for s in SERVICES
                    if s not in (*DEFAULT_SERVICES, "opensearch")],
-                   help="also start prometheus (scraping the metric ports); repeatable")
+                   help="also start prometheus (scraping the metric ports) or registry (a schema registry); "
+                        "repeatable")
     p.add_argument("--search", choices=("elasticsearch", "opensearch"), default="elasticsearch",
                    help="the history's search engine: noida-db's Elasticsearch API (default) or OpenSearch")
     p.add_argument("--jobs", type=Path, default=Path("jobs.yaml"),
