@@ -17,6 +17,9 @@ import pytest
 import redis
 
 from ctxsync import cli
+from ctxsync.client import ContextClient
+from ctxsync.client.cache import CacheNotPermitted
+from ctxsync.client.endpoints import Credentials, from_urls
 from ctxsync.io.connectors import ConnectorStats, RedisViewsHandler
 from ctxsync.io.redis_views import RedisViewSink, ViewWrite, access_key, ack_key, stream_key, view_key
 from ctxsync.io.view_writer import JobViewWriter, ViewChanges
@@ -348,3 +351,14 @@ def test_verify_expects_in_a_stream_only_what_its_grant_lets_through(applied, ad
         assert by_model[model].views == 2 * len(granted) and by_model[model].behind == 0
     assert by_model["session-tracker"].views == 8 and by_model["session-tracker"].behind == 0
     assert findings == []
+
+
+def test_a_model_asking_for_the_cache_is_told_why_it_cannot_have_it(applied, acl_redis):  # noqa: F811
+    """Model users get no CLIENT TRACKING (above): cache=True fails at the first read with the reason and the
+    fix, and the same model reads its granted views uncached."""
+    url = f"redis://model-risk-model@127.0.0.1:{acl_redis.port}"
+    endpoints = from_urls(url, credentials=Credentials(redis_password=PASSWORDS["risk-model"]))
+    with pytest.raises(CacheNotPermitted, match="cache=False"):
+        ContextClient(endpoints, "risk-model", cache=True).get("u2", ["financial"])
+    context = ContextClient(endpoints, "risk-model", cache=False).get("u2", ["financial"])
+    assert context.version("financial") == 1

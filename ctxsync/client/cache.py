@@ -31,6 +31,10 @@ def _fields(reply: Any) -> Fields:
     return dict(zip(items[::2], items[1::2]))
 
 
+class CacheNotPermitted(PermissionError):
+    """The Redis user may not track keys (model users of `ctxsync acl apply` may not): no cached reads."""
+
+
 class TrackedCache(Generic[V]):
     """Hash reads (HGETALL) through an LRU cache invalidated by the server. Entries are kept decoded
     (`decode` of the fields, {} for a missing key), so a hit costs a dict lookup. Thread-safe (one lock)."""
@@ -95,7 +99,12 @@ class TrackedCache(Generic[V]):
             self._reader.disconnect()  # its tracking pointed at a listener that is gone
             self._listener.disconnect()
             self._listener.send_command("CLIENT", "ID")
-            self._listener_id = int(self._listener.read_response())
+            try:
+                self._listener_id = int(self._listener.read_response())
+            except redis.exceptions.NoPermissionError:
+                raise CacheNotPermitted(
+                    "cache=True needs CLIENT TRACKING, which a model's own Redis user is not granted (Redis 7.0 "
+                    "cannot limit tracking to granted keys: docs/security.md); use cache=False") from None
             self._listener.send_command("SUBSCRIBE", INVALIDATE_CHANNEL)
             self._listener.read_response()  # the subscribe confirmation
         self._reader.connect()  # no-op when connected; a (re)connect runs _track
