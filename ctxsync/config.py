@@ -228,9 +228,6 @@ class KafkaSourceEndpoint(_Strict):
     registry: str | None = Field(default=None, description="Avro: schema registry URL (Confluent API, e.g. "
                                  "${dev:registry}) that resolves each record's writer schema by its id; "
                                  "default: the shipped schema writes every id")
-    registry: str | None = Field(default=None, description="Avro: schema registry URL (Confluent API, e.g. "
-                                 "${dev:registry}) that resolves each record's writer schema by its id; "
-                                 "default: the shipped schema writes every id")
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
 
 
