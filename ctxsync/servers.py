@@ -26,8 +26,8 @@ from ctxsync.prometheus import CONFIG_FILE as PROMETHEUS_CONFIG
 
 SERVICES = ("redis", "kafka", "noida", "prometheus", "opensearch", "registry")
 DEFAULT_SERVICES = ("redis", "kafka", "noida")
-START_TIMEOUT_S = {"kafka": 120.0, "opensearch": 120.0, "registry": 120.0}  # JVMs (Kafka formats on its first start); the others
-#                                                         answer within seconds
+# JVMs (Kafka formats on its first start); the others answer within seconds
+START_TIMEOUT_S = {"kafka": 120.0, "opensearch": 120.0, "registry": 120.0}
 STOP_TIMEOUT_S = {"kafka": 30.0, "opensearch": 30.0}
 STATE_FILE = "servers.json"
 

@@ -125,7 +125,8 @@ def sink_ddl(spec: KafkaJobSpec, table: str = "ctx_outputs") -> str:
 
 
 def ingest_record(payload: bytes | None, topic: str, partition: int, offset: int, settings: SyncSettings,
-                  avro: bool, schema_id: int | None, now_ms: int, resolve: Resolver | None = None) -> tuple[str, Any]:
+                  avro: bool, schema_id: int | None, now_ms: int,
+                  resolve: Resolver | None = None) -> tuple[str, Any]:
     """(userId, Event) or (DEAD_LETTER_KEY, dead-letter line) for one Kafka record; seq = offset. An Avro
     record's writer schema comes from `resolve` (default: the shipped schema, for `schema_id` if set)."""
     raw = payload or b""
