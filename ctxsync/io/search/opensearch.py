@@ -74,8 +74,13 @@ class OpenSearchBackend:
         self.client.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
 
     def delete_by_query(self, index: str, query: dict[str, Any]) -> int:
-        response = self.client.delete_by_query(index=index, body={"query": query}, refresh=True,
-                                               conflicts="proceed", allow_no_indices=True, ignore_unavailable=True)
+        from opensearchpy import NotFoundError
+
+        try:
+            response = self.client.delete_by_query(index=index, body={"query": query}, refresh=True,
+                                                   conflicts="proceed", allow_no_indices=True, ignore_unavailable=True)
+        except NotFoundError:  # a named index that was never created holds nothing to delete
+            return 0
         return int(response.get("deleted", 0))
 
     def open_pit(self, index: str) -> str | None:
