@@ -1,6 +1,8 @@
 """`ctxsync replay`, `ctxsync dev`, the profile config and the Kafka job's pure parts (no Flink here)."""
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
 
@@ -180,7 +182,8 @@ def test_dev_command_up_status_down(tmp_path, monkeypatch, capsys):
         assert main(["dev", "up"]) == 0
         assert main(["dev", "status"]) == 0
         out = capsys.readouterr().out
-        assert "redis  ready" in out and "kafka  ready" in out and "noida  ready" in out and "kafka=127.0.0.1:" in out
+        assert all(re.search(rf"^{name} +ready ", out, re.M) for name in ("redis", "kafka", "noida")), out
+        assert "kafka=127.0.0.1:" in out
     finally:
         assert main(["dev", "down"]) == 0
     assert main(["dev", "status"]) == 1
