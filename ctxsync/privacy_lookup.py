@@ -51,6 +51,10 @@ class PrivacyLookup:
             self._keys[token] = self.store.existing_key(token)
         return self._keys[token]
 
+    def forget(self) -> None:
+        """Drop the keys read so far, so a long-lived reader (`verify --every`) holds no erased user's key."""
+        self._keys.clear()
+
     def open(self, record: dict[str, Any]) -> dict[str, Any] | None:
         """A history or dead-letter record with its encrypted values decrypted (tokens stay tokens), or
         None if it cannot be: the user was erased (no key), or a key that does not fit."""

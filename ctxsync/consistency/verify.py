@@ -152,6 +152,7 @@ def verify(src: Sources, settings: SyncSettings, user: str | None = None, sample
     records = _kept(records, kept) if src.es is not None else records
     shredded = Opened()
     if src.privacy is not None:  # compare like with like: decrypted values, users by token until renamed below
+        src.privacy.forget()
         records = src.privacy.open_history(records, shredded)
     rebuilt = rebuild_views(records, settings, src.privacy.token(user) if src.privacy and user else user)
     report.history_records, report.unreadable_history = rebuilt.records + shredded.shredded, rebuilt.unreadable
