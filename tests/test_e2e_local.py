@@ -383,3 +383,12 @@ def test_connectors_end_exact_when_redis_and_elasticsearch_restart_mid_run(
         assert stats["elasticsearch"].dead_lettered == 0
     finally:
         es_servers.down()
+
+
+@pytest.mark.servers
+def test_a_bounded_run_of_an_empty_topic_starts_no_job_and_ends_well(servers, unique, monkeypatch, tmp_path):  # noqa: F811
+    """Nothing in the topic and no savepoint: the run says so and exits 0 (a Flink job with no input
+    finishes at once, and a finished job cannot be stopped with a savepoint: the run used to fail there)."""
+    job, _ = prepare(servers, monkeypatch, f"empty{unique}")
+    out = finish(start_local(job, tmp_path, servers), timeout_s=180)
+    assert "new input records: 0 (no new input in the topic: the Flink job was not started)" in out

@@ -102,7 +102,8 @@ def _run_kafka(args: argparse.Namespace, job) -> int:
 
 
 def _print_kafka_result(result: KafkaRunResult) -> None:
-    unchanged = "" if result.job_ran else " (no new input since the last run: the Flink job was not started)"
+    since = "since the last run" if result.restored_from else "in the topic"
+    unchanged = "" if result.job_ran else f" (no new input {since}: the Flink job was not started)"
     print(f"\nnew input records: {result.input_records:,}{unchanged}")
     print(f"continued from: {result.restored_from or 'fresh state (start of the input)'}")
     print(f"next run continues from: {result.savepoint}")

@@ -274,10 +274,12 @@ def _run(job_name: str, job: Any, profile: Any, profile_name: str, parallelism: 
     which = ("elasticsearch",) if spec.views_redis else ("redis", "elasticsearch")
     connectors = profile_connectors(profile, which) if with_connectors else {}
     started = time.monotonic()
-    nothing_new = spec.bounded and restore == savepoint and savepoint is not None and \
-        all(base[p] >= h for p, h in source.high.items())
+    # a bounded run with nothing past its start (an empty topic too) starts no Flink job: a job with no input
+    # finishes at once, and a finished job cannot be stopped with a savepoint
+    nothing_new = spec.bounded and restore == savepoint and all(base[p] >= h for p, h in source.high.items())
     if nothing_new:
-        progress.note(f"no new input since the last run ({ledger.stopped_at}): the job has nothing to do")
+        since = f"since the last run ({ledger.stopped_at})" if ledger is not None and savepoint else "in the topic"
+        progress.note(f"no new input {since}: the job has nothing to do")
         offsets, new_savepoint = base, savepoint
     else:
         if restore:
