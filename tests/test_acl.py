@@ -13,6 +13,7 @@ import redis
 
 from ctxsync import cli
 from ctxsync.client import ContextClient, Credentials, from_urls
+from ctxsync.client.cache import CacheNotPermitted
 from ctxsync.config import AccessSettings, ConfigError, ModelGrant, load_jobs
 from ctxsync.io.redis_acl import grants, model_rules, model_users, stale_users
 from ctxsync.io.redis_views import RedisViewSink, ViewWrite, ack_key, stream_key, view_key
@@ -170,7 +171,7 @@ def test_the_model_client_with_its_user_reads_grants_and_its_change_feed(tmp_pat
             client.get("u1")  # all categories: behavioral and temporal are not granted
     # the client cache needs CLIENT TRACKING, which a model's user does not get (BCAST would reveal every key)
     with ContextClient(endpoints, "risk-model", cache=True) as client, \
-            pytest.raises(redis.exceptions.NoPermissionError, match="client"):
+            pytest.raises(CacheNotPermitted, match="CLIENT TRACKING"):
         client.get("u1", ["financial"])
     RedisViewSink(admin).write([ViewWrite(a_view("u1", "financial", 3, ["risk-model"], riskTolerance="high")),
                                 ViewWrite(a_view("u2", "behavioral", 1, ["risk-model"], segment="new"))])
