@@ -253,7 +253,8 @@ def _warmed_up(server: Server) -> bool:
     return coordinators_ready(server.endpoints["kafka"])
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (a zombie, exited but not reaped, does not)."""
     if pid <= 0:
         return False
     try:
@@ -320,7 +321,7 @@ class LocalServers:
                 settings: dict[str, str] | None = None) -> subprocess.Popen | None:
         """Spawn the server's process (None if it already runs and answers); does not wait for it."""
         server = self.servers.get(name)
-        if server is not None and _alive(server.pid) and is_ready(server):
+        if server is not None and pid_alive(server.pid) and is_ready(server):
             return None
         if server is None:
             server = Server(name, {**_default_ports(name), **(listeners or {})}, settings=dict(settings or {}))
@@ -363,17 +364,17 @@ class LocalServers:
         Ports and data stay recorded, so `start(name)` brings the same server back on the same ports.
         """
         server = self.servers.get(name)
-        if server is None or not _alive(server.pid):
+        if server is None or not pid_alive(server.pid):
             self._reap(name)
             return
         if not _is_our_server(server):
             return  # the pid was reused by an unrelated process: never signal it
         os.kill(server.pid, signal.SIGINT if server.name == "noida" else signal.SIGTERM)
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else STOP_TIMEOUT_S.get(name, 15.0))
-        while _alive(server.pid) and time.monotonic() < deadline:
+        while pid_alive(server.pid) and time.monotonic() < deadline:
             self._reap(name, wait=False)
             time.sleep(0.05)
-        if _alive(server.pid):
+        if pid_alive(server.pid):
             os.kill(server.pid, signal.SIGKILL)
         self._reap(name)
         server.pid = 0
@@ -401,7 +402,7 @@ class LocalServers:
 
     def status(self) -> list[tuple[Server, bool, bool]]:
         """(server, process alive, answering) for each known server."""
-        return [(s, _alive(s.pid), _alive(s.pid) and is_ready(s)) for s in self.servers.values()]
+        return [(s, pid_alive(s.pid), pid_alive(s.pid) and is_ready(s)) for s in self.servers.values()]
 
 
 def _is_our_server(server: Server) -> bool:
@@ -444,5 +445,5 @@ def running_endpoints(run_dir: Path | None = None) -> dict[str, str]:
     """Endpoints of the `ctxsync dev` servers that are running now, and their directory (`dir`), for
     `${dev:...}` in jobs.yaml."""
     local = LocalServers.load(run_dir or default_run_dir())
-    running = LocalServers(local.run_dir, {n: s for n, s in local.servers.items() if _alive(s.pid)})
+    running = LocalServers(local.run_dir, {n: s for n, s in local.servers.items() if pid_alive(s.pid)})
     return {**running.endpoints(), "dir": str(local.run_dir.resolve())}

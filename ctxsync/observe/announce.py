@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ctxsync import paths
+from ctxsync.servers import pid_alive
 
 
 class Announced(NamedTuple):
@@ -48,16 +49,6 @@ def announced(job: str, profile: str, name: str, url: str) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def announcements(job: str, profile: str) -> list[Announced]:
     """The live announcements of a job's profile, job first, then connectors by name and pid."""
     found = []
@@ -67,7 +58,7 @@ def announcements(job: str, profile: str) -> list[Announced]:
             entry = Announced(str(data["name"]), str(data["url"]), int(data["pid"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not ours or mid-removal: an unreadable file names no endpoint
-        if _alive(entry.pid):
+        if pid_alive(entry.pid):
             found.append(entry)
         else:
             path.unlink(missing_ok=True)
