@@ -29,4 +29,4 @@ def resolve() -> Path:
 
 
 if __name__ == "__main__":
-    sys.exit(main(KAFKA, "ctxsync.kafka_dist"))
+    sys.exit(main(KAFKA.resolve, "ctxsync.kafka_dist"))

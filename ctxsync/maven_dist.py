@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,10 +102,11 @@ class MavenDist:
         return libs
 
 
-def main(dist: MavenDist, prog: str) -> int:
-    """`python -m <module>`: resolve (if needed) and print the libs directory; a failure is one line, exit 1."""
+def main(resolve: Callable[[], Path], prog: str) -> int:
+    """`python -m <module>` of a server's dist module: resolve or build it (if needed) and print where it
+    is; a failure is one line, exit 1."""
     try:
-        print(dist.resolve())
+        print(resolve())
     except MavenDistError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctxsync.maven_dist import DEPLOY, MavenDist, MavenDistError
+from ctxsync.maven_dist import DEPLOY, MavenDist, MavenDistError, main
 
 POM = DEPLOY / "opensearch" / "pom.xml"
 OPENSEARCH = MavenDist("the OpenSearch node", POM, "opensearch.version", "opensearch-[0-9]*.jar")
@@ -168,14 +168,5 @@ def is_node_cmdline(args: list[str]) -> bool:
     return MAIN_CLASS in args and any(arg.startswith("-Dopensearch.path.home=") for arg in args)
 
 
-def main() -> int:
-    try:
-        print(home())
-    except MavenDistError as exc:
-        print(f"ctxsync.opensearch_dist: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(home, "ctxsync.opensearch_dist"))

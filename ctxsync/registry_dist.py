@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ctxsync.maven_dist import DEPLOY, MVN_TIMEOUT_S, MavenDist, MavenDistError
+from ctxsync.maven_dist import DEPLOY, MVN_TIMEOUT_S, MavenDist, MavenDistError, main
 
 SOURCE = DEPLOY / "registry"
 REGISTRY = MavenDist("the schema registry", SOURCE / "pom.xml", "apicurio.version", "registry-1-runner.jar")
@@ -112,8 +112,4 @@ def command(data_dir: Path, port: int, java: str = "java") -> list[str]:
 
 
 if __name__ == "__main__":
-    try:
-        print(build())
-    except MavenDistError as exc:
-        print(f"ctxsync.registry_dist: {exc}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main(build, "ctxsync.registry_dist"))

@@ -59,7 +59,7 @@ def test_the_pom_pins_the_broker_version():
 def test_missing_mvn_or_java_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CTXSYNC_HOME", str(tmp_path))  # an empty cache: it would have to resolve
     monkeypatch.setattr(maven_dist.shutil, "which", lambda name: None if name == "mvn" else f"/usr/bin/{name}")
-    assert maven_dist.main(kafka_dist.KAFKA, "ctxsync.kafka_dist") == 1
+    assert maven_dist.main(kafka_dist.KAFKA.resolve, "ctxsync.kafka_dist") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mvn not found" in err and "apt-get install maven" in err
     monkeypatch.setattr(maven_dist.shutil, "which", lambda name: None)
