@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.io_throughput import produce_job_outputs  # noqa: E402
 from bench.proc_cpu import cpu_seconds, descendants  # noqa: E402
 from ctxsync.commands.replay import ReplayFilter, replay  # noqa: E402
 from ctxsync.config import resolve_job, resolve_profile  # noqa: E402
@@ -29,8 +30,7 @@ from ctxsync.generate import GeneratorOptions, generate_lines  # noqa: E402
 from ctxsync.io.connectors import profile_connectors, run_all  # noqa: E402
 from ctxsync.io.kafka_io import TopicSpec, ensure_topics, producer  # noqa: E402
 from ctxsync.servers import LocalServers, _kafka_ready, _noida_bin, free_port, running_endpoints  # noqa: E402
-from pipelines.flink.kafka import KafkaJobSpec, route_lines  # noqa: E402
-from pipelines.reference import read_lines, run_reference  # noqa: E402
+from pipelines.flink.kafka import KafkaJobSpec  # noqa: E402
 
 PARTITIONS = 4
 
@@ -86,19 +86,7 @@ def phases(bootstrap: str, pid: int, events: Path, redis_endpoints: dict[str, st
     spec = KafkaJobSpec(bootstrap=bootstrap, input_topic=topics["events"], views_topic=topics["views"],
                         history_topic=topics["history"], violations_topic=topics["violations"],
                         dlq_topic=topics["dlq"])
-    out, batch, last = producer(config), [], None
-    for line in run_reference(read_lines(events), str(events), job.settings.to_settings()):
-        seq = line.split("\t", 1)[0]
-        if last is not None and seq != last:
-            for key, value, topic, headers in route_lines(batch, spec):
-                out.produce(topic, key=key, value=value, headers=list(headers.items()))
-                out.poll(0)
-            batch = []
-        batch.append(line)
-        last = seq
-    for key, value, topic, headers in route_lines(batch, spec):
-        out.produce(topic, key=key, value=value, headers=list(headers.items()))
-    out.flush(60)
+    produce_job_outputs(events, job.settings.to_settings(), spec, config)
 
     data = job.profiles["local"].model_dump()
     data["sink"]["topics"] = {"views": topics["views"], "history": topics["history"],

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -70,23 +71,33 @@ def bench(args: argparse.Namespace, servers: LocalServers, events: Path) -> None
               f"(incl. ~10-30 s JVM/job start) = {args.events / result.job_seconds:,.0f} events/s; "
               f"wall {time.monotonic() - started:.1f}s")
     else:  # the job's outputs, produced directly from the reference run (connectors alone)
-        spec = KafkaJobSpec(bootstrap=config["bootstrap.servers"])
-        p = producer(config)
-        joined: list[str] = []
-        last = None
-        for line in run_reference(read_lines(events), str(events), job.settings.to_settings()):
-            seq = int(line.split("\t", 1)[0][1:])
-            if last is not None and seq != last:
-                for key, value, topic, headers in route_lines(joined, spec):
-                    p.produce(topic, key=key, value=value, headers=list(headers.items()))
-                    p.poll(0)
-                joined = []
-            joined.append(line)
-            last = seq
-        p.flush(60)
+        produce_job_outputs(events, job.settings.to_settings(), KafkaJobSpec(bootstrap=config["bootstrap.servers"]),
+                            config)
     for name, s in run_all(profile_connectors(profile), until_caught_up=True).items():
         print(f"connector {name}: {s.consumed:,} records in {s.seconds:.2f}s = {s.rate():,.0f} records/s "
               f"({s.written:,} written, {s.batches} batches)")
+
+
+def produce_job_outputs(events: Path, settings: Any, spec: KafkaJobSpec, config: dict[str, str]) -> None:
+    """The Kafka job's output records for `events`, computed by the reference run and routed as the job routes
+    them (one input event's tagged lines at a time), produced to the spec's topics: the connectors' input
+    without running Flink."""
+    out, batch, last = producer(config), [], None
+
+    def send(lines: list[str]) -> None:
+        for key, value, topic, headers in route_lines(lines, spec):
+            out.produce(topic, key=key, value=value, headers=list(headers.items()))
+            out.poll(0)
+
+    for line in run_reference(read_lines(events), str(events), settings):
+        seq = line.split("\t", 1)[0]
+        if last is not None and seq != last:
+            send(batch)
+            batch = []
+        batch.append(line)
+        last = seq
+    send(batch)
+    out.flush(60)
 
 
 if __name__ == "__main__":
